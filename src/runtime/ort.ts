@@ -1,0 +1,147 @@
+/**
+ * The one module that imports onnxruntime-node (style.md §1): sessions, execution providers,
+ * tensors and their disposal. Everything else in the project talks to ONNX Runtime through here.
+ */
+import * as ort from 'onnxruntime-node';
+
+export type Device = 'cpu' | 'cuda';
+export type TensorDtype = 'float32' | 'float16' | 'float64' | 'int32' | 'int64' | 'uint8' | 'bool';
+export type Tensor = ort.Tensor;
+export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint16Array | Uint8Array;
+
+/** Device → execution provider list. Frozen: the only devices this project knows. */
+export const DEVICE_PROVIDERS: Readonly<Record<Device, readonly string[]>> = Object.freeze({
+  cpu: Object.freeze(['cpu']),
+  cuda: Object.freeze(['cuda', 'cpu']),
+});
+
+export const DEVICES = Object.freeze(Object.keys(DEVICE_PROVIDERS) as Device[]);
+
+export class RuntimeError extends Error {
+  override name = 'RuntimeError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+export interface SessionOptions {
+  /** 'cpu' (default) or 'cuda' (needs the CUDA opt-in install, see README). */
+  device?: Device;
+  /** Intra-op threads; 0 or undefined lets onnxruntime decide. */
+  threads?: number;
+  /** Graph optimization level; 'all' by default. */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Human name used in error messages (e.g. "unet"). */
+  label?: string;
+}
+
+export function validateDevice(device: unknown): Device {
+  if (typeof device === 'string' && (DEVICES as string[]).includes(device)) return device as Device;
+  throw new RuntimeError(
+    `--device: ${JSON.stringify(device)} is not a known device; valid devices are ${DEVICES.join(', ')}`,
+  );
+}
+
+/** True when onnxruntime-node has the CUDA provider available on this host. */
+export function cudaAvailable(): boolean {
+  try {
+    return ort.listSupportedBackends().some((b) => b.name === 'cuda');
+  } catch {
+    return false;
+  }
+}
+
+export interface IoInfo {
+  name: string;
+  /** Element type as onnxruntime reports it, e.g. 'float32', 'float16', 'int32', 'int64'. */
+  type: string;
+  /** Shape with symbolic dims as strings. */
+  shape: (number | string)[];
+}
+
+/**
+ * A thin wrapper over ort.InferenceSession: feeds are checked against the session's input names
+ * (all missing names reported at once), input/output metadata is exposed in plain objects.
+ */
+export class Session {
+  readonly inputs: IoInfo[];
+  readonly outputs: IoInfo[];
+  private disposed = false;
+
+  private constructor(
+    private readonly inner: ort.InferenceSession,
+    readonly label: string,
+  ) {
+    this.inputs = metadata(inner.inputMetadata, inner.inputNames);
+    this.outputs = metadata(inner.outputMetadata, inner.outputNames);
+  }
+
+  static async create(model: string | Uint8Array, options: SessionOptions = {}): Promise<Session> {
+    const device = validateDevice(options.device ?? 'cpu');
+    const label = options.label ?? (typeof model === 'string' ? model : 'in-memory model');
+    if (device === 'cuda' && !cudaAvailable()) {
+      throw new RuntimeError(
+        `--device cuda: onnxruntime-node's CUDA provider is not installed on this host (needs the opt-in ` +
+          `install and CUDA 12 + cuDNN 9; see README "CUDA"). Use --device cpu.`,
+      );
+    }
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      executionProviders: [...DEVICE_PROVIDERS[device]],
+      graphOptimizationLevel: options.optimization ?? 'all',
+    };
+    if (options.threads && options.threads > 0) sessionOptions.intraOpNumThreads = options.threads;
+    try {
+      const inner =
+        typeof model === 'string'
+          ? await ort.InferenceSession.create(model, sessionOptions)
+          : await ort.InferenceSession.create(model, sessionOptions);
+      return new Session(inner, label);
+    } catch (cause) {
+      throw new RuntimeError(`onnxruntime could not load ${label}: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  input(name: string): IoInfo | undefined {
+    return this.inputs.find((i) => i.name === name);
+  }
+
+  async run(feeds: Record<string, Tensor>, outputNames?: string[]): Promise<Record<string, Tensor>> {
+    if (this.disposed) throw new RuntimeError(`${this.label}: session used after dispose()`);
+    const missing = this.inputs.map((i) => i.name).filter((n) => !(n in feeds));
+    const unknown = Object.keys(feeds).filter((n) => !this.inputs.some((i) => i.name === n));
+    if (missing.length || unknown.length) {
+      const parts = [];
+      if (missing.length) parts.push(`missing inputs ${missing.join(', ')}`);
+      if (unknown.length) parts.push(`unknown inputs ${unknown.join(', ')}`);
+      throw new RuntimeError(
+        `${this.label}: ${parts.join('; ')} (the session takes ${this.inputs.map((i) => i.name).join(', ')})`,
+      );
+    }
+    try {
+      return (await (outputNames ? this.inner.run(feeds, outputNames) : this.inner.run(feeds))) as Record<
+        string,
+        Tensor
+      >;
+    } catch (cause) {
+      throw new RuntimeError(`${this.label}: run failed: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await this.inner.release();
+  }
+}
+
+function metadata(meta: readonly ort.InferenceSession.ValueMetadata[] | undefined, names: readonly string[]): IoInfo[] {
+  return names.map((name, i) => {
+    const m = meta?.[i] as { isTensor?: boolean; type?: string; shape?: readonly (number | string)[] } | undefined;
+    return { name, type: m?.isTensor ? String(m.type) : 'unknown', shape: m?.shape ? [...m.shape] : [] };
+  });
+}
+
+/** Build a runtime tensor. float16 data are IEEE half bit patterns in a Uint16Array. */
+export function tensor(type: TensorDtype, data: TensorData | boolean[], dims: readonly number[]): Tensor {
+  return new ort.Tensor(type as 'float32', data as Float32Array, dims);
+}
