@@ -1,0 +1,37 @@
+/** Exit codes come from one pure function (style.md: one error handler, distinct codes). */
+import {
+  ClassifierError,
+  ConfigError,
+  EditError,
+  GenerationError,
+  ModelFormatError,
+  OutputError,
+  UsageError,
+} from '../util/errors.js';
+
+export const EXIT = Object.freeze({
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  model: 3,
+  edit: 4,
+  generation: 5,
+  classifier: 6,
+  config: 7,
+  output: 8,
+  /** the job ran but did not reach its goal (e.g. tuning tolerance not met) */
+  notReached: 9,
+  interrupted: 130,
+});
+
+export function exitCodeFor(error: unknown): number {
+  if (error instanceof UsageError) return EXIT.usage;
+  if (error instanceof ModelFormatError) return EXIT.model;
+  if (error instanceof EditError) return EXIT.edit;
+  if (error instanceof GenerationError) return EXIT.generation;
+  if (error instanceof ClassifierError) return EXIT.classifier;
+  if (error instanceof ConfigError) return EXIT.config;
+  if (error instanceof OutputError) return EXIT.output;
+  if (error instanceof Error && error.name === 'RuntimeError') return EXIT.failure;
+  return EXIT.failure;
+}
