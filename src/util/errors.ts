@@ -38,6 +38,13 @@ export class OutputError extends TimeDebiasError {
 
 /** Format a value for an error message: strings quoted, long values cut. */
 export function show(value: unknown): string {
-  const s = typeof value === 'string' ? JSON.stringify(value) : String(value);
+  let s: string;
+  if (typeof value === 'string' || (value !== null && typeof value === 'object')) {
+    try {
+      s = JSON.stringify(value) ?? String(value);
+    } catch {
+      s = String(value);
+    }
+  } else s = String(value);
   return s.length > 120 ? `${s.slice(0, 117)}...` : s;
 }
