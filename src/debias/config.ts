@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import AjvModule, { type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { ConfigError, show } from '../util/errors.js';
 
 export const SCHEMA_PATH = fileURLToPath(new URL('../../configs/schema.json', import.meta.url));
@@ -67,10 +67,9 @@ export interface JobConfig {
   concurrency: number;
 }
 
-const Ajv = (AjvModule as unknown as { default: typeof AjvModule }).default ?? AjvModule;
-let validator: ReturnType<InstanceType<typeof Ajv>['compile']> | null = null;
+let validator: ValidateFunction | null = null;
 
-function validate(): NonNullable<typeof validator> {
+function validate(): ValidateFunction {
   if (!validator) {
     const schema = JSON.parse(readFileSync(SCHEMA_PATH, 'utf8'));
     const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
