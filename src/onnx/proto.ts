@@ -22,6 +22,12 @@ export const DataType = Object.freeze({
   BOOL: 9,
   FLOAT16: 10,
   DOUBLE: 11,
+  UINT16: 4,
+  INT16: 5,
+  STRING: 8,
+  UINT32: 12,
+  UINT64: 13,
+  BFLOAT16: 16,
 } as const);
 
 export const DATA_TYPE_NAMES: Readonly<Record<number, string>> = Object.freeze({
@@ -33,6 +39,12 @@ export const DATA_TYPE_NAMES: Readonly<Record<number, string>> = Object.freeze({
   9: 'bool',
   10: 'float16',
   11: 'float64',
+  4: 'uint16',
+  5: 'int16',
+  8: 'string',
+  12: 'uint32',
+  13: 'uint64',
+  16: 'bfloat16',
 });
 
 export const DATA_TYPE_BYTES: Readonly<Record<number, number>> = Object.freeze({
@@ -44,6 +56,11 @@ export const DATA_TYPE_BYTES: Readonly<Record<number, number>> = Object.freeze({
   9: 1,
   10: 2,
   11: 8,
+  4: 2,
+  5: 2,
+  12: 4,
+  13: 8,
+  16: 2,
 });
 
 /** protobufjs returns int64 fields as Long objects (or numbers); make them numbers. */

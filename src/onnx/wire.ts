@@ -1,0 +1,171 @@
+/**
+ * Protobuf wire-level views of an ONNX file: where each field of a ModelProto, its GraphProto and
+ * the graph's initializer TensorProtos lie in the file bytes. Needed for two things the decoded
+ * objects cannot give: the absolute byte range of a tensor's `raw_data` payload (to patch it in
+ * place), and splicing a re-encoded TensorProto into the file while every other byte, unknown
+ * fields included, stays as it was.
+ *
+ * Field numbers (onnx.proto):
+ *   ModelProto:  7 graph
+ *   GraphProto:  5 initializer (repeated TensorProto)
+ *   TensorProto: 1 dims, 2 data_type, 4 float_data, 5 int32_data, 7 int64_data, 8 name, 9 raw_data,
+ *                10 double_data, 11 uint64_data, 13 external_data, 14 data_location
+ */
+import protobuf from 'protobufjs/minimal.js';
+
+export const WIRE = Object.freeze({ VARINT: 0, FIXED64: 1, BYTES: 2, FIXED32: 5 });
+
+export const MODEL_GRAPH_FIELD = 7;
+export const GRAPH_INITIALIZER_FIELD = 5;
+export const TENSOR_FIELDS = Object.freeze({
+  dims: 1,
+  dataType: 2,
+  floatData: 4,
+  int32Data: 5,
+  int64Data: 7,
+  name: 8,
+  rawData: 9,
+  doubleData: 10,
+  uint64Data: 11,
+  externalData: 13,
+  dataLocation: 14,
+});
+/** The TensorProto fields that hold element values (typed or raw). */
+export const VALUE_FIELDS: ReadonlySet<number> = new Set([4, 5, 7, 9, 10, 11]);
+
+/** One field occurrence: [start, end) covers tag + (length) + payload; payload is [dataStart, end). */
+export interface FieldSpan {
+  field: number;
+  wireType: number;
+  start: number;
+  dataStart: number;
+  end: number;
+}
+
+/** Fields of the message stored in bytes[start, end), in file order. Throws RangeError on malformed input. */
+export function scanFields(bytes: Uint8Array, start = 0, end = bytes.byteLength): FieldSpan[] {
+  const reader = protobuf.Reader.create(bytes);
+  reader.pos = start;
+  reader.len = end;
+  const spans: FieldSpan[] = [];
+  while (reader.pos < end) {
+    const at = reader.pos;
+    const tag = reader.uint32();
+    const field = tag >>> 3;
+    const wireType = tag & 7;
+    if (field === 0) throw new RangeError(`invalid field number 0 at byte ${at}`);
+    let dataStart: number;
+    if (wireType === WIRE.BYTES) {
+      const length = reader.uint32();
+      dataStart = reader.pos;
+      reader.skip(length);
+    } else if (wireType === WIRE.VARINT || wireType === WIRE.FIXED64 || wireType === WIRE.FIXED32) {
+      dataStart = reader.pos;
+      reader.skipType(wireType);
+    } else {
+      throw new RangeError(`unsupported wire type ${wireType} (field ${field}) at byte ${at}`);
+    }
+    if (reader.pos > end) throw new RangeError(`field ${field} at byte ${at} runs past the end of its message`);
+    spans.push({ field, wireType, start: at, dataStart, end: reader.pos });
+  }
+  return spans;
+}
+
+/** Wire layout of one initializer TensorProto inside the model file. */
+export interface TensorWireLayout {
+  /** The `initializer` field occurrence in the GraphProto (tag, length, message). */
+  span: FieldSpan;
+  /** Name as stored (field 8), decoded as UTF-8. */
+  name: string;
+  /** The raw_data payload, when the tensor has one. */
+  rawData?: { offset: number; length: number };
+  /** The fields of the TensorProto message, in order. */
+  fields: FieldSpan[];
+}
+
+export interface ModelWireLayout {
+  /** Top-level ModelProto fields. */
+  modelFields: FieldSpan[];
+  /** GraphProto occurrences (protobuf merges repeated occurrences; exporters write one). */
+  graphs: { span: FieldSpan; fields: FieldSpan[] }[];
+  /** Initializers in decode order (graph occurrence order, then field order). */
+  initializers: TensorWireLayout[];
+}
+
+const utf8 = new TextDecoder('utf-8');
+
+/** Locate the graph and every initializer of a ModelProto at wire level (payloads are skipped, not read). */
+export function scanModel(bytes: Uint8Array): ModelWireLayout {
+  const modelFields = scanFields(bytes);
+  const graphs: ModelWireLayout['graphs'] = [];
+  const initializers: TensorWireLayout[] = [];
+  for (const span of modelFields) {
+    if (span.field !== MODEL_GRAPH_FIELD || span.wireType !== WIRE.BYTES) continue;
+    const fields = scanFields(bytes, span.dataStart, span.end);
+    graphs.push({ span, fields });
+    for (const g of fields) {
+      if (g.field !== GRAPH_INITIALIZER_FIELD || g.wireType !== WIRE.BYTES) continue;
+      const tensorFields = scanFields(bytes, g.dataStart, g.end);
+      let name = '';
+      let rawData: TensorWireLayout['rawData'];
+      for (const t of tensorFields) {
+        if (t.field === TENSOR_FIELDS.name && t.wireType === WIRE.BYTES)
+          name = utf8.decode(bytes.subarray(t.dataStart, t.end));
+        if (t.field === TENSOR_FIELDS.rawData && t.wireType === WIRE.BYTES) {
+          // protobuf: the last occurrence of a non-repeated field wins.
+          rawData = { offset: t.dataStart, length: t.end - t.dataStart };
+        }
+      }
+      initializers.push({ span: g, name, rawData, fields: tensorFields });
+    }
+  }
+  return { modelFields, graphs, initializers };
+}
+
+/** Varint encoding of a non-negative integer below 2^53. */
+export function encodeVarint(value: number): Uint8Array {
+  if (!Number.isSafeInteger(value) || value < 0)
+    throw new RangeError(`varint: ${value} is not a non-negative safe integer`);
+  const out: number[] = [];
+  let v = value;
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  out.push(v);
+  return Uint8Array.from(out);
+}
+
+/** Tag + length prefix of a length-delimited field. */
+export function lengthDelimitedHeader(field: number, length: number): Uint8Array {
+  const tag = encodeVarint(field * 8 + WIRE.BYTES);
+  const len = encodeVarint(length);
+  const out = new Uint8Array(tag.byteLength + len.byteLength);
+  out.set(tag, 0);
+  out.set(len, tag.byteLength);
+  return out;
+}
+
+/** A byte sequence built from pieces (views into the source or new small headers), joined once. */
+export class Pieces {
+  readonly parts: Uint8Array[] = [];
+  byteLength = 0;
+  push(part: Uint8Array): this {
+    this.parts.push(part);
+    this.byteLength += part.byteLength;
+    return this;
+  }
+  append(other: Pieces): this {
+    for (const p of other.parts) this.push(p);
+    return this;
+  }
+  join(): Uint8Array {
+    const out = new Uint8Array(this.byteLength);
+    let at = 0;
+    for (const p of this.parts) {
+      out.set(p, at);
+      at += p.byteLength;
+    }
+    return out;
+  }
+}
