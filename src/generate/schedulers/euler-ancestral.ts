@@ -1,0 +1,138 @@
+/**
+ * Ancestral Euler sampling in the σ view (k-diffusion's `sample_euler_ancestral`; Karras et al.
+ * 2022 with η = 1), as diffusers' EulerAncestralDiscreteScheduler.
+ *
+ * Notation (see euler.ts): σ_i → σ_{i+1} is split into a deterministic move down to σ_down and
+ * fresh noise of standard deviation σ_up, with σ_down² + σ_up² = σ_{i+1}²:
+ *
+ *   σ_up     = √(σ_{i+1}² (σ_i² − σ_{i+1}²) / σ_i²)
+ *   σ_down   = √(σ_{i+1}² − σ_up²)
+ *   d_i      = (x_i − x̂_0) / σ_i
+ *   x_{i+1}  = x_i + (σ_down − σ_i) d_i + σ_up z,     z ~ N(0, I) from each image's own stream
+ */
+import { GenerationError } from '../../util/errors.js';
+import {
+  alphasCumprodFrom,
+  betasFor,
+  type ConfigRules,
+  checkSameLength,
+  checkSteps,
+  configJson,
+  continuousTimesteps,
+  indexForTimestep,
+  inferenceSigmas,
+  NOISE_SCHEDULE_RULES,
+  type NoiseScheduleConfig,
+  requireTimesteps,
+  resolveConfig,
+  type Scheduler,
+  type SchedulerConfigJson,
+  type SchedulerStepResult,
+  type StepOptions,
+  scaleBySigma,
+  sigmaInitNoise,
+  sigmaPredictX0,
+  sigmasFrom,
+} from './common.js';
+
+export type EulerAncestralConfig = NoiseScheduleConfig;
+
+/** diffusers' EulerAncestralDiscreteScheduler defaults. */
+export const EULER_ANCESTRAL_DEFAULTS: Readonly<EulerAncestralConfig> = Object.freeze({
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: 'linear',
+  trained_betas: null,
+  prediction_type: 'epsilon',
+  timestep_spacing: 'linspace',
+  steps_offset: 0,
+});
+
+const RULES: ConfigRules<EulerAncestralConfig> = NOISE_SCHEDULE_RULES;
+
+export class EulerAncestralScheduler implements Scheduler {
+  readonly id = 'euler-ancestral' as const;
+  readonly className = 'EulerAncestralDiscreteScheduler';
+  readonly config: Readonly<EulerAncestralConfig>;
+  readonly alphasCumprod: Float64Array;
+  readonly trainSigmas: Float64Array;
+  readonly stochastic = true;
+  timesteps: number[] = [];
+  sigmas: Float64Array;
+  numInferenceSteps: number | null = null;
+  private stepIndex: number | null = null;
+
+  constructor(config: Partial<EulerAncestralConfig> = {}) {
+    this.config = Object.freeze(
+      resolveConfig(this.className, EULER_ANCESTRAL_DEFAULTS, RULES, config as SchedulerConfigJson),
+    );
+    if (this.config.prediction_type === 'sample') {
+      throw new GenerationError(
+        `${this.className} config prediction_type: "sample" is not supported (epsilon or v_prediction)`,
+      );
+    }
+    this.alphasCumprod = alphasCumprodFrom(betasFor(this.config));
+    this.trainSigmas = sigmasFrom(this.alphasCumprod);
+    this.sigmas = Float64Array.from([...this.trainSigmas].reverse().concat([0]));
+  }
+
+  static fromConfig(json: SchedulerConfigJson): EulerAncestralScheduler {
+    return new EulerAncestralScheduler(json as Partial<EulerAncestralConfig>);
+  }
+
+  get initNoiseSigma(): number {
+    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
+  }
+
+  toConfig(): SchedulerConfigJson {
+    return configJson(this.className, this.config);
+  }
+
+  setTimesteps(numInferenceSteps: number): void {
+    const c = this.config;
+    checkSteps(this.className, numInferenceSteps, c.num_train_timesteps);
+    this.numInferenceSteps = numInferenceSteps;
+    this.timesteps = continuousTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset);
+    this.sigmas = inferenceSigmas(this.trainSigmas, this.timesteps);
+    this.stepIndex = null;
+  }
+
+  private indexFor(timestep: number): number {
+    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.timesteps, timestep, this.className);
+    return this.stepIndex;
+  }
+
+  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
+    return scaleBySigma(sample, this.sigmas[this.indexFor(timestep)] as number);
+  }
+
+  step(
+    modelOutput: Float32Array,
+    timestep: number,
+    sample: Float32Array,
+    options: StepOptions = {},
+  ): SchedulerStepResult {
+    requireTimesteps(this.className, this.numInferenceSteps);
+    checkSameLength(this.className, modelOutput, sample);
+    if (!options.noise) throw new GenerationError(`${this.className}: step() needs a noise source (it is stochastic)`);
+    const i = this.indexFor(timestep);
+    const sigmaFrom = this.sigmas[i] as number;
+    const sigmaTo = this.sigmas[i + 1] as number;
+    const x0 = sigmaPredictX0(this.config.prediction_type, modelOutput, sample, sigmaFrom);
+    const sigmaUp = Math.sqrt(
+      (sigmaTo * sigmaTo * (sigmaFrom * sigmaFrom - sigmaTo * sigmaTo)) / (sigmaFrom * sigmaFrom),
+    );
+    const sigmaDown = Math.sqrt(sigmaTo * sigmaTo - sigmaUp * sigmaUp);
+    const dt = sigmaDown - sigmaFrom;
+    const z = options.noise(sample.length);
+    const prev = new Float32Array(sample.length);
+    for (let k = 0; k < prev.length; k++) {
+      const x = sample[k] as number;
+      const derivative = (x - (x0[k] as number)) / sigmaFrom;
+      prev[k] = x + derivative * dt + (z[k] as number) * sigmaUp;
+    }
+    this.stepIndex = i + 1;
+    return { prevSample: prev, predOriginalSample: x0 };
+  }
+}

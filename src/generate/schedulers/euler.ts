@@ -1,0 +1,133 @@
+/**
+ * Euler's method on the probability-flow ODE in the σ view (Karras, Aittala, Aila, Laine 2022,
+ * "Elucidating the Design Space of Diffusion-Based Generative Models", arXiv 2206.00364, Algorithm 1
+ * without churn), as diffusers' EulerDiscreteScheduler with its default step arguments (s_churn 0).
+ *
+ * Notation (see common.ts): σ_i the noise level of step i (σ_n = 0), x_i the sample at σ_i,
+ * x̂_0 = D(x_i; σ_i) the denoised estimate.
+ *
+ *   σ_i      = σ_train interpolated at the (possibly fractional) timestep t_i   (common.ts)
+ *   input    = x_i / √(σ_i² + 1)                                                 (c_in, Table 1)
+ *   d_i      = (x_i − x̂_0) / σ_i                                                 (Alg. 1 line 7)
+ *   x_{i+1}  = x_i + (σ_{i+1} − σ_i) d_i                                          (Alg. 1 line 8)
+ *   x_0 ~ init_noise_sigma · N(0, I)
+ */
+import {
+  alphasCumprodFrom,
+  betasFor,
+  type ConfigRules,
+  checkSameLength,
+  checkSteps,
+  configJson,
+  continuousTimesteps,
+  indexForTimestep,
+  inferenceSigmas,
+  NOISE_SCHEDULE_RULES,
+  type NoiseScheduleConfig,
+  requireTimesteps,
+  requireValue,
+  resolveConfig,
+  type Scheduler,
+  type SchedulerConfigJson,
+  type SchedulerStepResult,
+  scaleBySigma,
+  sigmaInitNoise,
+  sigmaPredictX0,
+  sigmasFrom,
+} from './common.js';
+
+export interface EulerConfig extends NoiseScheduleConfig {
+  interpolation_type: 'linear' | 'log_linear';
+  use_karras_sigmas: boolean;
+}
+
+/** diffusers' EulerDiscreteScheduler defaults (note: linspace spacing, offset 0). */
+export const EULER_DEFAULTS: Readonly<EulerConfig> = Object.freeze({
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: 'linear',
+  trained_betas: null,
+  prediction_type: 'epsilon',
+  timestep_spacing: 'linspace',
+  steps_offset: 0,
+  interpolation_type: 'linear',
+  use_karras_sigmas: false,
+});
+
+const RULES: ConfigRules<EulerConfig> = {
+  ...NOISE_SCHEDULE_RULES,
+  interpolation_type: { kind: 'enum', values: ['linear', 'log_linear'] },
+  use_karras_sigmas: { kind: 'boolean' },
+};
+
+export class EulerScheduler implements Scheduler {
+  readonly id = 'euler' as const;
+  readonly className = 'EulerDiscreteScheduler';
+  readonly config: Readonly<EulerConfig>;
+  readonly alphasCumprod: Float64Array;
+  /** σ_train[t] for t = 0 … T−1 (ascending). */
+  readonly trainSigmas: Float64Array;
+  readonly stochastic = false;
+  timesteps: number[] = [];
+  /** σ_0 > σ_1 > … > σ_n = 0 after setTimesteps. */
+  sigmas: Float64Array;
+  numInferenceSteps: number | null = null;
+  private stepIndex: number | null = null;
+
+  constructor(config: Partial<EulerConfig> = {}) {
+    this.config = Object.freeze(resolveConfig(this.className, EULER_DEFAULTS, RULES, config as SchedulerConfigJson));
+    requireValue(this.className, this.config, 'use_karras_sigmas', false);
+    this.alphasCumprod = alphasCumprodFrom(betasFor(this.config));
+    this.trainSigmas = sigmasFrom(this.alphasCumprod);
+    this.sigmas = Float64Array.from([...this.trainSigmas].reverse().concat([0]));
+  }
+
+  static fromConfig(json: SchedulerConfigJson): EulerScheduler {
+    return new EulerScheduler(json as Partial<EulerConfig>);
+  }
+
+  get initNoiseSigma(): number {
+    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
+  }
+
+  toConfig(): SchedulerConfigJson {
+    return configJson(this.className, this.config);
+  }
+
+  setTimesteps(numInferenceSteps: number): void {
+    const c = this.config;
+    checkSteps(this.className, numInferenceSteps, c.num_train_timesteps);
+    this.numInferenceSteps = numInferenceSteps;
+    this.timesteps = continuousTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset);
+    this.sigmas = inferenceSigmas(this.trainSigmas, this.timesteps, c.interpolation_type);
+    this.stepIndex = null;
+  }
+
+  private indexFor(timestep: number): number {
+    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.timesteps, timestep, this.className);
+    return this.stepIndex;
+  }
+
+  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
+    return scaleBySigma(sample, this.sigmas[this.indexFor(timestep)] as number);
+  }
+
+  step(modelOutput: Float32Array, timestep: number, sample: Float32Array): SchedulerStepResult {
+    requireTimesteps(this.className, this.numInferenceSteps);
+    checkSameLength(this.className, modelOutput, sample);
+    const i = this.indexFor(timestep);
+    const sigma = this.sigmas[i] as number;
+    const sigmaNext = this.sigmas[i + 1] as number;
+    const x0 = sigmaPredictX0(this.config.prediction_type, modelOutput, sample, sigma);
+    const dt = sigmaNext - sigma;
+    const prev = new Float32Array(sample.length);
+    for (let k = 0; k < prev.length; k++) {
+      const x = sample[k] as number;
+      const derivative = (x - (x0[k] as number)) / sigma;
+      prev[k] = x + derivative * dt;
+    }
+    this.stepIndex = i + 1;
+    return { prevSample: prev, predOriginalSample: x0 };
+  }
+}
