@@ -39,7 +39,7 @@ export function runReference(
   x.set(noise(8, shape), per);
   for (let i = 0; i < x.length; i++) x[i] = (x[i] as number) * s.initNoiseSigma;
   const streams = [new GaussianStream(7, 1), new GaussianStream(8, 1)];
-  let sample = x;
+  let sample: Float32Array = x;
   for (const t of s.timesteps) {
     const input = s.scaleModelInput(sample, t);
     const eps = Float32Array.from(input, (v, i) => Math.tanh(v / 2) + 0.05 * Math.cos(i + t / 250));

@@ -288,7 +288,7 @@ describe('every deterministic sampler solves the same ODE', () => {
       sch.setTimesteps(200);
       const t0 = sch.timesteps[0] as number;
       const z = vector(4, (i) => i - 1.5);
-      let x = Float32Array.from(z, (v) => v * sch.initNoiseSigma);
+      let x: Float32Array = Float32Array.from(z, (v) => v * sch.initNoiseSigma);
       for (const t of sch.timesteps) {
         const input = sch.scaleModelInput(x, t);
         const a = alphaAt(t);
