@@ -55,7 +55,7 @@ export interface ClassifierOptions {
 }
 
 export interface ClassifyOptions {
-  /** Replaces "{p}" in label prompts. */
+  /** Replaces "{profession}" in label prompts. */
   profession?: string;
   /** Top probability below this → kind 'unclear'. Off (undefined) by default, as in the references. */
   threshold?: number;

@@ -1,12 +1,12 @@
 /**
  * Attributes for zero-shot classification: a named set of k ≥ 2 classes, each with one or more label
- * prompts (an ensemble, averaged in embedding space). Prompts may contain `{p}`, replaced by the
- * profession of the image being classified (e.g. "a female {p}").
+ * prompts (an ensemble, averaged in embedding space). Prompts may contain `{profession}`, replaced by the
+ * profession of the image being classified (e.g. "a female {profession}").
  *
  * Gender (female, male) is the built-in default, with the label styles the references use
  * (mission.md §2):
  *   'woman-man'    "a photo of a woman" / "a photo of a man"   (default; profession-independent)
- *   'female-male'  "a female {p}" / "a male {p}"
+ *   'female-male'  "a female {profession}" / "a male {profession}"
  *   'image-of'     "image of female" / "image of male"
  */
 import { ClassifierError, show } from '../util/errors.js';
@@ -14,7 +14,7 @@ import { ClassifierError, show } from '../util/errors.js';
 export interface AttributeClass {
   /** Class name as reported in results, e.g. "female". */
   name: string;
-  /** One or more label prompts; several form an ensemble. May contain "{p}". */
+  /** One or more label prompts; several form an ensemble. May contain "{profession}". */
   prompts: string[];
 }
 
@@ -26,13 +26,13 @@ export interface Attribute {
 
 export const GENDER_LABEL_STYLES = Object.freeze({
   'woman-man': { female: ['a photo of a woman'], male: ['a photo of a man'] },
-  'female-male': { female: ['a female {p}'], male: ['a male {p}'] },
+  'female-male': { female: ['a female {profession}'], male: ['a male {profession}'] },
   'image-of': { female: ['image of female'], male: ['image of male'] },
 } as const);
 
 export type GenderLabelStyle = keyof typeof GENDER_LABEL_STYLES;
 export const DEFAULT_GENDER_STYLE: GenderLabelStyle = 'woman-man';
-export const PROFESSION_PLACEHOLDER = '{p}';
+export const PROFESSION_PLACEHOLDER = '{profession}';
 
 export function validateGenderStyle(value: unknown): GenderLabelStyle {
   if (typeof value === 'string' && Object.hasOwn(GENDER_LABEL_STYLES, value)) return value as GenderLabelStyle;
@@ -108,7 +108,7 @@ export function needsProfession(attribute: Attribute): boolean {
   return attribute.classes.some((c) => c.prompts.some((p) => p.includes(PROFESSION_PLACEHOLDER)));
 }
 
-/** The prompts of each class with `{p}` replaced by `profession`. */
+/** The prompts of each class with `{profession}` replaced by `profession`. */
 export function resolvePrompts(attribute: Attribute, profession?: string): string[][] {
   return attribute.classes.map((c) =>
     c.prompts.map((p) => {

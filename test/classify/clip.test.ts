@@ -89,7 +89,7 @@ describe('ClipClassifier on the tiny CLIP-format model', () => {
     });
   });
 
-  test('{p} label prompts take the profession; missing profession is an error', async () => {
+  test('{profession} label prompts take the profession; missing profession is an error', async () => {
     const attr = genderAttribute('female-male');
     const got = await clf.classify([images[0]!], attr, { profession: 'nurse' });
     const v = directImage(tiny.spec, images[0]!.data);
@@ -97,7 +97,7 @@ describe('ClipClassifier on the tiny CLIP-format model', () => {
     assert.ok(Math.abs(got[0]!.probabilities.female! - p[0]!) < 1e-5);
     await assert.rejects(
       clf.classify([images[0]!], attr),
-      (e: Error) => e instanceof ClassifierError && /\{p\}/.test(e.message),
+      (e: Error) => e instanceof ClassifierError && /\{profession\}/.test(e.message),
     );
   });
 
