@@ -1,0 +1,314 @@
+/**
+ * Export an edited model as a complete model folder (issue 2 §6):
+ *
+ *   1. checks: every weight names a located site and has out × d finite values; the output does not
+ *      exist (or `force`), and is neither the input folder nor inside it, nor contains it;
+ *   2. every file of the input folder is cloned into `<outDir>.tmp-<random>` next to the target
+ *      (reflink where the filesystem allows, a plain copy otherwise, never a hard link; symlinks are
+ *      copied as the files they point to), while the edited source files are hashed (sha256);
+ *   3. the UNet's edited tensors are patched in the clones (src/onnx/write.ts), nothing else changes;
+ *   4. `time-edit.json` is written: the caller's manifest + per-site ‖ΔW‖_F/‖W‖_F, the sha256 of each
+ *      edited source file, the tool version and the date;
+ *   5. everything is fsynced, then the folder is renamed into place (with `force`, the old folder is
+ *      renamed away first and deleted after the new one is in place).
+ *
+ * The input is only ever read. On any failure the temporary folder is removed: nothing is written.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  constants,
+  createReadStream,
+  existsSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { copyFile } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { bytesToFloat32, readTensorFloat32 } from '../onnx/model-file.js';
+import { applyWritePlan, planTensorWrites } from '../onnx/write.js';
+import { EditError, OutputError, show } from '../util/errors.js';
+import type { SdModel } from './folder.js';
+import { type EditSite, locateSites, toStoredBytes } from './sites.js';
+
+export const EDIT_MANIFEST = 'time-edit.json';
+
+export interface ExportOptions {
+  model: SdModel;
+  /** Site name → the edited weight W' in torch layout [out, d] (row-major float32). */
+  weights: ReadonlyMap<string, Float32Array>;
+  outDir: string;
+  /** Replace an existing outDir (atomically: the old folder is renamed away, then deleted). */
+  force?: boolean;
+  /** What was edited (prompts, λ, rows, ...): written to time-edit.json with the export's own facts. */
+  manifest?: Record<string, unknown>;
+  /** Sites as located before (default: located again). */
+  sites?: readonly EditSite[];
+}
+
+export interface EditedSiteRecord {
+  name: string;
+  projection: EditSite['projection'];
+  initializer: string;
+  /** torch layout [out, d] */
+  shape: [number, number];
+  dtype: string;
+  /** ‖W' − W‖_F / ‖W‖_F of the stored tensors. */
+  relativeChange: number;
+}
+
+export interface SourceFileRecord {
+  /** Path relative to the model folder. */
+  path: string;
+  bytes: number;
+  sha256: string;
+}
+
+export interface ExportResult {
+  kind: 'model-export';
+  outDir: string;
+  manifestPath: string;
+  /** Files in the output folder (time-edit.json included). */
+  files: number;
+  /** Bytes of the input folder's files copied. */
+  bytesCopied: number;
+  /** Files of the output that differ from the input (relative paths). */
+  patchedFiles: string[];
+  editedSites: EditedSiteRecord[];
+  sourceFiles: SourceFileRecord[];
+  /** True when an existing outDir was replaced (force). */
+  replaced: boolean;
+}
+
+/** The package version, read once from package.json. */
+export function toolVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+  return pkg.version ?? '0.0.0';
+}
+
+/** Write the edited model folder. See the module comment for the steps and guarantees. */
+export async function exportEditedModel(options: ExportOptions): Promise<ExportResult> {
+  const { model, weights } = options;
+  const sites = options.sites ?? locateSites(model);
+  const byName = new Map(sites.map((s) => [s.name, s]));
+  if (weights.size === 0) throw new EditError('export: no edited weights given; nothing to export');
+
+  // 1. Weights → replacement bytes (validated before anything is written).
+  const replacements = new Map<string, Uint8Array>();
+  const edited: EditSite[] = [];
+  for (const [name, W] of weights) {
+    const site = byName.get(name);
+    if (!site) {
+      throw new EditError(
+        `export: ${show(name)} is not a site of ${show(model.unet.path)} (sites: ${sites
+          .slice(0, 3)
+          .map((s) => s.name)
+          .join(', ')}${sites.length > 3 ? `, … ${sites.length} in all` : ''})`,
+      );
+    }
+    for (let i = 0; i < W.length; i++) {
+      if (!Number.isFinite(W[i]))
+        throw new EditError(`export: weights of site ${show(name)} hold a non-finite value at index ${i}`);
+    }
+    if (replacements.has(site.initializer))
+      throw new EditError(`export: initializer ${show(site.initializer)} edited twice`);
+    replacements.set(site.initializer, toStoredBytes(site, W));
+    edited.push(site);
+  }
+  const plan = planTensorWrites(model.unet, replacements);
+
+  // Output location checks.
+  const outDir = resolve(options.outDir);
+  const inputReal = realpathSync(model.dir);
+  const outReal = existsSync(outDir) ? realpathSync(outDir) : outDir;
+  if (isSameOrInside(outReal, inputReal) || isSameOrInside(outDir, model.dir)) {
+    throw new OutputError(
+      `--out ${show(outDir)} is the input folder or inside it (${show(model.dir)}); choose a folder outside the input`,
+    );
+  }
+  if (isSameOrInside(inputReal, outReal) || isSameOrInside(model.dir, outDir)) {
+    throw new OutputError(
+      `--out ${show(outDir)} contains the input folder ${show(model.dir)}; replacing it would delete the input`,
+    );
+  }
+  const exists = existsSync(outDir) || isSymlink(outDir);
+  if (exists && !options.force) {
+    throw new OutputError(`--out ${show(outDir)} already exists; choose another folder or pass --force to replace it`);
+  }
+
+  const parent = dirname(outDir);
+  mkdirSync(parent, { recursive: true });
+  const tmp = `${outDir}.tmp-${randomBytes(6).toString('hex')}`;
+  try {
+    // 2. Clone every file while hashing the edited sources.
+    const unetRel = relative(model.dir, model.unet.dir);
+    const editedSources = plan.touchedFiles.map((f) => join(unetRel, f));
+    const [copied, sourceFiles] = await Promise.all([
+      cloneTree(model.dir, tmp),
+      Promise.all(editedSources.map((rel) => hashFile(model.dir, rel))),
+    ]);
+
+    // 3. Patch the UNet's edited tensors in the clones.
+    applyWritePlan(plan, join(tmp, unetRel), model.unet.dir);
+
+    // 4. The manifest.
+    const editedSites: EditedSiteRecord[] = edited.map((site) => {
+      const init = model.unet.initializerByName.get(site.initializer);
+      if (!init) throw new EditError(`export: no initializer ${show(site.initializer)}`);
+      const before = readTensorFloat32(model.unet, init);
+      const after = bytesToFloat32(replacements.get(site.initializer) as Uint8Array, site.dataType);
+      return {
+        name: site.name,
+        projection: site.projection,
+        initializer: site.initializer,
+        shape: [site.out, site.d],
+        dtype: site.dtype,
+        relativeChange: relativeChange(before, after),
+      };
+    });
+    const manifest = {
+      ...(options.manifest ?? {}),
+      tool: { name: 'time-debias', version: toolVersion() },
+      date: new Date().toISOString(),
+      sourceModel: {
+        dir: model.dir,
+        format: model.format,
+        precision: model.precision,
+        d: model.d,
+        files: sourceFiles,
+      },
+      editedSites,
+    };
+    const manifestPath = join(tmp, EDIT_MANIFEST);
+    writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
+
+    // 5. fsync everything, then rename into place.
+    fsyncTree(tmp);
+    let replaced = false;
+    if (exists) {
+      const old = `${outDir}.old-${randomBytes(6).toString('hex')}`;
+      renameSync(outDir, old);
+      try {
+        renameSync(tmp, outDir);
+      } catch (error) {
+        renameSync(old, outDir);
+        throw error;
+      }
+      rmSync(old, { recursive: true, force: true });
+      replaced = true;
+    } else {
+      renameSync(tmp, outDir);
+    }
+    fsyncPath(parent);
+    return {
+      kind: 'model-export',
+      outDir,
+      manifestPath: join(outDir, EDIT_MANIFEST),
+      files: copied.files + 1,
+      bytesCopied: copied.bytes,
+      patchedFiles: editedSources,
+      editedSites,
+      sourceFiles,
+      replaced,
+    };
+  } catch (error) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** ‖after − before‖_F / ‖before‖_F (float64 sums). */
+export function relativeChange(before: Float32Array, after: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < before.length; i++) {
+    const b = before[i] as number;
+    const diff = (after[i] as number) - b;
+    num += diff * diff;
+    den += b * b;
+  }
+  return den > 0 ? Math.sqrt(num / den) : num > 0 ? Number.POSITIVE_INFINITY : 0;
+}
+
+function isSameOrInside(path: string, dir: string): boolean {
+  const rel = relative(dir, path);
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
+}
+
+function isSymlink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+/** Copy every file under `src` into `dst` (created): clones, symlinks dereferenced. */
+async function cloneTree(src: string, dst: string): Promise<{ files: number; bytes: number }> {
+  const jobs: { from: string; to: string; size: number }[] = [];
+  const walk = (from: string, to: string, depth: number) => {
+    if (depth > 64) throw new OutputError(`export: ${show(from)} is nested too deep (symlink loop?)`);
+    mkdirSync(to, { recursive: true });
+    for (const entry of readdirSync(from, { withFileTypes: true })) {
+      const a = join(from, entry.name);
+      const b = join(to, entry.name);
+      const st = statSync(a); // follows symlinks
+      if (st.isDirectory()) walk(a, b, depth + 1);
+      else if (st.isFile()) jobs.push({ from: a, to: b, size: st.size });
+      else throw new OutputError(`export: ${show(a)} is neither a file nor a folder; cannot copy it`);
+    }
+  };
+  walk(src, dst, 0);
+  // Largest first, two at a time (the big weight file starts at once).
+  jobs.sort((x, y) => y.size - x.size);
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs.length) {
+      const job = jobs[next++] as (typeof jobs)[number];
+      await copyFile(job.from, job.to, constants.COPYFILE_FICLONE);
+    }
+  };
+  await Promise.all([worker(), worker()]);
+  return { files: jobs.length, bytes: jobs.reduce((s, j) => s + j.size, 0) };
+}
+
+async function hashFile(dir: string, rel: string): Promise<SourceFileRecord> {
+  const path = join(dir, rel);
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).byteLength;
+  }
+  return { path: rel.split(sep).join('/'), bytes, sha256: hash.digest('hex') };
+}
+
+function fsyncPath(path: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    fsyncSync(fd);
+  } catch {
+    // some platforms cannot fsync a directory; the data files were synced
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function fsyncTree(dir: string): void {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name);
+    if (entry.isDirectory()) fsyncTree(p);
+    else fsyncPath(p);
+  }
+  fsyncPath(dir);
+}
