@@ -4,9 +4,10 @@
  */
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { inspectCommand } from './cli/commands/inspect.js';
 import { exitCodeFor } from './cli/exit.js';
 
-const COMMANDS: CommandModule<object, any>[] = [];
+const COMMANDS: CommandModule<object, any>[] = [inspectCommand];
 
 export async function main(argv: string[]): Promise<void> {
   const parser = yargs(argv)
