@@ -33,6 +33,11 @@ export interface SessionOptions {
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Human name used in error messages (e.g. "unet"). */
   label?: string;
+  /**
+   * For a model given as bytes whose initializers live in external data files: the folder their
+   * `location`s are relative to (onnxruntime's session.model_external_initializers_file_folder_path).
+   */
+  externalDataFolder?: string;
 }
 
 export function validateDevice(device: unknown): Device {
@@ -90,6 +95,9 @@ export class Session {
       graphOptimizationLevel: options.optimization ?? 'all',
     };
     if (options.threads && options.threads > 0) sessionOptions.intraOpNumThreads = options.threads;
+    if (options.externalDataFolder) {
+      sessionOptions.extra = { session: { model_external_initializers_file_folder_path: options.externalDataFolder } };
+    }
     try {
       const inner =
         typeof model === 'string'
@@ -105,7 +113,14 @@ export class Session {
     return this.inputs.find((i) => i.name === name);
   }
 
-  async run(feeds: Record<string, Tensor>, outputNames?: string[]): Promise<Record<string, Tensor>> {
+  /**
+   * Run the session. `outputs` is either the output names to compute, or a map from output name to a
+   * pre-allocated tensor that onnxruntime writes into (null: let onnxruntime allocate that output).
+   */
+  async run(
+    feeds: Record<string, Tensor>,
+    outputs?: string[] | Record<string, Tensor | null>,
+  ): Promise<Record<string, Tensor>> {
     if (this.disposed) throw new RuntimeError(`${this.label}: session used after dispose()`);
     const missing = this.inputs.map((i) => i.name).filter((n) => !(n in feeds));
     const unknown = Object.keys(feeds).filter((n) => !this.inputs.some((i) => i.name === n));
@@ -118,10 +133,9 @@ export class Session {
       );
     }
     try {
-      return (await (outputNames ? this.inner.run(feeds, outputNames) : this.inner.run(feeds))) as Record<
-        string,
-        Tensor
-      >;
+      return (await (outputs
+        ? this.inner.run(feeds, outputs as ort.InferenceSession.FetchesType)
+        : this.inner.run(feeds))) as Record<string, Tensor>;
     } catch (cause) {
       throw new RuntimeError(`${this.label}: run failed: ${(cause as Error).message}`, { cause });
     }
