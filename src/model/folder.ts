@@ -234,6 +234,8 @@ function detectFormat(
     return { format: 'diffusers-onnx', evidence: `model_index.json _class_name ${pipelineClass}` };
   if (pipelineClass?.startsWith('ORT'))
     return { format: 'optimum-onnx', evidence: `model_index.json _class_name ${pipelineClass}` };
+  if (existsSync(join(root, 'unet', 'config.json')))
+    return { format: 'optimum-onnx', evidence: 'unet/config.json next to the ONNX file' };
   const locations = unet.externalFiles.map((f) => f.location);
   if (locations.includes('model.onnx_data'))
     return { format: 'optimum-onnx', evidence: 'unet/model.onnx_data external data' };

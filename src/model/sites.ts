@@ -103,7 +103,7 @@ export function locateSites(model: SiteModel): EditSite[] {
       if (op === 'Gemm' && intAttribute(node, 'transA', 0) !== 0) continue;
       const weightName = traceBack(index, inputs[1] ?? '', (n) => n.opType === 'Identity');
       const init = unet.initializerByName.get(weightName);
-      if (!init || init.dims.length !== 2 || !FLOAT_TYPES.has(init.dtype)) continue;
+      if (init?.dims.length !== 2 || !FLOAT_TYPES.has(init.dtype)) continue;
       const dims = init.dims as [number, number];
       if (!dims.includes(d)) {
         offWidth.push(`${node.name || '(unnamed node)'} weight ${show(weightName)} [${dims}]`);
