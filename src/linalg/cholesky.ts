@@ -126,7 +126,16 @@ export class Cholesky {
       const mid = r0 + splitPoint(r1 - r0, leaf);
       await this.forward(b, m, r0, mid);
       const L21 = copyBlock(L, n, mid, r1, r0, mid);
-      await subtractProduct(b.subarray(mid * m, r1 * m), L21, b.subarray(r0 * m, mid * m), r1 - mid, mid - r0, m, 'NN', this.options.gemm);
+      await subtractProduct(
+        b.subarray(mid * m, r1 * m),
+        L21,
+        b.subarray(r0 * m, mid * m),
+        r1 - mid,
+        mid - r0,
+        m,
+        'NN',
+        this.options.gemm,
+      );
       await this.forward(b, m, mid, r1);
       return;
     }
@@ -170,7 +179,16 @@ export class Cholesky {
       const mid = r0 + splitPoint(r1 - r0, leaf);
       await this.backward(b, m, mid, r1);
       const L21 = copyBlock(L, n, mid, r1, r0, mid);
-      await subtractProduct(b.subarray(r0 * m, mid * m), L21, b.subarray(mid * m, r1 * m), mid - r0, r1 - mid, m, 'TN', this.options.gemm);
+      await subtractProduct(
+        b.subarray(r0 * m, mid * m),
+        L21,
+        b.subarray(mid * m, r1 * m),
+        mid - r0,
+        r1 - mid,
+        m,
+        'TN',
+        this.options.gemm,
+      );
       await this.backward(b, m, r0, mid);
       return;
     }

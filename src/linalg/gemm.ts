@@ -101,12 +101,15 @@ export class GemmEngine {
     if (c && (c.rows !== m || c.cols !== n)) {
       throw new RangeError(`gemm: C is ${c.rows}×${c.cols}; the product is ${m}×${n}`);
     }
-    const anyF64 = dtypeOf(a.data) === 'float64' || dtypeOf(b.data) === 'float64' || (c && dtypeOf(c.data) === 'float64');
+    const anyF64 =
+      dtypeOf(a.data) === 'float64' || dtypeOf(b.data) === 'float64' || (c && dtypeOf(c.data) === 'float64');
     const compute = options.compute ?? (anyF64 ? 'float64' : 'float32');
     const output = options.output ?? compute;
     const out = options.out;
     if (out && (out.length !== m * n || dtypeOf(out) !== output)) {
-      throw new RangeError(`gemm: out has ${out.length} ${dtypeOf(out)} elements; the product needs ${m * n} ${output}`);
+      throw new RangeError(
+        `gemm: out has ${out.length} ${dtypeOf(out)} elements; the product needs ${m * n} ${output}`,
+      );
     }
     if (m === 0 || n === 0) return matrix(out ?? allocate(output, 0), m, n);
     if (k === 0) {

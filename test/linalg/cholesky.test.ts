@@ -3,7 +3,7 @@ import { after, describe, test } from 'node:test';
 import { Cholesky } from '../../src/linalg/cholesky.js';
 import { GemmEngine } from '../../src/linalg/gemm.js';
 import { EditError } from '../../src/util/errors.js';
-import { gaussSolve, gaussian, maxRelativeError, naiveMatmul, randomSpd, rng, transpose } from './reference.js';
+import { gaussian, gaussSolve, maxRelativeError, naiveMatmul, randomSpd, rng, transpose } from './reference.js';
 
 const engine = new GemmEngine({ threads: 1 });
 after(() => engine.dispose());

@@ -65,8 +65,14 @@ describe('GemmEngine.gemm matches the naive product', () => {
 
   test('an empty inner dimension gives beta·C (or zeros)', async () => {
     const c = gaussian(random, 6);
-    const y = await engine.gemm(matrix(new Float64Array(0), 2, 0), matrix(new Float64Array(0), 0, 3), { c: matrix(c, 2, 3), beta: 2 });
-    assert.deepEqual([...y.data], [...c].map((v) => 2 * v));
+    const y = await engine.gemm(matrix(new Float64Array(0), 2, 0), matrix(new Float64Array(0), 0, 3), {
+      c: matrix(c, 2, 3),
+      beta: 2,
+    });
+    assert.deepEqual(
+      [...y.data],
+      [...c].map((v) => 2 * v),
+    );
     const z = await engine.gemm(matrix(new Float32Array(0), 2, 0), matrix(new Float32Array(0), 0, 3));
     assert.deepEqual([...z.data], [0, 0, 0, 0, 0, 0]);
   });
@@ -134,7 +140,10 @@ describe('GemmEngine.updateEach', () => {
 
   test('shape errors are reported before onnxruntime runs', async () => {
     await assert.rejects(
-      engine.updateEach([matrix(new Float32Array(6), 2, 3)], { kind: 'dense', delta: matrix(new Float32Array(16), 4, 4) }),
+      engine.updateEach([matrix(new Float32Array(6), 2, 3)], {
+        kind: 'dense',
+        delta: matrix(new Float32Array(16), 4, 4),
+      }),
       /X_0 has 3 columns; the update acts on 4/,
     );
   });

@@ -58,10 +58,13 @@ export function gaussSolve(a: ArrayLike<number>, b: ArrayLike<number>, n: number
   const X = Float64Array.from(b as ArrayLike<number>);
   for (let col = 0; col < n; col++) {
     let piv = col;
-    for (let r = col + 1; r < n; r++) if (Math.abs(A[r * n + col] as number) > Math.abs(A[piv * n + col] as number)) piv = r;
+    for (let r = col + 1; r < n; r++)
+      if (Math.abs(A[r * n + col] as number) > Math.abs(A[piv * n + col] as number)) piv = r;
     if (piv !== col) {
-      for (let j = 0; j < n; j++) [A[col * n + j], A[piv * n + j]] = [A[piv * n + j] as number, A[col * n + j] as number];
-      for (let j = 0; j < m; j++) [X[col * m + j], X[piv * m + j]] = [X[piv * m + j] as number, X[col * m + j] as number];
+      for (let j = 0; j < n; j++)
+        [A[col * n + j], A[piv * n + j]] = [A[piv * n + j] as number, A[col * n + j] as number];
+      for (let j = 0; j < m; j++)
+        [X[col * m + j], X[piv * m + j]] = [X[piv * m + j] as number, X[col * m + j] as number];
     }
     const p = A[col * n + col] as number;
     for (let r = col + 1; r < n; r++) {

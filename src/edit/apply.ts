@@ -1,0 +1,136 @@
+/**
+ * Apply a solved edit to the weights of every site: W'_s = W_s·M (solve.ts eq. 5), all sites in one
+ * onnxruntime run (one graph with one MatMul chain per site, so no concatenation copy), either
+ *   dense:    W' = W + W·Δ               out·d·d multiply-adds per site, or
+ *   low rank: W' = W + (W·Uᵀ)·Z          2·out·d·r, cheaper when 2r < d (Woodbury solutions)
+ * with ‖W' − W‖_F / ‖W‖_F per site from the same run.
+ *
+ * Weights are torch layout [out, d] (row-major). An ONNX export stores Wᵀ [d, out]; the model layer
+ * transposes when it reads and writes.
+ */
+import { type BatchedUpdate, GemmEngine, matrix } from '../linalg/gemm.js';
+import { EditError, show } from '../util/errors.js';
+import type { EditSolution } from './solve.js';
+
+export interface SiteWeight {
+  /** The site's name (e.g. `down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k`). */
+  name: string;
+  /** [out, d] row-major float32. */
+  W: Float32Array;
+}
+
+export interface EditedSite {
+  name: string;
+  /** W' [out, d] row-major float32. */
+  W: Float32Array;
+  out: number;
+  /** ‖W' − W‖_F / ‖W‖_F. */
+  relativeChange: number;
+}
+
+export interface ApplyOptions {
+  /** 'auto' (default): low rank when the solution has factors of rank r with 2r < d. */
+  form?: 'auto' | 'dense' | 'lowRank';
+  gemm?: GemmEngine;
+  /** Arrays to write W'_s into (same order and lengths as `weights`), e.g. reused between edits. */
+  outputs?: readonly Float32Array[];
+}
+
+export interface ApplyResult {
+  form: 'dense' | 'lowRank';
+  sites: EditedSite[];
+}
+
+export async function applyEdit(
+  weights: readonly SiteWeight[],
+  solution: EditSolution,
+  options: ApplyOptions = {},
+): Promise<ApplyResult> {
+  const { d } = solution;
+  if (weights.length === 0) throw new EditError('apply edit: no sites were given; there is nothing to edit');
+  const shapes = weights.map((s, i) => {
+    if (!(s.W instanceof Float32Array)) {
+      throw new EditError(`apply edit: site ${show(s.name)} (#${i}) weight is not a Float32Array`);
+    }
+    const out = s.W.length / d;
+    if (!Number.isInteger(out) || out < 1) {
+      throw new EditError(
+        `apply edit: site ${show(s.name)} has ${s.W.length} values, not a whole number of rows of width d = ${d} ` +
+          '(the text width of the edit); a site weight is [out, d] in torch layout',
+      );
+    }
+    return out;
+  });
+  if (options.outputs && options.outputs.length !== weights.length) {
+    throw new EditError(`apply edit: ${options.outputs.length} output arrays for ${weights.length} sites`);
+  }
+  const form = chooseForm(solution, options.form ?? 'auto');
+  const update: BatchedUpdate =
+    form === 'lowRank' && solution.kind === 'woodbury'
+      ? {
+          kind: 'lowRank',
+          u: matrix(solution.factors.u, solution.rank, d),
+          v: matrix(solution.factors.z, solution.rank, d),
+        }
+      : { kind: 'dense', delta: matrix(solution.delta, d, d) };
+  const gemm = options.gemm ?? new GemmEngine();
+  try {
+    const res = await gemm.updateEach(
+      weights.map((s, i) => matrix(s.W, shapes[i] as number, d)),
+      update,
+      options.outputs,
+    );
+    return {
+      form,
+      sites: weights.map((s, i) => ({
+        name: s.name,
+        W: res.outputs[i] as Float32Array,
+        out: shapes[i] as number,
+        relativeChange: relative(res.changeSquared[i] as number, res.normSquared[i] as number),
+      })),
+    };
+  } finally {
+    if (!options.gemm) await gemm.dispose();
+  }
+}
+
+/**
+ * The text-side view of the same edit (solve.ts eq. 5): rows c ↦ M·c for rows [L, d] row-major.
+ * When every to_k and to_v is edited (the default), the original UNet fed these rows computes the
+ * same as the edited UNet fed the original rows: the K/V projections are the only consumers of the
+ * text rows. (Not so for a to_v-only or partial-layer edit.)
+ */
+export async function transformRows(
+  rows: Float32Array,
+  solution: Pick<EditSolution, 'M' | 'd'>,
+  gemm?: GemmEngine,
+): Promise<Float32Array> {
+  const { d } = solution;
+  const count = rows.length / d;
+  if (!Number.isInteger(count)) {
+    throw new EditError(`transform rows: ${rows.length} values are not whole rows of width d = ${d}`);
+  }
+  const engine = gemm ?? new GemmEngine();
+  try {
+    // (M·c)ᵀ = cᵀ·Mᵀ for each row.
+    const y = await engine.gemm(matrix(rows, count, d), matrix(solution.M, d, d), { transB: true });
+    return y.data as Float32Array;
+  } finally {
+    if (!gemm) await engine.dispose();
+  }
+}
+
+function chooseForm(solution: EditSolution, form: 'auto' | 'dense' | 'lowRank'): 'dense' | 'lowRank' {
+  if (form === 'lowRank' && solution.kind !== 'woodbury') {
+    throw new EditError(
+      `apply edit: form "lowRank" needs a Woodbury solution (rank-n factors); this one is ${show(solution.kind)}`,
+    );
+  }
+  if (form !== 'auto') return form;
+  return solution.kind === 'woodbury' && 2 * solution.rank < solution.d ? 'lowRank' : 'dense';
+}
+
+function relative(changeSquared: number, normSquared: number): number {
+  if (normSquared > 0) return Math.sqrt(changeSquared / normSquared);
+  return changeSquared > 0 ? Number.POSITIVE_INFINITY : 0;
+}
