@@ -1,0 +1,585 @@
+/**
+ * The TIME edit end to end, as one library call (issue 2 items 5–7): a Stable Diffusion ONNX model
+ * folder in, a complete edited model folder out, and a plain JSON-serializable result.
+ *
+ *   editModel(request)
+ *     0. normalize + validate the request (pure; UsageError/OutputError naming the CLI argument)
+ *     1. open the model folder, locate the cross-attention K/V sites, select them (--no-keys, --layers)
+ *     2. tokenize every prompt and align every pair (EditError naming both prompts) — still cheap
+ *     3. encode the prompts with the model's text encoder → the rows c_i, c*_i          (rows.ts)
+ *     4. solve the joint objective for M (one d×d matrix for every site)               (solve.ts)
+ *     5. W'_s = W_s·M for the selected sites                                            (apply.ts)
+ *     6. export: clone the folder, patch the edited tensors, write time-edit.json, rename (model/export.ts)
+ *   Steps 0–2 check everything that can be checked before any heavy work; nothing is written before
+ *   step 6, and step 6 writes into a temporary folder that is renamed into place only at the end.
+ *   The input folder is only ever read.
+ *
+ * Strengths (mission.md §2, solve.ts eq. 1): every row of pair p has weight w_p = 1/λ_p with
+ *   λ_p = λ / weight_p       (weight_p from a pairs file's weight column, default 1),
+ * so that without weights every pair has TIME's λ (default 0.1), and a weight of 2 makes a pair twice
+ * as strong. Preservation rows (prompts mapped to themselves) have weight μ.
+ */
+import { existsSync, lstatSync, realpathSync } from 'node:fs';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { GemmEngine } from '../linalg/gemm.js';
+import { exportEditedModel } from '../model/export.js';
+import { openSdModel, type SdModelFormat, type SdPrecision } from '../model/folder.js';
+import { type EditSite, locateSites, readSiteWeight, type SiteProjection } from '../model/sites.js';
+import { cudaAvailable, DEVICES, type Device } from '../runtime/ort.js';
+import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
+import { assertPrompt, ClipTokenizer } from '../text/tokenizer.js';
+import { ModelFormatError, OutputError, show, UsageError } from '../util/errors.js';
+import { type AlignTokens, alignTokens } from './align.js';
+import { applyEdit } from './apply.js';
+import { augmentPrompts, buildRows, type EncodedRows } from './rows.js';
+import { DEFAULT_LAMBDA, DEFAULT_PRESERVE_WEIGHT, solveEdit } from './solve.js';
+
+export { DEFAULT_LAMBDA, DEFAULT_PRESERVE_WEIGHT };
+
+/** One (source, destination) pair; `weight` (> 0, default 1) scales its strength: λ_p = λ / weight. */
+export interface EditPair {
+  source: string;
+  destination: string;
+  weight?: number;
+}
+
+/** Progress events (for a CLI's status lines); `stage` names the step that starts. */
+export type EditProgress =
+  | { stage: 'open'; modelDir: string; format: SdModelFormat; precision: SdPrecision; d: number; sites: number }
+  | { stage: 'encode'; prompts: number }
+  | { stage: 'solve'; rows: number; d: number }
+  | { stage: 'apply'; sites: number }
+  | { stage: 'export'; outDir: string };
+
+export interface EditRequest {
+  /** The Stable Diffusion ONNX model folder (diffusers or Optimum export). Never modified. */
+  modelDir: string;
+  /** One pair or many (one joint solve). */
+  pairs: readonly EditPair[];
+  /** Where the pairs came from (a `--pairs` file), for messages and the manifest. */
+  pairsFile?: string;
+  /** TIME's regularization λ > 0 (default 0.1). */
+  lambda?: number;
+  /** Add TIME's three augmented pairs per pair ("A photo of …", "An image of …", "A picture of …"). */
+  augment?: boolean;
+  /** Which projections to edit (default both; `--no-keys` → ['to_v']). */
+  projections?: readonly SiteProjection[];
+  /** Edit only sites whose module name starts with one of these prefixes (at a `.` boundary). */
+  layers?: readonly string[];
+  /** Prompts whose rows keep their projections, with weight μ (default DEFAULT_PRESERVE_WEIGHT). */
+  preserve?: { prompts: readonly string[]; weight?: number };
+  /** The output model folder; must not exist unless `force`. */
+  outDir: string;
+  force?: boolean;
+  /** Device of the text encoder ('cpu' default, or 'cuda'). */
+  device?: Device;
+  /** onnxruntime intra-op threads (0 or absent: onnxruntime decides). */
+  threads?: number;
+  onProgress?: (event: EditProgress) => void;
+}
+
+export interface EditedPairRecord {
+  source: string;
+  destination: string;
+  /** The pair's relative weight (1 when not given). */
+  weight: number;
+  /** λ_p = λ / weight; the pair's rows have weight 1/λ_p. */
+  lambda: number;
+  /** Rows of this pair in the objective (77, or 4 × 77 with augmentations). */
+  rows: number;
+  /** Source prompts of its rows: the pair's source, then the augmentations. */
+  prompts: string[];
+}
+
+export interface EditedSiteResult {
+  name: string;
+  projection: SiteProjection;
+  /** torch layout W [out, d] */
+  out: number;
+  d: number;
+  /** The stored dtype ('float32', 'float16', ...). */
+  dtype: string;
+  /** ‖W' − W‖_F / ‖W‖_F of the tensors as stored in the output (after rounding to the dtype). */
+  relativeChange: number;
+}
+
+export interface EditTimings {
+  /** Opening the folder, locating sites, tokenizing and aligning. */
+  check: number;
+  encode: number;
+  solve: number;
+  apply: number;
+  export: number;
+  total: number;
+}
+
+export interface EditResult {
+  kind: 'time-edit';
+  modelDir: string;
+  outDir: string;
+  manifestPath: string;
+  /** True when an existing outDir was replaced (`force`). */
+  replaced: boolean;
+  format: SdModelFormat;
+  precision: SdPrecision;
+  d: number;
+  /** The solver used: Woodbury (n < d) or Cholesky on the d×d system. */
+  method: 'woodbury' | 'cholesky';
+  /** How W' was formed: W + W·Δ (dense) or W + (W Uᵀ) Z (lowRank). */
+  applyForm: 'dense' | 'lowRank';
+  /** Rank of the update when the solve was Woodbury. */
+  rank: number | null;
+  lambda: number;
+  augment: boolean;
+  projections: SiteProjection[];
+  layers: string[] | null;
+  pairs: EditedPairRecord[];
+  preserve: { prompts: string[]; weight: number; rows: number } | null;
+  /** Rows in the objective: all, of the pairs, of the preserved prompts; and per prompt (the padded length L). */
+  rows: { total: number; pairs: number; preserve: number; perPrompt: number };
+  sites: EditedSiteResult[];
+  /** Sites in the model (before --no-keys / --layers selection). */
+  sitesInModel: number;
+  /** Σ out × d over the edited sites. */
+  parameters: number;
+  /** E.g. prompts longer than the text encoder's 77 tokens (cut). */
+  warnings: string[];
+  /** Milliseconds. */
+  timings: EditTimings;
+}
+
+/** A request with every default applied and every rule checked. */
+interface NormalizedRequest {
+  modelDir: string;
+  pairs: EditedPairRecord[];
+  pairNames: { source: string; destination: string }[];
+  pairsFile: string | null;
+  lambda: number;
+  augment: boolean;
+  projections: SiteProjection[];
+  layers: string[] | null;
+  preserve: { prompts: string[]; weight: number } | null;
+  outDir: string;
+  force: boolean;
+  device: Device;
+  threads: number;
+}
+
+const PROJECTIONS: readonly SiteProjection[] = Object.freeze(['to_k', 'to_v']);
+
+/**
+ * Check the request (pure: no file is read). Errors: UsageError naming the CLI argument, the value
+ * and the rule.
+ */
+export function normalizeEditRequest(request: EditRequest): NormalizedRequest {
+  if (request === null || typeof request !== 'object') {
+    throw new UsageError(`edit request: ${show(request)} is not an object`);
+  }
+  if (typeof request.modelDir !== 'string' || request.modelDir.trim() === '') {
+    throw new UsageError(`--model: ${show(request.modelDir)} is not a folder path; give the model folder`);
+  }
+  if (typeof request.outDir !== 'string' || request.outDir.trim() === '') {
+    throw new UsageError(`--out: ${show(request.outDir)} is not a folder path; give the output folder`);
+  }
+  const lambda = request.lambda ?? DEFAULT_LAMBDA;
+  if (typeof lambda !== 'number' || !Number.isFinite(lambda) || lambda <= 0) {
+    throw new UsageError(
+      `--lambda: ${show(lambda)} is not valid; λ must be a finite number > 0 (TIME's default is ${DEFAULT_LAMBDA})`,
+    );
+  }
+  const pairsFile = request.pairsFile ?? null;
+  if (!Array.isArray(request.pairs) || request.pairs.length === 0) {
+    throw new UsageError(
+      pairsFile
+        ? `--pairs ${show(pairsFile)}: the file holds no pairs; at least one (source, destination) row is needed`
+        : `pairs: ${show(request.pairs)}; give at least one (source, destination) pair (--source/--destination or --pairs)`,
+    );
+  }
+  const single = request.pairs.length === 1 && pairsFile === null;
+  const pairNames = request.pairs.map((_, i) =>
+    single
+      ? { source: '--source', destination: '--destination' }
+      : pairsFile
+        ? {
+            source: `--pairs ${pairsFile} pair ${i + 1} source`,
+            destination: `--pairs ${pairsFile} pair ${i + 1} destination`,
+          }
+        : { source: `pairs[${i}].source`, destination: `pairs[${i}].destination` },
+  );
+  const augment = request.augment ?? false;
+  if (typeof augment !== 'boolean') throw new UsageError(`--augment: ${show(augment)} must be true or false`);
+  const pairs = request.pairs.map((p, i): EditedPairRecord => {
+    const names = pairNames[i] as { source: string; destination: string };
+    if (p === null || typeof p !== 'object')
+      throw new UsageError(`pairs[${i}]: ${show(p)} is not a {source, destination} pair`);
+    assertPrompt(names.source, p.source);
+    assertPrompt(names.destination, p.destination);
+    const weight = p.weight ?? 1;
+    if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
+      throw new UsageError(
+        `${names.source.replace(/ source$/, '')} weight: ${show(weight)} is not valid; a pair's weight must be a finite number > 0 (λ_p = λ / weight)`,
+      );
+    }
+    const prompts = augment ? augmentPrompts(p.source) : [p.source];
+    return { source: p.source, destination: p.destination, weight, lambda: lambda / weight, rows: 0, prompts };
+  });
+
+  const projections = [...(request.projections ?? PROJECTIONS)];
+  if (projections.length === 0) {
+    throw new UsageError('projections: none selected; edit to_k and to_v (default) or to_v only (--no-keys)');
+  }
+  for (const p of projections) {
+    if (!PROJECTIONS.includes(p))
+      throw new UsageError(`projections: ${show(p)} is not one of ${PROJECTIONS.join(', ')}`);
+  }
+  const uniqueProjections = PROJECTIONS.filter((p) => projections.includes(p));
+
+  let layers: string[] | null = null;
+  if (request.layers !== undefined) {
+    if (!Array.isArray(request.layers) || request.layers.length === 0) {
+      throw new UsageError(
+        `--layers: ${show(request.layers)}; give at least one module-name prefix (e.g. up_blocks.3)`,
+      );
+    }
+    layers = request.layers.map((l) => {
+      if (typeof l !== 'string' || l.trim() === '' || /\s/.test(l.trim())) {
+        throw new UsageError(`--layers: ${show(l)} is not a module-name prefix (e.g. "up_blocks.3" or "mid_block")`);
+      }
+      return l.trim();
+    });
+  }
+
+  let preserve: NormalizedRequest['preserve'] = null;
+  if (request.preserve !== undefined) {
+    const { prompts, weight = DEFAULT_PRESERVE_WEIGHT } = request.preserve;
+    if (!Array.isArray(prompts) || prompts.length === 0) {
+      throw new UsageError(`--preserve: ${show(prompts)}; give at least one prompt to preserve`);
+    }
+    prompts.forEach((p, i) => {
+      assertPrompt(prompts.length === 1 ? '--preserve' : `--preserve #${i + 1}`, p);
+    });
+    if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
+      throw new UsageError(`--preserve-weight: ${show(weight)} is not valid; μ must be a finite number > 0`);
+    }
+    preserve = { prompts: [...prompts], weight };
+  }
+
+  const force = request.force ?? false;
+  if (typeof force !== 'boolean') throw new UsageError(`--force: ${show(force)} must be true or false`);
+  const device = request.device ?? 'cpu';
+  if (!(DEVICES as readonly string[]).includes(device)) {
+    throw new UsageError(`--device: ${show(device)} is not a known device; valid devices are ${DEVICES.join(', ')}`);
+  }
+  const threads = request.threads ?? 0;
+  if (!Number.isInteger(threads) || threads < 0) {
+    throw new UsageError(`--threads: ${show(threads)} must be an integer ≥ 0 (0: one per core)`);
+  }
+  return {
+    modelDir: resolve(request.modelDir),
+    pairs,
+    pairNames,
+    pairsFile,
+    lambda,
+    augment,
+    projections: uniqueProjections,
+    layers,
+    preserve,
+    outDir: resolve(request.outDir),
+    force,
+    device,
+    threads,
+  };
+}
+
+/** Run the TIME edit and export the edited model. See the module comment for the steps. */
+export async function editModel(request: EditRequest): Promise<EditResult> {
+  const t0 = performance.now();
+  const progress = request.onProgress ?? (() => {});
+  // 0. The request.
+  const req = normalizeEditRequest(request);
+  checkOutput(req.outDir, req.force);
+
+  // 1. The model folder and its sites.
+  const model = openSdModel(req.modelDir);
+  checkOutputAgainstInput(req.outDir, model.dir);
+  const allSites = locateSites(model);
+  const sites = selectSites(allSites, req.projections, req.layers);
+  progress({
+    stage: 'open',
+    modelDir: model.dir,
+    format: model.format,
+    precision: model.precision,
+    d: model.d,
+    sites: sites.length,
+  });
+  if (req.device === 'cuda' && !cudaAvailable()) {
+    throw new UsageError(
+      "--device: 'cuda' was asked for but onnxruntime-node's CUDA provider is not installed on this host (needs the opt-in install and CUDA 12 + cuDNN 9); use --device cpu",
+    );
+  }
+
+  // 2. Tokenize and align every pair (the alignment errors come before any model is loaded).
+  const tokenizer = await ClipTokenizer.fromFolder(model.components.tokenizer);
+  const tokens = alignmentTokens(tokenizer);
+  const warnings: string[] = [];
+  const expanded = expandPairs(req);
+  const seenTruncated = new Set<string>();
+  for (const e of expanded) {
+    const src = tokenizer.encode(e.source);
+    const dst = tokenizer.encode(e.destination);
+    for (const [prompt, t] of [
+      [e.source, src],
+      [e.destination, dst],
+    ] as const) {
+      if (t.truncated && !seenTruncated.has(prompt)) {
+        seenTruncated.add(prompt);
+        warnings.push(
+          `prompt ${show(prompt)} is longer than ${tokenizer.maxLength} tokens; it was cut (the text encoder sees only the first ${tokenizer.maxLength})`,
+        );
+      }
+    }
+    alignTokens({ prompt: e.source, ids: src.ids }, { prompt: e.destination, ids: dst.ids }, tokens);
+  }
+  for (const prompt of req.preserve?.prompts ?? []) {
+    if (tokenizer.encode(prompt).truncated && !seenTruncated.has(prompt)) {
+      seenTruncated.add(prompt);
+      warnings.push(`preserved prompt ${show(prompt)} is longer than ${tokenizer.maxLength} tokens; it was cut`);
+    }
+  }
+  const tCheck = performance.now();
+
+  // 3–5. Rows, M, W'.
+  const gemm = new GemmEngine({ threads: req.threads });
+  let encoder: ClipTextEncoder | undefined;
+  try {
+    encoder = await ClipTextEncoder.create(model.files.textEncoder, { device: req.device, threads: req.threads });
+    const enc = encoder;
+    const encode = async (prompts: string[]): Promise<EncodedRows[]> => {
+      progress({ stage: 'encode', prompts: prompts.length });
+      const out = await encodePrompts(tokenizer, enc, prompts);
+      for (const e of out) {
+        if (e.d !== model.d) {
+          throw new ModelFormatError(
+            `text width mismatch: the text encoder ${show(model.files.textEncoder)} returned rows of width ${e.d}, but the UNet's cross-attention expects d = ${model.d}`,
+          );
+        }
+      }
+      return out.map((e) => ({ ids: e.ids, hidden: e.hidden }));
+    };
+    const rows = await buildRows(encode, {
+      pairs: req.pairs.map((p) => ({ source: p.source, destination: p.destination })),
+      augment: req.augment,
+      preserve: req.preserve?.prompts ?? [],
+      tokens,
+    });
+    await encoder.dispose();
+    encoder = undefined;
+    const tEncode = performance.now();
+
+    progress({ stage: 'solve', rows: rows.n, d: rows.d });
+    const solution = await solveEdit(rows, {
+      lambda: req.pairs.map((p) => p.lambda),
+      mu: req.preserve?.weight ?? DEFAULT_PRESERVE_WEIGHT,
+      gemm,
+    });
+    const tSolve = performance.now();
+
+    progress({ stage: 'apply', sites: sites.length });
+    const applied = await applyEdit(
+      sites.map((s) => ({ name: s.name, W: readSiteWeight(model, s) })),
+      solution,
+      { gemm },
+    );
+    const tApply = performance.now();
+
+    // Rows per pair / preservation, from the row set's provenance.
+    const pairRows = new Array<number>(req.pairs.length).fill(0);
+    let preserveRows = 0;
+    for (const g of rows.groups) {
+      if (g.kind === 'pair') pairRows[g.pair] = (pairRows[g.pair] as number) + g.count;
+      else preserveRows += g.count;
+    }
+    const pairs = req.pairs.map((p, i) => ({ ...p, rows: pairRows[i] as number }));
+    const preserve = req.preserve ? { ...req.preserve, rows: preserveRows } : null;
+
+    // 6. Export.
+    progress({ stage: 'export', outDir: req.outDir });
+    const manifest = {
+      kind: 'time-edit',
+      method: {
+        name: 'TIME',
+        reference: 'Orgad, Kawar, Belinkov, arXiv 2303.08084',
+        objective: 'Σ_p (1/λ_p) Σ_{i∈p} ‖W′c_i − W c*_i‖² + μ Σ_q ‖W′c_q − W c_q‖² + ‖W′ − W‖²_F;  W′ = W·M',
+        solver: solution.kind,
+        applyForm: applied.form,
+        rank: solution.kind === 'woodbury' ? solution.rank : null,
+      },
+      lambda: req.lambda,
+      augment: req.augment,
+      projections: req.projections,
+      layers: req.layers,
+      pairsFile: req.pairsFile,
+      pairs,
+      preserve,
+      rows: { total: rows.n, pairs: rows.n - preserveRows, preserve: preserveRows, perPrompt: rows.length },
+      n: rows.n,
+      d: rows.d,
+      sites: sites.map((s) => s.name),
+      warnings,
+      timingsMs: {
+        check: round(tCheck - t0),
+        encode: round(tEncode - tCheck),
+        solve: round(tSolve - tEncode),
+        apply: round(tApply - tSolve),
+      },
+    };
+    const exported = await exportEditedModel({
+      model,
+      weights: new Map(applied.sites.map((s) => [s.name, s.W])),
+      outDir: req.outDir,
+      force: req.force,
+      manifest,
+      sites: allSites,
+    });
+    const tExport = performance.now();
+
+    const byName = new Map(sites.map((s) => [s.name, s]));
+    return {
+      kind: 'time-edit',
+      modelDir: model.dir,
+      outDir: exported.outDir,
+      manifestPath: exported.manifestPath,
+      replaced: exported.replaced,
+      format: model.format,
+      precision: model.precision,
+      d: model.d,
+      method: solution.kind,
+      applyForm: applied.form,
+      rank: solution.kind === 'woodbury' ? solution.rank : null,
+      lambda: req.lambda,
+      augment: req.augment,
+      projections: req.projections,
+      layers: req.layers,
+      pairs,
+      preserve,
+      rows: manifest.rows,
+      sites: exported.editedSites.map((s) => ({
+        name: s.name,
+        projection: s.projection,
+        out: s.shape[0],
+        d: s.shape[1],
+        dtype: s.dtype,
+        relativeChange: s.relativeChange,
+      })),
+      sitesInModel: allSites.length,
+      parameters: [...byName.values()].reduce((sum, s) => sum + s.out * s.d, 0),
+      warnings,
+      timings: {
+        check: round(tCheck - t0),
+        encode: round(tEncode - tCheck),
+        solve: round(tSolve - tEncode),
+        apply: round(tApply - tSolve),
+        export: round(tExport - tApply),
+        total: round(tExport - t0),
+      },
+    };
+  } finally {
+    await encoder?.dispose();
+    await gemm.dispose();
+  }
+}
+
+/** The sites the request selects: by projection, then by module-name prefix. */
+export function selectSites(
+  sites: readonly EditSite[],
+  projections: readonly SiteProjection[],
+  layers: readonly string[] | null,
+): EditSite[] {
+  let selected = sites.filter((s) => projections.includes(s.projection));
+  if (layers) {
+    const matches = (name: string, prefix: string) =>
+      name === prefix || name.startsWith(prefix.endsWith('.') ? prefix : `${prefix}.`);
+    const modules = [...new Set(selected.map((s) => s.name.replace(/\.(to_k|to_v)$/, '')))];
+    for (const prefix of layers) {
+      if (!selected.some((s) => matches(s.name, prefix))) {
+        throw new UsageError(
+          `--layers: ${show(prefix)} matches no cross-attention site; site modules are ${modules
+            .slice(0, 4)
+            .map((m) => show(m))
+            .join(', ')}${modules.length > 4 ? `, … (${modules.length} in all; see \`time-debias inspect\`)` : ''}`,
+        );
+      }
+    }
+    selected = selected.filter((s) => layers.some((prefix) => matches(s.name, prefix)));
+  }
+  if (selected.length === 0) {
+    throw new UsageError(
+      `projections ${projections.join(', ')}: the model's sites are ${[...new Set(sites.map((s) => s.projection))].join(', ')}; none is selected`,
+    );
+  }
+  return selected;
+}
+
+/** The ids the reference alignment needs: "a", "an" (read as "a") and EOS. */
+function alignmentTokens(tokenizer: ClipTokenizer): AlignTokens {
+  return {
+    // A vocabulary without "a"/"an" (tiny test vocabularies) gets −1: no token has that id.
+    a: tokenizer.idOf('a</w>') ?? -1,
+    an: tokenizer.idOf('an</w>') ?? -1,
+    eos: tokenizer.eosId,
+    tokenText: (id) => {
+      try {
+        return tokenizer.tokenOf(id);
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
+/** Every (source, destination) prompt pair the rows will have, augmentations included. */
+function expandPairs(req: NormalizedRequest): { source: string; destination: string }[] {
+  return req.pairs.flatMap((p) => {
+    const sources = req.augment ? augmentPrompts(p.source) : [p.source];
+    const destinations = req.augment ? augmentPrompts(p.destination) : [p.destination];
+    return sources.map((source, k) => ({ source, destination: destinations[k] as string }));
+  });
+}
+
+/** The output must not exist (unless force); checked again by the export right before it writes. */
+function checkOutput(outDir: string, force: boolean): void {
+  let exists = existsSync(outDir);
+  try {
+    exists ||= lstatSync(outDir).isSymbolicLink();
+  } catch {
+    // does not exist
+  }
+  if (exists && !force) {
+    throw new OutputError(`--out ${show(outDir)} already exists; choose another folder or pass --force to replace it`);
+  }
+}
+
+/** The output must be neither the input, inside it, nor around it (--force would delete the input). */
+function checkOutputAgainstInput(outDir: string, modelDir: string): void {
+  const real = (p: string) => (existsSync(p) ? realpathSync(p) : p);
+  const inside = (path: string, dir: string) => {
+    const rel = relative(dir, path);
+    return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
+  };
+  const out = real(outDir);
+  const input = real(modelDir);
+  if (inside(out, input) || inside(outDir, modelDir)) {
+    throw new OutputError(
+      `--out ${show(outDir)} is the model folder or inside it (${show(modelDir)}); the input is never modified, choose a folder outside it`,
+    );
+  }
+  if (inside(input, out) || inside(modelDir, outDir)) {
+    throw new OutputError(
+      `--out ${show(outDir)} contains the model folder ${show(modelDir)}; writing there (or replacing it with --force) would destroy the input`,
+    );
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}
