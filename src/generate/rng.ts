@@ -164,3 +164,27 @@ export function batchNoiseSource(streams: readonly GaussianStream[]): (length: n
     return out;
   };
 }
+
+/**
+ * Parse a seed list as the CLI takes it: comma-separated seeds and inclusive ranges, e.g. "0-7",
+ * "3", "0-3,10,20-21". Order is kept; duplicates are refused (an image per seed).
+ */
+export function parseSeedList(text: string, flag = '--seeds'): number[] {
+  const out: number[] = [];
+  for (const part of String(text).split(',')) {
+    const p = part.trim();
+    const m = /^(\d+)(?:\s*-\s*(\d+))?$/.exec(p);
+    if (!m) throw new GenerationError(`${flag}: ${show(p)} is not a seed or a range like 0-7`);
+    const a = validateSeed(Number(m[1]), flag);
+    const b = m[2] === undefined ? a : validateSeed(Number(m[2]), flag);
+    if (b < a) throw new GenerationError(`${flag}: range ${show(p)} runs backwards`);
+    if (b - a >= 100000) throw new GenerationError(`${flag}: range ${show(p)} has more than 100000 seeds`);
+    for (let s = a; s <= b; s++) out.push(s);
+  }
+  const seen = new Set<number>();
+  for (const s of out) {
+    if (seen.has(s)) throw new GenerationError(`${flag}: seed ${s} appears twice`);
+    seen.add(s);
+  }
+  return out;
+}
