@@ -5,10 +5,11 @@
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { editCommand } from './cli/commands/edit.js';
+import { generateCommand } from './cli/commands/generate.js';
 import { inspectCommand } from './cli/commands/inspect.js';
 import { exitCodeFor } from './cli/exit.js';
 
-const COMMANDS: CommandModule<object, any>[] = [editCommand, inspectCommand];
+const COMMANDS: CommandModule<object, any>[] = [editCommand, generateCommand, inspectCommand];
 
 export async function main(argv: string[]): Promise<void> {
   const parser = yargs(argv)
