@@ -32,7 +32,7 @@ import pLimit from 'p-limit';
 import { openSdModel, type SdModel } from '../model/folder.js';
 import { float32ToBytes, getInitializer } from '../onnx/model-file.js';
 import { encodeModel, type TensorProto } from '../onnx/proto.js';
-import { type Device, Session, type Tensor, tensor } from '../runtime/ort.js';
+import { type Device, RuntimeError, Session, type Tensor, tensor } from '../runtime/ort.js';
 import { ClipTextEncoder } from '../text/encoder.js';
 import { ClipTokenizer } from '../text/tokenizer.js';
 import { GenerationError, ModelFormatError, show } from '../util/errors.js';
@@ -241,6 +241,16 @@ export class StableDiffusionPipeline {
       );
     } catch (error) {
       for (const s of opened.reverse()) await s.dispose();
+      if (options.device === 'cuda' && error instanceof RuntimeError && !/^--device cuda/.test(error.message)) {
+        // onnxruntime-node lists a CUDA backend on Linux x64 even when the provider libraries are not
+        // installed; the session creation then fails. Say what to do instead of the loader's text.
+        const cause = error.message.split('\n')[0]?.slice(0, 300);
+        throw new RuntimeError(
+          `--device cuda: onnxruntime-node could not start the CUDA execution provider (it needs the CUDA ` +
+            `install of onnxruntime-node, CUDA 12 and cuDNN 9; see README "CUDA"). Use --device cpu. (${cause})`,
+          { cause: error },
+        );
+      }
       throw error;
     }
   }

@@ -1,0 +1,253 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { buildTinySdModel, TINY_SD_VERSION, type TinySdManifest, type TinySdOptions } from '../../src/demo/sd-model.js';
+import { type GenerateRequest, type GenerateResult, StableDiffusionPipeline } from '../../src/generate/pipeline.js';
+import { noise } from '../../src/generate/rng.js';
+import { getInitializer, openOnnxModel, readTensorFloat32 } from '../../src/onnx/model-file.js';
+import { GenerationError, ModelFormatError } from '../../src/util/errors.js';
+import { cornerSlices, PIPELINE_REFERENCE_REQUEST } from './pipeline-reference.js';
+
+const root = mkdtempSync(join(tmpdir(), 'td-gen-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function model(name: string, options: TinySdOptions = {}): { dir: string; manifest: TinySdManifest } {
+  const dir = join(root, name);
+  return { dir, manifest: buildTinySdModel(dir, options) };
+}
+
+const base: GenerateRequest = { prompt: 'a photo of a doctor', steps: 4, height: 64, width: 64, guidance: 7.5 };
+
+function latentsOf(r: GenerateResult): Float32Array[] {
+  return r.images.map((img) => img.latents as Float32Array);
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs((a[i] as number) - (b[i] as number)));
+  return m;
+}
+
+describe('StableDiffusionPipeline on the tiny diffusers-layout model (fp32, weights.pb, int32 ids, float[b] timestep)', () => {
+  let tiny: { dir: string; manifest: TinySdManifest };
+  let p: StableDiffusionPipeline;
+  before(async () => {
+    tiny = model('diffusers');
+    p = await StableDiffusionPipeline.create(tiny.dir, { threads: 1 });
+  });
+  after(async () => p?.dispose());
+
+  it('is deterministic for fixed seeds, bitwise across runs, and matches the stored corner slices', async () => {
+    const a = await p.generate({ ...base, seeds: [0, 1], returnLatents: true });
+    const b = await p.generate({ ...base, seeds: [0, 1], returnLatents: true });
+    assert.equal(a.images.length, 2);
+    for (let i = 0; i < 2; i++) {
+      assert.deepEqual(a.images[i]?.rgb, b.images[i]?.rgb);
+      assert.deepEqual(a.images[i]?.latents, b.images[i]?.latents);
+      assert.equal(a.images[i]?.rgb.length, 64 * 64 * 3);
+    }
+    assert.notDeepEqual(a.images[0]?.latents, a.images[1]?.latents);
+    assert.equal(a.images[1]?.record.seed, 1);
+    assert.equal(a.timing.unetCalls, 10); // 2 batches × (PNDM: 4 steps + the repeated timestep)
+
+    const fixture = JSON.parse(readFileSync(new URL('./fixtures/pipeline-reference.json', import.meta.url), 'utf8'));
+    assert.equal(
+      fixture.tinySdVersion,
+      TINY_SD_VERSION,
+      'the tiny model builder changed: regenerate the fixture (pipeline-reference.ts --write)',
+    );
+    const ref = await p.generate({ ...PIPELINE_REFERENCE_REQUEST, returnLatents: true });
+    const slices = cornerSlices(ref);
+    for (const key of ['image', 'latents'] as const) {
+      const got = slices[key];
+      const want = fixture.slices[key] as number[];
+      got.forEach((v, i) => {
+        assert.ok(Math.abs(v - (want[i] as number)) <= 1e-2, `${key}[${i}] ${v} vs ${want[i]}`);
+      });
+    }
+  });
+
+  it('image k does not depend on batch size or concurrency', async () => {
+    const one = await p.generate({ ...base, seeds: [3, 4, 5], batchSize: 1, returnLatents: true });
+    const three = await p.generate({ ...base, seeds: [3, 4, 5], batchSize: 3, returnLatents: true });
+    const conc = await p.generate({ ...base, seeds: [5, 3], batchSize: 1, concurrency: 2, returnLatents: true });
+    const [l1, l3, lc] = [latentsOf(one), latentsOf(three), latentsOf(conc)];
+    for (let i = 0; i < 3; i++) assert.ok(maxAbsDiff(l1[i] as Float32Array, l3[i] as Float32Array) < 1e-5);
+    assert.deepEqual(lc[0], l1[2]);
+    assert.deepEqual(lc[1], l1[0]);
+    assert.equal(three.timing.unetCalls, 5);
+    assert.equal(one.timing.unetCalls, 15);
+  });
+
+  it('guidance ≤ 1 skips the unconditional pass and changes the image; the negative prompt matters only with guidance', async () => {
+    const calls: number[] = [];
+    const guided = await p.generate({ ...base, seeds: [0], returnLatents: true });
+    const unguided = await p.generate({
+      ...base,
+      seeds: [0],
+      guidance: 1,
+      returnLatents: true,
+      onProgress: (e) => e.kind === 'step' && calls.push(e.step),
+    });
+    assert.ok(maxAbsDiff(latentsOf(guided)[0]!, latentsOf(unguided)[0]!) > 1e-3);
+    assert.deepEqual(calls, [1, 2, 3, 4, 5]);
+    const negative = await p.generate({
+      ...base,
+      seeds: [0],
+      negativePrompt: 'a photo of a nurse',
+      returnLatents: true,
+    });
+    assert.ok(maxAbsDiff(latentsOf(guided)[0]!, latentsOf(negative)[0]!) > 1e-3);
+    const unguidedNegative = await p.generate({
+      ...base,
+      seeds: [0],
+      guidance: 1,
+      negativePrompt: 'a nurse',
+      returnLatents: true,
+    });
+    assert.deepEqual(latentsOf(unguidedNegative)[0], latentsOf(unguided)[0]);
+  });
+
+  it('given latents reproduce the seeded image; the shape is checked', async () => {
+    const seeded = await p.generate({ ...base, seeds: [7], returnLatents: true });
+    const z = noise(7, [1, 4, 8, 8]);
+    const given = await p.generate({ ...base, latents: { shape: [1, 4, 8, 8], data: z }, returnLatents: true });
+    assert.deepEqual(given.images[0]?.latents, seeded.images[0]?.latents);
+    assert.equal(given.images[0]?.record.seed, null);
+    assert.equal(given.images[0]?.record.latentsSource, 'given');
+    await assert.rejects(
+      p.generate({ ...base, latents: { shape: [1, 4, 16, 16], data: new Float32Array(1024) } }),
+      /--latents: shape \[1, 4, 16, 16\] does not match \[n, 4, 8, 8\]/,
+    );
+  });
+
+  it('textTransform: identity changes nothing, another M changes the image, and equals the edited weights W′ = W M', async () => {
+    const d = p.model.d;
+    const eye = new Float32Array(d * d);
+    for (let i = 0; i < d; i++) eye[i * d + i] = 1;
+    const plain = await p.generate({ ...base, seeds: [2], returnLatents: true });
+    const same = await p.generate({ ...base, seeds: [2], textTransform: eye, returnLatents: true });
+    assert.ok(maxAbsDiff(latentsOf(plain)[0]!, latentsOf(same)[0]!) < 1e-5);
+    assert.equal(same.images[0]?.record.edit?.kind, 'text-transform');
+
+    // M = I + small seeded perturbation
+    const M = Float32Array.from(eye);
+    const r = noise(99, [d * d]);
+    for (let i = 0; i < d * d; i++) M[i] = (M[i] as number) + 0.05 * (r[i] as number);
+    const viaText = await p.generate({ ...base, seeds: [2], textTransform: M, returnLatents: true });
+    assert.ok(maxAbsDiff(latentsOf(plain)[0]!, latentsOf(viaText)[0]!) > 1e-3);
+
+    // The same edit as weights: ONNX stores Wᵀ [d, out]; W′ = W M  ⇔  W′ᵀ = Mᵀ Wᵀ.
+    const file = openOnnxModel(p.model.files.unet);
+    const overrides = new Map<string, Float32Array>();
+    for (const site of tiny.manifest.sites) {
+      for (const proj of [site.toK, site.toV]) {
+        const wt = readTensorFloat32(file, getInitializer(file, proj.initializer));
+        const out = proj.shape[1];
+        const edited = new Float32Array(d * out);
+        for (let i = 0; i < d; i++) {
+          for (let o = 0; o < out; o++) {
+            let s = 0;
+            for (let j = 0; j < d; j++) s += (M[j * d + i] as number) * (wt[j * out + o] as number);
+            edited[i * out + o] = s;
+          }
+        }
+        overrides.set(proj.initializer, edited);
+      }
+    }
+    await p.setUnetOverrides(overrides);
+    try {
+      assert.equal(p.unetEditIdentity?.kind, 'unet-overrides');
+      const viaWeights = await p.generate({ ...base, seeds: [2], returnLatents: true });
+      assert.ok(maxAbsDiff(latentsOf(viaText)[0]!, latentsOf(viaWeights)[0]!) < 2e-3);
+      assert.equal(viaWeights.images[0]?.record.edit?.kind, 'unet-overrides');
+      await assert.rejects(p.generate({ ...base, seeds: [2], textTransform: M }), /cannot be combined/);
+    } finally {
+      await p.setUnetOverrides(null);
+    }
+    const restored = await p.generate({ ...base, seeds: [2], returnLatents: true });
+    assert.deepEqual(latentsOf(restored)[0], latentsOf(plain)[0]);
+    await assert.rejects(p.generate({ ...base, seeds: [2], textTransform: new Float32Array(5) }), /M must be d × d/);
+  });
+
+  it('every scheduler runs; long prompts are truncated with a warning', async () => {
+    for (const scheduler of ['ddim', 'euler', 'euler-ancestral', 'lms', 'dpmpp-2m']) {
+      const r = await p.generate({ ...base, seeds: [0], scheduler, returnLatents: true });
+      assert.equal(r.images[0]?.record.scheduler, scheduler);
+      assert.ok(r.images[0]?.latents?.every(Number.isFinite));
+    }
+    const long = await p.generate({ ...base, seeds: [0], steps: 1, prompt: Array(90).fill('doctor').join(' ') });
+    assert.equal(long.images[0]?.record.promptTruncated, true);
+    assert.match(long.warnings.join('\n'), /longer than CLIP's 77 tokens; this part was truncated/);
+  });
+
+  it('refuses bad inputs with the flag, the value and the rule', async () => {
+    await assert.rejects(p.generate({ ...base, seeds: [0], height: 60 }), (e: Error) => {
+      assert.ok(e instanceof GenerationError);
+      assert.match(e.message, /--height: 60 is not a positive multiple of 8/);
+      return true;
+    });
+    await assert.rejects(p.generate({ ...base, seeds: [0], width: 0 }), /--width: 0/);
+    await assert.rejects(
+      p.generate({ ...base, seeds: [0], scheduler: 'heun' }),
+      /--scheduler: "heun" is not a known scheduler; valid schedulers are pndm, ddim/,
+    );
+    await assert.rejects(p.generate({ ...base, seeds: [0], steps: 0 }), /--steps: 0 is not an integer >= 1/);
+    await assert.rejects(p.generate({ ...base, seeds: [] }), /--seeds: give at least one seed/);
+    await assert.rejects(p.generate({ ...base, seeds: [-1] }), /--seeds: -1 is not a seed/);
+    await assert.rejects(
+      p.generate({ ...base, seeds: [0], eta: 0.5 }),
+      /--eta: 0.5 applies to the ddim scheduler only/,
+    );
+  });
+});
+
+describe('model variants', () => {
+  const variants: [string, TinySdOptions][] = [
+    ['optimum: model.onnx_data, int64 ids, scalar timestep', { flavor: 'optimum' }],
+    ['fp16 I/O and weights', { precision: 'float16' }],
+    ['int64 [b] timestep', { timestep: 'int64[b]' }],
+  ];
+  for (const [name, options] of variants) {
+    it(name, async () => {
+      const m = model(name.replace(/\W+/g, '-'), options);
+      const p = await StableDiffusionPipeline.create(m.dir, { threads: 1 });
+      try {
+        const a = await p.generate({ ...base, seeds: [0, 1], batchSize: 2, returnLatents: true });
+        const b = await p.generate({ ...base, seeds: [1], returnLatents: true });
+        assert.ok(a.images[0]?.latents?.every(Number.isFinite));
+        assert.ok(
+          maxAbsDiff(a.images[1]!.latents!, b.images[0]!.latents!) < (options.precision === 'float16' ? 2e-2 : 1e-5),
+        );
+        assert.equal(a.images[0]?.record.model.precision, options.precision ?? 'float32');
+      } finally {
+        await p.dispose();
+      }
+    });
+  }
+  it('a missing model part is named', async () => {
+    const m = model('broken');
+    unlinkSync(join(m.dir, 'vae_decoder', 'model.onnx'));
+    await assert.rejects(StableDiffusionPipeline.create(m.dir), (e: Error) => {
+      assert.ok(e instanceof ModelFormatError);
+      assert.match(e.message, /vae_decoder/);
+      return true;
+    });
+  });
+  it('--device cuda without a working CUDA provider is an error, not a silent fallback', async (t) => {
+    const m = model('cuda');
+    let p: StableDiffusionPipeline | null = null;
+    try {
+      p = await StableDiffusionPipeline.create(m.dir, { device: 'cuda' });
+    } catch (e) {
+      assert.match((e as Error).message, /^--device cuda: /);
+      assert.equal((e as Error).name, 'RuntimeError');
+      return;
+    }
+    await p.dispose();
+    t.skip('CUDA works on this host');
+  });
+});
