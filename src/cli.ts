@@ -4,12 +4,22 @@
  */
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { auditCommand } from './cli/commands/audit.js';
+import { classifyCommand } from './cli/commands/classify.js';
+import { compareCommand } from './cli/commands/compare.js';
 import { editCommand } from './cli/commands/edit.js';
 import { generateCommand } from './cli/commands/generate.js';
 import { inspectCommand } from './cli/commands/inspect.js';
 import { exitCodeFor } from './cli/exit.js';
 
-const COMMANDS: CommandModule<object, any>[] = [editCommand, generateCommand, inspectCommand];
+const COMMANDS: CommandModule<object, any>[] = [
+  auditCommand,
+  classifyCommand,
+  compareCommand,
+  editCommand,
+  generateCommand,
+  inspectCommand,
+];
 
 export async function main(argv: string[]): Promise<void> {
   const parser = yargs(argv)

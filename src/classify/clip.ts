@@ -361,6 +361,16 @@ export function classifyEmbedding(
   return { kind: 'label', label, probabilities };
 }
 
+/** Decode an image file (PNG, JPEG, WebP, ...) to 8-bit RGB, as the classifier reads it. */
+export async function readImageFile(path: string): Promise<RgbImage> {
+  const raw = (await toRawImage(path, 0)).rgb();
+  return {
+    width: raw.width,
+    height: raw.height,
+    data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength),
+  };
+}
+
 async function toRawImage(img: ImageInput, index: number): Promise<RawImage> {
   if (typeof img === 'string') {
     if (!existsSync(img)) throw new ClassifierError(`image ${show(img)}: file not found`);

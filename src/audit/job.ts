@@ -1,0 +1,93 @@
+/**
+ * One call for a whole audit from plain options (what the CLI and the debias job need): open the
+ * classifier and, unless auditing a folder of images, the generation pipeline; run or resume the
+ * audit into the run folder; release everything.
+ */
+import { ClipClassifier } from '../classify/clip.js';
+import { type Attribute, genderAttribute } from '../classify/labels.js';
+import { StableDiffusionPipeline } from '../generate/pipeline.js';
+import type { Device } from '../runtime/ort.js';
+import { UsageError } from '../util/errors.js';
+import { loadProfessions } from './professions.js';
+import { type AuditProgress, type AuditResult, auditImageFolder, runAudit } from './run.js';
+import { type SeedUse, seedPlan } from './seeds.js';
+import { type GenerationSettings, pipelineSource } from './source.js';
+import { resolveTemplates } from './templates.js';
+
+export interface AuditJobOptions {
+  /** Stable Diffusion ONNX folder (or use `fromImages`). */
+  model?: string;
+  /** A folder with one sub-folder of images per profession (instead of `model`). */
+  fromImages?: string;
+  classifier: string;
+  /** List name or file; optional with `fromImages` (then the folder names are the professions). */
+  professions?: string;
+  select?: string[];
+  /** Template set names and/or templates (default ['default']). */
+  templates?: string[];
+  /** Images per prompt. */
+  images?: number;
+  seedStart?: number;
+  seedUse?: SeedUse;
+  attribute?: Attribute;
+  threshold?: number;
+  targetClass?: string;
+  targetShare?: number;
+  generation?: GenerationSettings;
+  device?: Device;
+  threads?: number;
+  batchSize?: number;
+  keepImages?: boolean;
+  sheetImages?: number;
+  restart?: boolean;
+  out: string;
+  bootstrap?: { samples?: number; seed?: number };
+  seedGroups?: number;
+  onProgress?: (p: AuditProgress) => void;
+}
+
+export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
+  if (o.model && o.fromImages) throw new UsageError('--model and --from-images: give one, not both');
+  if (!o.model && !o.fromImages)
+    throw new UsageError('--model or --from-images: give one (the images to audit come from one of them)');
+  const attribute = o.attribute ?? genderAttribute();
+  // Cheap checks before anything is loaded.
+  const professions = o.professions ? loadProfessions(o.professions, { select: o.select }) : undefined;
+  if (o.model && !professions) throw new UsageError('--professions: needed with --model (e.g. winobias35)');
+  const templates = o.model ? resolveTemplates(o.templates ?? ['default']) : [];
+  const seeds = o.model ? seedPlan(o.seedUse ?? 'evaluation', o.images ?? 20, o.seedStart) : undefined;
+  const classifier = await ClipClassifier.load(o.classifier, { device: o.device, threads: o.threads });
+  try {
+    const common = {
+      out: o.out,
+      classifier,
+      attribute,
+      threshold: o.threshold,
+      targetClass: o.targetClass,
+      targetShare: o.targetShare,
+      restart: o.restart,
+      bootstrap: o.bootstrap,
+      seedGroups: o.seedGroups,
+      onProgress: o.onProgress,
+      batchSize: o.batchSize,
+    };
+    if (o.fromImages) return await auditImageFolder({ ...common, dir: o.fromImages, professions });
+    const pipeline = await StableDiffusionPipeline.create(o.model as string, { device: o.device, threads: o.threads });
+    try {
+      const source = pipelineSource(pipeline, o.generation, o.device ?? 'cpu');
+      return await runAudit({
+        ...common,
+        source,
+        professions: professions as NonNullable<typeof professions>,
+        templates,
+        seeds: seeds as NonNullable<typeof seeds>,
+        keepImages: o.keepImages,
+        sheetImages: o.sheetImages,
+      });
+    } finally {
+      await pipeline.dispose();
+    }
+  } finally {
+    await classifier.dispose();
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * The audit's image source on top of the generation pipeline (src/generate/pipeline.ts): one
+ * `generate(prompt, seeds)` call per chunk, with the generation settings fixed for the whole run.
+ * Its `identity` (model folder digest, edit, generation settings, device) goes into the run
+ * fingerprint: results of a run folder are only reused under the same identity.
+ */
+import { createHash } from 'node:crypto';
+import type { RgbImage } from '../classify/clip.js';
+import type { StableDiffusionPipeline } from '../generate/pipeline.js';
+import type { ImageSource } from './run.js';
+import { folderDigest } from './store.js';
+
+export interface GenerationSettings {
+  steps?: number;
+  scheduler?: string;
+  guidance?: number;
+  height?: number;
+  width?: number;
+  negativePrompt?: string;
+  /** M (d × d): an in-memory all-site TIME edit, as the pipeline takes it. */
+  textTransform?: Float32Array;
+  /** Images per UNet batch (does not change the images; not fingerprinted). */
+  batchSize?: number;
+}
+
+/** Counts of what the source did (for tests and benchmarks). */
+export interface SourceCounters {
+  calls: number;
+  images: number;
+}
+
+export function pipelineSource(
+  pipeline: StableDiffusionPipeline,
+  settings: GenerationSettings = {},
+  device: string = 'cpu',
+): ImageSource & { counters: SourceCounters } {
+  const fixed = {
+    steps: settings.steps ?? 25,
+    scheduler: settings.scheduler ?? 'pndm',
+    guidance: settings.guidance ?? 7.5,
+    height: settings.height ?? pipeline.defaultSize,
+    width: settings.width ?? pipeline.defaultSize,
+    negativePrompt: settings.negativePrompt ?? '',
+  };
+  const counters: SourceCounters = { calls: 0, images: 0 };
+  const identity: Record<string, unknown> = {
+    kind: 'generator',
+    model: { path: pipeline.model.dir, digest: folderDigest(pipeline.model.dir) },
+    unetEdit: pipeline.unetEditIdentity,
+    textTransform: settings.textTransform ? hashFloats(settings.textTransform) : null,
+    ...fixed,
+    device,
+  };
+  return {
+    kind: 'generator',
+    identity,
+    counters,
+    async generate(prompt: string, seeds: readonly number[]): Promise<RgbImage[]> {
+      const result = await pipeline.generate({
+        prompt,
+        seeds,
+        ...fixed,
+        batchSize: settings.batchSize ?? seeds.length,
+        textTransform: settings.textTransform,
+      });
+      counters.calls++;
+      counters.images += result.images.length;
+      return result.images.map((img) => ({ width: img.width, height: img.height, data: img.rgb }));
+    },
+  };
+}
+
+function hashFloats(x: Float32Array): string {
+  return createHash('sha256')
+    .update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength))
+    .digest('hex');
+}

@@ -1,0 +1,223 @@
+/**
+ * The crash-safe run store of an audit folder:
+ *
+ *   run.json        the settings that decide every image's result, and their fingerprint
+ *                   (sha256 of the canonical JSON); written atomically when the run starts
+ *   records.jsonl   one JSON object per line, appended and fsynced one record at a time:
+ *                     {"kind":"generated", key, ...}   an image was generated and saved as PNG
+ *                     {"kind":"classified", key, ...}  an image was classified (its result)
+ *
+ * A SIGKILL can leave at most one torn last line; opening the store drops it (truncating the file
+ * to the last complete line). Re-opening with other settings is refused (OutputError) unless
+ * `restart`, which discards the folder's results.
+ */
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  fsyncSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { join, relative } from 'node:path';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { OutputError, show } from '../util/errors.js';
+
+export interface GeneratedRecord {
+  kind: 'generated';
+  key: string;
+  profession: string;
+  prompt: string;
+  seed: number;
+}
+
+export interface ClassifiedRecord {
+  kind: 'classified';
+  key: string;
+  profession: string;
+  label: string;
+  unclear: boolean;
+  probabilities: Record<string, number>;
+}
+
+export type StoreRecord = GeneratedRecord | ClassifiedRecord;
+
+export interface RunHeader {
+  kind: 'audit-run';
+  version: 1;
+  fingerprint: string;
+  settings: Record<string, unknown>;
+}
+
+/** Canonical JSON: object keys sorted, so equal settings give equal text. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export function fingerprint(settings: unknown): string {
+  return createHash('sha256').update(canonicalJson(settings)).digest('hex');
+}
+
+/** sha256 over a folder's files (sorted relative paths and contents): the identity of a model folder. */
+export function folderDigest(dir: string): string {
+  const hash = createHash('sha256');
+  const walk = (d: string): string[] =>
+    readdirSync(d, { withFileTypes: true })
+      .flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.isFile() ? [join(d, e.name)] : []))
+      .sort();
+  for (const file of walk(dir)) {
+    const rel = relative(dir, file).split('\\').join('/');
+    hash.update(`${rel}\0${statSync(file).size}\0`);
+    const fd = openSync(file, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(1 << 22);
+      for (;;) {
+        const n = readSync(fd, buf, 0, buf.length, null);
+        if (n === 0) break;
+        hash.update(buf.subarray(0, n));
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return hash.digest('hex');
+}
+
+/** The settings that differ between two settings objects, as dotted paths. */
+export function settingsDiff(a: unknown, b: unknown, prefix = ''): string[] {
+  if (canonicalJson(a) === canonicalJson(b)) return [];
+  const isObj = (x: unknown) => x !== null && typeof x === 'object' && !Array.isArray(x);
+  if (!isObj(a) || !isObj(b)) return [prefix || '(root)'];
+  const keys = [...new Set([...Object.keys(a as object), ...Object.keys(b as object)])].sort();
+  return keys.flatMap((k) =>
+    settingsDiff((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], prefix ? `${prefix}.${k}` : k),
+  );
+}
+
+const RUN_FILE = 'run.json';
+const RECORDS_FILE = 'records.jsonl';
+/** What a restart removes (the store's own files and everything derived from them). */
+const DERIVED = [RECORDS_FILE, 'audit.json', 'report.md', 'report.html', 'images', 'sheets'];
+
+export class RunStore {
+  private fd: number;
+  readonly records: StoreRecord[];
+
+  private constructor(
+    readonly dir: string,
+    readonly header: RunHeader,
+    fd: number,
+    records: StoreRecord[],
+  ) {
+    this.fd = fd;
+    this.records = records;
+  }
+
+  /**
+   * Open (or create) the run folder `dir` for `settings`. An existing run with another fingerprint
+   * is refused unless `restart`; a non-empty folder that is not a run folder is always refused.
+   */
+  static open(dir: string, settings: Record<string, unknown>, options: { restart?: boolean } = {}): RunStore {
+    const fp = fingerprint(settings);
+    const header: RunHeader = { kind: 'audit-run', version: 1, fingerprint: fp, settings };
+    const runFile = join(dir, RUN_FILE);
+    if (existsSync(dir) && !statSync(dir).isDirectory())
+      throw new OutputError(`--out: ${show(dir)} exists and is not a folder`);
+    if (existsSync(runFile)) {
+      let old: RunHeader;
+      try {
+        old = JSON.parse(readFileSync(runFile, 'utf8')) as RunHeader;
+      } catch (cause) {
+        throw new OutputError(
+          `--out ${show(dir)}: ${RUN_FILE} is not valid JSON; remove the folder or pass --restart`,
+          { cause },
+        );
+      }
+      if (old.fingerprint !== fp) {
+        if (!options.restart) {
+          const diff = settingsDiff(old.settings, settings);
+          throw new OutputError(
+            `--out ${show(dir)}: this run folder was made with other settings (${diff.join(', ') || 'fingerprint'} differ); ` +
+              'its results would not be comparable. Use another --out, or --restart to discard its results.',
+          );
+        }
+        for (const f of DERIVED) rmSync(join(dir, f), { recursive: true, force: true });
+        writeJsonAtomic(runFile, header);
+      } else if (options.restart) {
+        for (const f of DERIVED) rmSync(join(dir, f), { recursive: true, force: true });
+      }
+    } else {
+      if (existsSync(dir) && readdirSync(dir).length > 0) {
+        throw new OutputError(
+          `--out: ${show(dir)} is a non-empty folder that is not an audit run folder (no ${RUN_FILE}); choose an empty or new folder`,
+        );
+      }
+      mkdirSync(dir, { recursive: true });
+      writeJsonAtomic(runFile, header);
+    }
+    const path = join(dir, RECORDS_FILE);
+    const fd = openSync(path, existsSync(path) ? 'r+' : 'w+');
+    const records = readRecords(fd, path);
+    return new RunStore(dir, header, fd, records);
+  }
+
+  /** Append one record and fsync it. */
+  append(record: StoreRecord): void {
+    const line = Buffer.from(`${JSON.stringify(record)}\n`, 'utf8');
+    const size = fstatSync(this.fd).size;
+    writeSync(this.fd, line, 0, line.length, size);
+    fsyncSync(this.fd);
+    this.records.push(record);
+  }
+
+  close(): void {
+    if (this.fd >= 0) {
+      closeSync(this.fd);
+      this.fd = -1;
+    }
+  }
+}
+
+/** Parse the complete lines; drop (truncate) a torn last line left by a crash. */
+function readRecords(fd: number, path: string): StoreRecord[] {
+  const size = fstatSync(fd).size;
+  const buf = Buffer.alloc(size);
+  if (size) readSync(fd, buf, 0, size, 0);
+  const records: StoreRecord[] = [];
+  let at = 0;
+  for (;;) {
+    const nl = buf.indexOf(0x0a, at);
+    if (nl < 0) break;
+    const line = buf.toString('utf8', at, nl);
+    try {
+      records.push(JSON.parse(line) as StoreRecord);
+    } catch (cause) {
+      // A complete line that does not parse is corruption, not a torn write.
+      throw new OutputError(
+        `${path}: line ${records.length + 1} is not valid JSON; the run store is damaged (use --restart)`,
+        { cause },
+      );
+    }
+    at = nl + 1;
+  }
+  if (at < size) {
+    ftruncateSync(fd, at);
+    fsyncSync(fd);
+  }
+  return records;
+}

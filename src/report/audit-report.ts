@@ -1,0 +1,339 @@
+/**
+ * Audit and comparison reports rendered from the plain result objects: `report.md` and
+ * `report.html` (with an inline SVG chart), `chart.svg`, and per-profession contact sheets.
+ * Nothing here computes statistics; it only formats what src/audit returned.
+ */
+import { existsSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import type { Comparison } from '../audit/compare.js';
+import type { AuditResult, ShareResult } from '../audit/run.js';
+import { readImageFile } from '../classify/clip.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { CLASS_COLORS, contactSheet, UNCLEAR_COLOR } from './sheet.js';
+import { escapeXml, shareChart } from './svg.js';
+
+const pct = (x: number | null | undefined, digits = 1) =>
+  x === null || x === undefined || !Number.isFinite(x) ? '–' : `${(100 * x).toFixed(digits)}%`;
+const dec = (x: number | null | undefined, digits = 2) =>
+  x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits);
+const interval = (lo: number | null, hi: number | null, f: (x: number | null) => string) => `[${f(lo)}, ${f(hi)}]`;
+const shareText = (s: ShareResult) => `${pct(s.p)} ${interval(s.lower, s.upper, (x) => pct(x))}`;
+
+export function sheetSlug(s: string): string {
+  return (
+    s
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, '-')
+      .replace(/^-|-$/g, '') || 'x'
+  );
+}
+
+/** Rows sorted by share (ascending; professions without data last), as the chart and table show them. */
+function sortedProfessions(result: AuditResult) {
+  return [...result.professions].sort(
+    (a, b) => (a.share.p ?? 2) - (b.share.p ?? 2) || a.profession.localeCompare(b.profession),
+  );
+}
+
+export function auditChart(result: AuditResult): string {
+  const rows = sortedProfessions(result);
+  return shareChart({
+    title: `Share ${result.summary.targetClass} per profession`,
+    axis: `share ${result.summary.targetClass}`,
+    rows: rows.map((r) => r.profession),
+    series: [
+      {
+        name: result.summary.targetClass,
+        color: '#1e6fd9',
+        values: rows.map((r) => ({ p: r.share.p, lower: r.share.lower, upper: r.share.upper })),
+      },
+    ],
+    parity: result.summary.targetShare,
+  });
+}
+
+function settingsLines(result: AuditResult): string[] {
+  const s = result.settings as {
+    source: Record<string, unknown>;
+    classifier: { path: string; digest: string; logitScale: number };
+    attribute: { name: string; classes: { name: string; prompts: string[] }[] };
+    threshold: number | null;
+  };
+  const lines: string[] = [];
+  const src = s.source;
+  if (src.kind === 'images') lines.push(`source: images from folder \`${String(src.dir)}\``);
+  else {
+    const model = src.model as { path?: string; digest?: string } | undefined;
+    lines.push(`model: \`${model?.path ?? '?'}\` (sha256 ${String(model?.digest ?? '?').slice(0, 12)}…)`);
+    const gen = ['steps', 'scheduler', 'guidance', 'height', 'width', 'negativePrompt', 'device']
+      .filter((k) => src[k] !== undefined)
+      .map((k) => `${k} ${JSON.stringify(src[k])}`);
+    lines.push(`generation: ${gen.join(', ')}`);
+    if (src.unetEdit || src.textTransform)
+      lines.push(`in-memory edit: ${JSON.stringify(src.unetEdit ?? { textTransform: src.textTransform })}`);
+  }
+  lines.push(
+    `classifier: \`${s.classifier.path}\` (sha256 ${s.classifier.digest.slice(0, 12)}…, logit scale ${dec(s.classifier.logitScale, 2)})`,
+  );
+  lines.push(
+    `attribute ${s.attribute.name}: ${s.attribute.classes.map((c) => `${c.name} = ${c.prompts.map((p) => `"${p}"`).join(' + ')}`).join('; ')}`,
+  );
+  lines.push(`unclear threshold: ${s.threshold === null ? 'off (argmax, as the references)' : s.threshold}`);
+  if (result.plan.templates.length) lines.push(`templates: ${result.plan.templates.map((t) => `"${t}"`).join(', ')}`);
+  const seeds = result.plan.seeds;
+  if (seeds)
+    lines.push(
+      `seeds (${seeds.use}): ${seeds.start} … ${seeds.start + seeds.count - 1} (${seeds.count} per prompt, the same for every prompt)`,
+    );
+  lines.push(`professions: ${result.plan.professionList} (${result.plan.professions.length})`);
+  lines.push(`fingerprint: ${result.fingerprint}`);
+  return lines;
+}
+
+function legend(result: AuditResult): string {
+  return [
+    ...result.classes.map((c, i) => `${c} ${CLASS_COLORS[i % CLASS_COLORS.length]}`),
+    `unclear ${UNCLEAR_COLOR} (dashed)`,
+  ].join(', ');
+}
+
+export function renderAuditMarkdown(result: AuditResult, options: { sheets?: string[] } = {}): string {
+  const s = result.summary;
+  const t = s.targetClass;
+  const md: string[] = [];
+  md.push(`# Bias audit: ${result.plan.professionList}`, '');
+  md.push(
+    `**Mean Δ = ${dec(s.meanDelta.value)} ${interval(s.meanDelta.lower, s.meanDelta.upper, (x) => dec(x))}** ` +
+      `(95% bootstrap interval, ${s.meanDelta.bootstrap.samples} resamples, seed ${s.meanDelta.bootstrap.seed}; ${s.meanDelta.professions} professions)  `,
+  );
+  md.push(
+    `Seed groups: Δ = ${dec(s.seedGroups.mean)} ± ${dec(s.seedGroups.std)} (mean ± sd over ${s.seedGroups.groups} groups of seeds)  `,
+  );
+  md.push(
+    `Share ${t} over all images: ${shareText(s.share)}; ${s.images} images, ${s.classified} classified, ${s.unclear} unclear`,
+    '',
+  );
+  md.push(
+    `Δ = |p − ${s.targetShare}| / ${Math.max(s.targetShare, 1 - s.targetShare)} per profession, with p the share of "${t}" among its classified images ` +
+      '(unclear images excluded): 0 is parity, 1 is every image one class. Intervals are 95% (Wilson for shares).',
+    '',
+  );
+  md.push(`![share ${t} per profession](chart.svg)`, '');
+  const classes = result.classes;
+  md.push(`| profession | images | ${classes.join(' | ')} | unclear | share ${t} [95%] | Δ [95%] |`);
+  md.push(`|---|---:|${classes.map(() => '---:').join('|')}|---:|---:|---:|`);
+  for (const p of sortedProfessions(result)) {
+    md.push(
+      `| ${p.profession} | ${p.images} | ${classes.map((c) => p.counts[c] ?? 0).join(' | ')} | ${p.unclear} | ${shareText(p.share)} | ${dec(p.delta.value)} ${interval(p.delta.lower, p.delta.upper, (x) => dec(x))} |`,
+    );
+  }
+  md.push('', '## Settings', '');
+  for (const l of settingsLines(result)) md.push(`- ${l}`);
+  if (options.sheets?.length) {
+    md.push('', '## Contact sheets', '', `Frames: ${legend(result)}.`, '');
+    for (const sheet of options.sheets) md.push(`- [${sheet.replace(/^sheets\/|\.png$/g, '')}](${sheet})`);
+  }
+  md.push('');
+  return md.join('\n');
+}
+
+const CSS = `body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #e5e5e5;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f4f6}.big{font-size:1.3rem}.muted{color:#666}
+.sheets{display:flex;flex-wrap:wrap;gap:1rem}.sheets figure{margin:0}.sheets img{max-width:520px;image-rendering:pixelated;border:1px solid #ddd}
+code{background:#f3f4f6;padding:0 3px;border-radius:3px}.sig{font-weight:600}`;
+
+function mdInlineToHtml(s: string): string {
+  return escapeXml(s)
+    .replace(/`([^`]+)`/g, '<code>$1</code>')
+    .replace(/\*\*([^*]+)\*\*/g, '<strong>$1</strong>');
+}
+
+export function renderAuditHtml(result: AuditResult, options: { sheets?: string[] } = {}): string {
+  const s = result.summary;
+  const t = s.targetClass;
+  const classes = result.classes;
+  const h: string[] = [];
+  h.push('<!doctype html>', '<html lang="en"><head><meta charset="utf-8">');
+  h.push(`<title>Bias audit: ${escapeXml(result.plan.professionList)}</title><style>${CSS}</style></head><body>`);
+  h.push(`<h1>Bias audit: ${escapeXml(result.plan.professionList)}</h1>`);
+  h.push(
+    `<p class="big"><strong>Mean Δ = ${dec(s.meanDelta.value)}</strong> ${interval(s.meanDelta.lower, s.meanDelta.upper, (x) => dec(x))} ` +
+      `<span class="muted">(95% bootstrap, ${s.meanDelta.bootstrap.samples} resamples, seed ${s.meanDelta.bootstrap.seed}; ${s.meanDelta.professions} professions)</span></p>`,
+  );
+  h.push(
+    `<p>Seed groups: Δ = ${dec(s.seedGroups.mean)} ± ${dec(s.seedGroups.std)} (mean ± sd over ${s.seedGroups.groups} groups). ` +
+      `Share ${escapeXml(t)} over all images: ${shareText(s.share)}; ${s.images} images, ${s.classified} classified, ${s.unclear} unclear.</p>`,
+  );
+  h.push(
+    `<p class="muted">Δ = |p − ${s.targetShare}| / ${Math.max(s.targetShare, 1 - s.targetShare)} per profession; p = share of “${escapeXml(t)}” among classified images (unclear excluded). 0 is parity, 1 is every image one class.</p>`,
+  );
+  h.push(`<figure>${auditChart(result)}</figure>`);
+  h.push('<table><thead><tr><th>profession</th><th>images</th>');
+  for (const c of classes) h.push(`<th>${escapeXml(c)}</th>`);
+  h.push(`<th>unclear</th><th>share ${escapeXml(t)} [95%]</th><th>Δ [95%]</th></tr></thead><tbody>`);
+  for (const p of sortedProfessions(result)) {
+    h.push(`<tr><td>${escapeXml(p.profession)}</td><td>${p.images}</td>`);
+    for (const c of classes) h.push(`<td>${p.counts[c] ?? 0}</td>`);
+    h.push(
+      `<td>${p.unclear}</td><td>${shareText(p.share)}</td><td>${dec(p.delta.value)} ${interval(p.delta.lower, p.delta.upper, (x) => dec(x))}</td></tr>`,
+    );
+  }
+  h.push('</tbody></table>');
+  h.push('<h2>Settings</h2><ul>');
+  for (const l of settingsLines(result)) h.push(`<li>${mdInlineToHtml(l)}</li>`);
+  h.push('</ul>');
+  if (options.sheets?.length) {
+    h.push(`<h2>Contact sheets</h2><p class="muted">Frames: ${escapeXml(legend(result))}.</p><div class="sheets">`);
+    for (const sheet of options.sheets) {
+      const name = sheet.replace(/^sheets\/|\.png$/g, '');
+      h.push(
+        `<figure><img src="${escapeXml(sheet)}" alt="contact sheet ${escapeXml(name)}"><figcaption>${escapeXml(name)}</figcaption></figure>`,
+      );
+    }
+    h.push('</div>');
+  }
+  h.push('</body></html>', '');
+  return h.join('\n');
+}
+
+export interface WrittenReports {
+  kind: 'reports';
+  files: string[];
+}
+
+/**
+ * Write report.md, report.html, chart.svg and sheets/<profession>.png into the run folder. Contact
+ * sheets use the images the audit kept (`file` set), at most `sheetImages` per profession.
+ */
+export async function writeAuditReports(
+  runDir: string,
+  result: AuditResult,
+  options: { sheetImages?: number } = {},
+): Promise<WrittenReports> {
+  const files: string[] = [];
+  const sheets: string[] = [];
+  const limit = options.sheetImages ?? 16;
+  for (const p of result.professions) {
+    const imgs = result.images.filter((i) => i.profession === p.profession && i.file !== null).slice(0, limit);
+    const cells = [];
+    for (const img of imgs) {
+      const path = isAbsolute(img.file as string) ? (img.file as string) : join(runDir, img.file as string);
+      if (!existsSync(path)) continue;
+      cells.push({
+        image: await readImageFile(path),
+        classIndex: img.kind === 'unclear' ? -1 : result.classes.indexOf(img.label),
+      });
+    }
+    if (cells.length === 0) continue;
+    const rel = `sheets/${sheetSlug(p.profession)}.png`;
+    writeFileAtomic(join(runDir, rel), contactSheet(cells));
+    sheets.push(rel);
+    files.push(rel);
+  }
+  writeFileAtomic(join(runDir, 'chart.svg'), auditChart(result));
+  writeFileAtomic(join(runDir, 'report.md'), renderAuditMarkdown(result, { sheets }));
+  writeFileAtomic(join(runDir, 'report.html'), renderAuditHtml(result, { sheets }));
+  files.push('chart.svg', 'report.md', 'report.html');
+  return { kind: 'reports', files };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Comparison reports
+
+export function compareChart(c: Comparison): string {
+  const rows = [...c.professions].sort((a, b) => (a.before.share.p ?? 2) - (b.before.share.p ?? 2));
+  return shareChart({
+    title: `Share ${c.targetClass} before and after`,
+    axis: `share ${c.targetClass}`,
+    rows: rows.map((r) => r.profession),
+    series: [
+      { name: 'before', color: '#9aa0a6', values: rows.map((r) => r.before.share) },
+      { name: 'after', color: '#1e6fd9', values: rows.map((r) => r.after.share) },
+    ],
+    parity: c.targetShare,
+  });
+}
+
+const pValue = (p: number) => (p < 0.001 ? '<0.001' : p.toFixed(3));
+
+function comparisonRows(c: Comparison) {
+  return [...c.professions].sort((a, b) => (a.deltaChange ?? 0) - (b.deltaChange ?? 0));
+}
+
+export function renderCompareMarkdown(c: Comparison, names: { before: string; after: string }): string {
+  const m = c.summary.meanDelta;
+  const md: string[] = [];
+  md.push(`# Before / after: ${names.before} → ${names.after}`, '');
+  md.push(
+    `**Mean Δ ${dec(m.before)} → ${dec(m.after)}** (change ${dec(m.difference)} ${interval(m.lower, m.upper, (x) => dec(x))}, 95% bootstrap, ${m.bootstrap.samples} resamples, seed ${m.bootstrap.seed})  `,
+  );
+  md.push(
+    `${c.summary.professions} professions compared; ${c.summary.significant} with a significant share change at 5% (${c.summary.improved} toward parity, ${c.summary.worsened} away); ` +
+      `${c.summary.paired ? "images paired by prompt and seed (McNemar's exact test)" : 'images not paired (two-proportion z test)'}.`,
+    '',
+  );
+  md.push('![before and after](compare.svg)', '');
+  md.push(`| profession | share ${c.targetClass} before | after | change [95% Newcombe] | p | Δ before → after |`);
+  md.push('|---|---:|---:|---:|---:|---:|');
+  for (const r of comparisonRows(c)) {
+    const p = r.change.paired ? r.change.paired.pValue : r.change.pValue;
+    md.push(
+      `| ${r.profession} | ${shareText(r.before.share)} | ${shareText(r.after.share)} | ${pct(r.change.difference)} ${interval(r.change.lower, r.change.upper, (x) => pct(x))} | ${r.change.significant ? `**${pValue(p)}**` : pValue(p)} | ${dec(r.before.delta.value)} → ${dec(r.after.delta.value)} |`,
+    );
+  }
+  if (c.onlyBefore.length || c.onlyAfter.length) {
+    md.push(
+      '',
+      `Not compared (in one run only): ${[...c.onlyBefore.map((p) => `${p} (before)`), ...c.onlyAfter.map((p) => `${p} (after)`)].join(', ')}`,
+    );
+  }
+  md.push(
+    '',
+    '## Runs',
+    '',
+    `- before: ${names.before} (fingerprint ${c.before.fingerprint.slice(0, 12)}…, ${c.before.images} images)`,
+  );
+  md.push(`- after: ${names.after} (fingerprint ${c.after.fingerprint.slice(0, 12)}…, ${c.after.images} images)`, '');
+  return md.join('\n');
+}
+
+export function renderCompareHtml(c: Comparison, names: { before: string; after: string }): string {
+  const m = c.summary.meanDelta;
+  const h: string[] = [];
+  h.push('<!doctype html>', '<html lang="en"><head><meta charset="utf-8">');
+  h.push(
+    `<title>Before / after: ${escapeXml(names.before)} → ${escapeXml(names.after)}</title><style>${CSS}</style></head><body>`,
+  );
+  h.push(`<h1>Before / after: ${escapeXml(names.before)} → ${escapeXml(names.after)}</h1>`);
+  h.push(
+    `<p class="big"><strong>Mean Δ ${dec(m.before)} → ${dec(m.after)}</strong> <span class="muted">(change ${dec(m.difference)} ${interval(m.lower, m.upper, (x) => dec(x))}, 95% bootstrap)</span></p>`,
+  );
+  h.push(
+    `<p>${c.summary.professions} professions; ${c.summary.significant} significant share changes at 5% (${c.summary.improved} toward parity, ${c.summary.worsened} away); ${c.summary.paired ? 'paired images (McNemar)' : 'unpaired (z test)'}.</p>`,
+  );
+  h.push(`<figure>${compareChart(c)}</figure>`);
+  h.push(
+    `<table><thead><tr><th>profession</th><th>share ${escapeXml(c.targetClass)} before</th><th>after</th><th>change [95% Newcombe]</th><th>p</th><th>Δ before → after</th></tr></thead><tbody>`,
+  );
+  for (const r of comparisonRows(c)) {
+    const p = r.change.paired ? r.change.paired.pValue : r.change.pValue;
+    h.push(
+      `<tr><td>${escapeXml(r.profession)}</td><td>${shareText(r.before.share)}</td><td>${shareText(r.after.share)}</td><td>${pct(r.change.difference)} ${interval(r.change.lower, r.change.upper, (x) => pct(x))}</td><td${r.change.significant ? ' class="sig"' : ''}>${pValue(p)}</td><td>${dec(r.before.delta.value)} → ${dec(r.after.delta.value)}</td></tr>`,
+    );
+  }
+  h.push('</tbody></table></body></html>', '');
+  return h.join('\n');
+}
+
+export function writeCompareReports(
+  outDir: string,
+  c: Comparison,
+  names: { before: string; after: string },
+): WrittenReports {
+  writeFileAtomic(join(outDir, 'compare.json'), `${JSON.stringify(c, null, 2)}\n`);
+  writeFileAtomic(join(outDir, 'compare.svg'), compareChart(c));
+  writeFileAtomic(join(outDir, 'compare.md'), renderCompareMarkdown(c, names));
+  writeFileAtomic(join(outDir, 'compare.html'), renderCompareHtml(c, names));
+  return { kind: 'reports', files: ['compare.json', 'compare.svg', 'compare.md', 'compare.html'] };
+}

@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { canonicalJson, fingerprint, folderDigest, RunStore, settingsDiff } from '../../src/audit/store.js';
+import { OutputError } from '../../src/util/errors.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'td-store-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+test('canonical JSON and fingerprints ignore key order', () => {
+  assert.equal(canonicalJson({ b: 1, a: [1, { d: 2, c: 3 }] }), '{"a":[1,{"c":3,"d":2}],"b":1}');
+  assert.equal(fingerprint({ a: 1, b: 2 }), fingerprint({ b: 2, a: 1 }));
+  assert.notEqual(fingerprint({ a: 1 }), fingerprint({ a: 2 }));
+  assert.deepEqual(settingsDiff({ a: 1, g: { s: 20, h: 64 } }, { a: 1, g: { s: 25, h: 64 } }), ['g.s']);
+});
+
+test('folder digest changes with any byte of any file', () => {
+  const d = join(tmp, 'model');
+  mkdirSync(join(d, 'unet'), { recursive: true });
+  writeFileSync(join(d, 'unet', 'weights.pb'), Buffer.alloc(100, 1));
+  writeFileSync(join(d, 'model_index.json'), '{}');
+  const a = folderDigest(d);
+  const buf = Buffer.alloc(100, 1);
+  buf[57] = 2;
+  writeFileSync(join(d, 'unet', 'weights.pb'), buf);
+  assert.notEqual(folderDigest(d), a);
+});
+
+test('records are appended, survive reopening, and a torn last line is dropped', () => {
+  const dir = join(tmp, 'run1');
+  const s = RunStore.open(dir, { x: 1 });
+  s.append({ kind: 'generated', key: 'k1', profession: 'nurse', prompt: 'a nurse', seed: 1 });
+  s.append({
+    kind: 'classified',
+    key: 'k1',
+    profession: 'nurse',
+    label: 'female',
+    unclear: false,
+    probabilities: { female: 0.9, male: 0.1 },
+  });
+  s.close();
+  // a crash in the middle of a write leaves a partial line
+  appendFileSync(join(dir, 'records.jsonl'), '{"kind":"generated","key":"k2","prof');
+  const t = RunStore.open(dir, { x: 1 });
+  assert.equal(t.records.length, 2);
+  assert.ok(readFileSync(join(dir, 'records.jsonl'), 'utf8').endsWith('}\n'));
+  t.append({ kind: 'generated', key: 'k2', profession: 'nurse', prompt: 'a nurse', seed: 2 });
+  t.close();
+  const u = RunStore.open(dir, { x: 1 });
+  assert.deepEqual(
+    u.records.map((r) => r.key),
+    ['k1', 'k1', 'k2'],
+  );
+  u.close();
+});
+
+test("another run's folder is refused (settings named); --restart discards its results", () => {
+  const dir = join(tmp, 'run2');
+  const s = RunStore.open(dir, { generation: { steps: 20 } });
+  s.append({ kind: 'generated', key: 'k', profession: 'p', prompt: 'a p', seed: 0 });
+  s.close();
+  assert.throws(
+    () => RunStore.open(dir, { generation: { steps: 25 } }),
+    (e: Error) => e instanceof OutputError && /other settings \(generation\.steps differ\).*--restart/.test(e.message),
+  );
+  const r = RunStore.open(dir, { generation: { steps: 25 } }, { restart: true });
+  assert.equal(r.records.length, 0);
+  r.close();
+  const other = join(tmp, 'not-a-run');
+  mkdirSync(other);
+  writeFileSync(join(other, 'notes.txt'), 'x');
+  assert.throws(() => RunStore.open(other, {}), /not an audit run folder/);
+  const broken = join(tmp, 'broken');
+  const b = RunStore.open(broken, {});
+  b.close();
+  writeFileSync(join(broken, 'records.jsonl'), 'garbage\n');
+  assert.throws(() => RunStore.open(broken, {}), /line 1 is not valid JSON/);
+});
