@@ -19,6 +19,7 @@
  * dose-response.ts), kept strictly inside the current bracket; bisection or a fixed step in ln s while
  * the fit is not informative. Tuning stops at acceptance or when the probe budget is spent.
  */
+import { wilson } from '../audit/stats.js';
 import { crossing, fitLogistic, type LogisticFit, normalQuantile, type Probe } from './dose-response.js';
 
 export interface TunerSettings {
@@ -71,15 +72,10 @@ export interface TunerState {
   generated: number;
 }
 
-/** Wilson score interval for k successes in n trials at normal quantile z. */
+/** Wilson score interval for k successes in n trials at normal quantile z (audit/stats.ts eq. 1). */
 export function wilsonInterval(k: number, n: number, z: number): [number, number] {
-  if (n === 0) return [0, 1];
-  const p = k / n;
-  const z2 = z * z;
-  const denom = 1 + z2 / n;
-  const centre = (p + z2 / (2 * n)) / denom;
-  const half = (z * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n))) / denom;
-  return [Math.max(0, centre - half), Math.min(1, centre + half)];
+  const w = wilson(k, n, z);
+  return [w.lower, w.upper];
 }
 
 export function createTuner(settings: TunerSettings): TunerState {
