@@ -1,0 +1,80 @@
+/**
+ * Open what a debias job needs (model, pipeline, text encoding, classifier, professions) from a
+ * normalized config, once; the caller disposes it. "demo" in the config names the embedded demo
+ * world, whose folders the caller passes in `demo` (see src/demo/world.ts).
+ */
+import { existsSync } from 'node:fs';
+import { ClipClassifier } from '../classify/clip.js';
+import { loadProfessions } from '../audit/professions.js';
+import { StableDiffusionPipeline } from '../generate/pipeline.js';
+import { encodePrompts } from '../text/encoder.js';
+import { ConfigError, show } from '../util/errors.js';
+import type { JobConfig } from './config.js';
+import type { JobWorld } from './job.js';
+
+export interface DemoFolders {
+  modelDir: string;
+  classifierDir: string;
+  /** The demo professions list (JSON in the project's list format). */
+  professionsFile: string;
+}
+
+export interface OpenedWorld {
+  world: JobWorld;
+  /** The config with "demo" replaced by the demo world's folders. */
+  config: JobConfig;
+  dispose(): Promise<void>;
+}
+
+/** Replace "demo" by the demo world's folders and check that the folders exist. */
+export function resolveConfigFolders(config: JobConfig, demo?: DemoFolders): JobConfig {
+  const needsDemo = config.model === 'demo' || config.classifier === 'demo' || config.professions.list === 'demo';
+  if (needsDemo && !demo) throw new ConfigError('config: "demo" is named but the demo world is not available');
+  const out = structuredClone(config);
+  if (out.model === 'demo') out.model = demo!.modelDir;
+  if (out.classifier === 'demo') out.classifier = demo!.classifierDir;
+  if (out.professions.list === 'demo') out.professions.list = demo!.professionsFile;
+  for (const [key, path] of [
+    ['config.model', out.model],
+    ['config.classifier', out.classifier],
+  ] as const) {
+    if (!existsSync(path)) throw new ConfigError(`${key}: ${show(path)} does not exist (rule: an existing folder)`);
+  }
+  return out;
+}
+
+export async function openJobWorld(config: JobConfig, demo?: DemoFolders): Promise<OpenedWorld> {
+  const resolved = resolveConfigFolders(config, demo);
+  const professions = loadProfessions(resolved.professions.list, {
+    select: resolved.professions.select ? [...resolved.professions.select, ...resolved.professions.heldOut] : undefined,
+  });
+  if (professions.professions.length === 0) {
+    throw new ConfigError(`config.professions.list: ${show(resolved.professions.list)} has no professions (rule: at least one)`);
+  }
+  const options = { device: resolved.device, threads: resolved.threads || undefined };
+  const pipeline = await StableDiffusionPipeline.create(resolved.model, options);
+  let classifier: ClipClassifier;
+  try {
+    classifier = await ClipClassifier.load(resolved.classifier, options);
+  } catch (error) {
+    await pipeline.dispose();
+    throw error;
+  }
+  const world: JobWorld = {
+    model: pipeline.model,
+    pipeline,
+    tokenizer: pipeline.tokenizer,
+    encode: async (prompts) => encodePrompts(pipeline.tokenizer, pipeline.textEncoder, prompts),
+    classifier,
+    professions,
+    openPipeline: (dir) => StableDiffusionPipeline.create(dir, options),
+  };
+  return {
+    world,
+    config: resolved,
+    async dispose() {
+      await pipeline.dispose();
+      await classifier.dispose();
+    },
+  };
+}
