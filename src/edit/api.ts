@@ -27,7 +27,7 @@ import { openSdModel, type SdModelFormat, type SdPrecision } from '../model/fold
 import { type EditSite, locateSites, readSiteWeight, type SiteProjection } from '../model/sites.js';
 import { cudaAvailable, DEVICES, type Device } from '../runtime/ort.js';
 import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
-import { assertPrompt, ClipTokenizer } from '../text/tokenizer.js';
+import type { ClipTokenizer } from '../text/tokenizer.js';
 import { ModelFormatError, OutputError, show, UsageError } from '../util/errors.js';
 import { type AlignTokens, alignTokens } from './align.js';
 import { applyEdit } from './apply.js';
@@ -318,7 +318,10 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
     );
   }
 
-  // 2. Tokenize and align every pair (the alignment errors come before any model is loaded).
+  // 2. Tokenize and align every pair (the alignment errors come before any model is loaded). The
+  //    tokenizer module (transformers.js, about half a second to import) is loaded only now, so that
+  //    the checks above answer fast.
+  const { ClipTokenizer } = await import('../text/tokenizer.js');
   const tokenizer = await ClipTokenizer.fromFolder(model.components.tokenizer);
   const tokens = alignmentTokens(tokenizer);
   const warnings: string[] = [];
@@ -518,6 +521,19 @@ export function selectSites(
     );
   }
   return selected;
+}
+
+/**
+ * Reject a missing or empty prompt (the wording of `assertPrompt` in text/tokenizer.ts, which this
+ * module does not import eagerly).
+ */
+function assertPrompt(name: string, value: unknown): asserts value is string {
+  if (typeof value !== 'string') {
+    throw new UsageError(`${name}: ${show(value)} is not a prompt; give a non-empty text`);
+  }
+  if (value.trim().length === 0) {
+    throw new UsageError(`${name}: ${show(value)} is empty; a prompt with at least one word is required`);
+  }
 }
 
 /** The ids the reference alignment needs: "a", "an" (read as "a") and EOS. */
