@@ -76,7 +76,7 @@ export const editCommand: CommandModule<object, EditArgs> = {
       .option('preserve-weight', {
         type: 'string',
         describe: "Weight μ of the preserved prompts' rows",
-        defaultDescription: '1/λ (as much as an edited row)',
+        defaultDescription: '1',
       })
       .option('out', {
         type: 'string',
