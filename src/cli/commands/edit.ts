@@ -191,10 +191,19 @@ export function renderEditResult(r: EditResult): string {
     lines.push(`    ${show(p.source)} → ${show(p.destination)}  (λ_p = ${fmt(p.lambda)}, ${p.rows} rows)`);
   }
   if (r.pairs.length > 10) lines.push(`    … and ${r.pairs.length - 10} more (see time-edit.json)`);
-  if (r.preserve)
+  if (r.preserve) {
+    const count = r.preserve.prompts.length;
     lines.push(
-      `  preserved      ${r.preserve.prompts.length} prompts, μ = ${fmt(r.preserve.weight)}, ${r.preserve.rows} rows`,
+      `  preserved      ${count} prompt${count === 1 ? '' : 's'}, μ = ${fmt(r.preserve.weight)}, ${r.preserve.rows} rows`,
     );
+  }
+  const selection = [
+    r.projections.length === 1 ? `${r.projections[0]} only` : null,
+    r.layers ? `layers ${r.layers.join(', ')}` : null,
+  ].filter(Boolean);
+  lines.push(
+    `  sites          ${r.sites.length} of ${r.sitesInModel}${selection.length ? ` (${selection.join('; ')})` : ''}`,
+  );
   for (const w of r.warnings) lines.push(`  warning        ${w}`);
   lines.push('');
   const header = ['site', 'shape [out, d]', 'dtype', '‖ΔW‖/‖W‖'];
