@@ -17,7 +17,9 @@
  * Strengths (mission.md §2, solve.ts eq. 1): every row of pair p has weight w_p = 1/λ_p with
  *   λ_p = λ / weight_p       (weight_p from a pairs file's weight column, default 1),
  * so that without weights every pair has TIME's λ (default 0.1), and a weight of 2 makes a pair twice
- * as strong. Preservation rows (prompts mapped to themselves) have weight μ.
+ * as strong. A library caller that has tuned λ_p per pair (the debias pipeline's joint commit) gives
+ * it directly as the pair's `lambda` instead. Preservation rows (prompts mapped to themselves) have
+ * weight μ.
  */
 import { existsSync, lstatSync, realpathSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
@@ -36,11 +38,15 @@ import { DEFAULT_LAMBDA, DEFAULT_PRESERVE_WEIGHT, solveEdit } from './solve.js';
 
 export { DEFAULT_LAMBDA, DEFAULT_PRESERVE_WEIGHT };
 
-/** One (source, destination) pair; `weight` (> 0, default 1) scales its strength: λ_p = λ / weight. */
+/**
+ * One (source, destination) pair. Its strength: `weight` (> 0, default 1) scales it, λ_p = λ / weight;
+ * or `lambda` gives λ_p itself (not both).
+ */
 export interface EditPair {
   source: string;
   destination: string;
   weight?: number;
+  lambda?: number;
 }
 
 /** Progress events (for a CLI's status lines); `stage` names the step that starts. */
@@ -81,9 +87,9 @@ export interface EditRequest {
 export interface EditedPairRecord {
   source: string;
   destination: string;
-  /** The pair's relative weight (1 when not given). */
+  /** The pair's relative weight λ / λ_p (1 when neither weight nor λ_p was given). */
   weight: number;
-  /** λ_p = λ / weight; the pair's rows have weight 1/λ_p. */
+  /** λ_p = λ / weight (or as given); the pair's rows have weight 1/λ_p. */
   lambda: number;
   /** Rows of this pair in the objective (77, or 4 × 77 with augmentations). */
   rows: number;
@@ -214,14 +220,24 @@ export function normalizeEditRequest(request: EditRequest): NormalizedRequest {
       throw new UsageError(`pairs[${i}]: ${show(p)} is not a {source, destination} pair`);
     assertPrompt(names.source, p.source);
     assertPrompt(names.destination, p.destination);
-    const weight = p.weight ?? 1;
+    const label = single ? 'pairs[0]' : names.source.replace(/(\.| )source$/, '');
+    if (p.weight !== undefined && p.lambda !== undefined) {
+      throw new UsageError(
+        `${label}: weight ${show(p.weight)} and lambda ${show(p.lambda)} both given; give the pair a weight (λ_p = λ / weight) or its own λ_p, not both`,
+      );
+    }
+    if (p.lambda !== undefined && (typeof p.lambda !== 'number' || !Number.isFinite(p.lambda) || p.lambda <= 0)) {
+      throw new UsageError(`${label} lambda: ${show(p.lambda)} is not valid; λ_p must be a finite number > 0`);
+    }
+    const weight = p.lambda !== undefined ? lambda / p.lambda : (p.weight ?? 1);
     if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
       throw new UsageError(
-        `${names.source.replace(/ source$/, '')} weight: ${show(weight)} is not valid; a pair's weight must be a finite number > 0 (λ_p = λ / weight)`,
+        `${label} weight: ${show(weight)} is not valid; a pair's weight must be a finite number > 0 (λ_p = λ / weight)`,
       );
     }
     const prompts = augment ? augmentPrompts(p.source) : [p.source];
-    return { source: p.source, destination: p.destination, weight, lambda: lambda / weight, rows: 0, prompts };
+    const lambdaP = p.lambda ?? lambda / weight;
+    return { source: p.source, destination: p.destination, weight, lambda: lambdaP, rows: 0, prompts };
   });
 
   const projections = [...(request.projections ?? PROJECTIONS)];

@@ -241,14 +241,14 @@ describe('editModel end to end', () => {
     const lambda = 0.2;
     const pairs = [
       { source: 'a doctor', destination: 'a female doctor', weight: 2 },
-      { source: 'a nurse', destination: 'a male nurse' },
+      { source: 'a nurse', destination: 'a male nurse', lambda: 0.4 },
     ];
     const preserve = { prompts: ['a photo of a dog'], weight: 3 };
-    const expand = (p: { source: string; destination: string; weight?: number }) =>
+    const expand = (p: { source: string; destination: string; weight?: number; lambda?: number }) =>
       ['', 'a photo of ', 'an image of ', 'a picture of '].map((prefix) => ({
         source: prefix + p.source,
         destination: prefix + p.destination,
-        w: (p.weight ?? 1) / lambda,
+        w: p.lambda !== undefined ? 1 / p.lambda : (p.weight ?? 1) / lambda,
       }));
     const reference = await referenceRows(dir, pairs.flatMap(expand), { prompts: preserve.prompts, w: 3 });
     const { result } = await editAndVerify(dir, { pairs, lambda, augment: true, preserve }, reference, 1e-5);
@@ -257,7 +257,7 @@ describe('editModel end to end', () => {
       result.pairs.map((p) => [p.weight, p.lambda, p.rows]),
       [
         [2, 0.1, 4 * 77],
-        [1, 0.2, 4 * 77],
+        [0.5, 0.4, 4 * 77],
       ],
     );
     assert.deepEqual(result.pairs[0]?.prompts, [
@@ -392,6 +392,8 @@ describe('editModel rejects bad requests before writing anything', () => {
     await rejects({ ...base, preserve: { prompts: [''] } }, UsageError, /--preserve/);
     await rejects({ ...base, preserve: { prompts: ['a dog'], weight: 0 } }, UsageError, /--preserve-weight: 0/);
     await rejects({ ...base, pairs: [{ ...pair, weight: -1 }] }, UsageError, /weight: -1/);
+    await rejects({ ...base, pairs: [{ ...pair, lambda: 0 }] }, UsageError, /pairs\[0\] lambda: 0 is not valid/);
+    await rejects({ ...base, pairs: [{ ...pair, weight: 2, lambda: 0.1 }] }, UsageError, /both given/);
   });
 
   test('a destination that lacks a source token: EditError naming both prompts', async () => {
