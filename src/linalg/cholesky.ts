@@ -2,16 +2,17 @@
  * Cholesky decomposition A = L·Lᵀ of a symmetric positive definite matrix, in float64: factor once,
  * solve many times (the ml-matrix / LAPACK potrf–potrs contract).
  *
- * Storage is row-major n×n. Both the factorization and the solves are blocked: the diagonal blocks
- * and panels (O(n²·b) work) run in JS with contiguous inner loops, the off-diagonal updates
- * (O(n³) work) are float64 GEMMs through onnxruntime when a GemmEngine is given, so a 768×768
- * factor-and-solve with 768 right-hand sides takes tens of milliseconds instead of half a second.
+ * Storage is row-major n×n. The O(n²·b) work (diagonal blocks, panels, leaf solves) runs in JS
+ * with contiguous inner loops; the O(n³) work (block updates) is float64 GEMM through onnxruntime
+ * when a GemmEngine is given. Measured on 2 cores: n = 768 with 768 right-hand sides, factor
+ * ≈ 16 ms and solve ≈ 40 ms, against ≈ 110 ms and ≈ 390 ms in plain JS.
  *
- *   factor (left-looking, block column J = [j0, j0+b)):
+ *   factor (left-looking, block column J = [j0, j1), b = j1 − j0):
  *     P  ← A[j0:, J] − L[j0:, :j0]·L[J, :j0]ᵀ          (GEMM)
- *     L[J, J]  = chol(P[J])                             (JS, unblocked)
+ *     L[J, J]  = chol(P[J])                             (JS, unblocked Cholesky–Crout)
  *     L[j1:, J] = P[j1:]·L[J, J]⁻ᵀ                       (JS, row-wise triangular solve)
- *   solve A·X = B:  L·Y = B (forward, by block rows), then Lᵀ·X = Y (backward).
+ *   solve A·X = B:  L·Y = B, then Lᵀ·X = Y, each by recursive halving of the rows:
+ *     Y₁ = L₁₁⁻¹B₁;  B₂ −= L₂₁·Y₁ (GEMM);  Y₂ = L₂₂⁻¹B₂   (leaves of b rows in JS)
  */
 import { EditError } from '../util/errors.js';
 import type { GemmEngine } from './gemm.js';
