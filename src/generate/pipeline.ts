@@ -212,8 +212,10 @@ export class StableDiffusionPipeline {
       opened.push(textEncoder);
       const unet = await Session.create(model.files.unet, { ...sessionOptions, label: `unet ${model.files.unet}` });
       opened.push(unet);
+      // The VAE runs once per image between UNet loops: its idle threads must not spin against the UNet.
       const vae = await Session.create(model.files.vaeDecoder, {
         ...sessionOptions,
+        allowSpinning: false,
         label: `vae_decoder ${model.files.vaeDecoder}`,
       });
       opened.push(vae);

@@ -38,6 +38,12 @@ export interface SessionOptions {
    * `location`s are relative to (onnxruntime's session.model_external_initializers_file_folder_path).
    */
   externalDataFolder?: string;
+  /**
+   * Whether idle intra-op threads spin waiting for work (onnxruntime's default, true). A session
+   * that runs rarely beside a busy one (a VAE or text encoder next to the UNet loop) should not
+   * spin: on few cores its spinning threads slow the busy session down.
+   */
+  allowSpinning?: boolean;
 }
 
 export function validateDevice(device: unknown): Device {
@@ -95,9 +101,12 @@ export class Session {
       graphOptimizationLevel: options.optimization ?? 'all',
     };
     if (options.threads && options.threads > 0) sessionOptions.intraOpNumThreads = options.threads;
+    const sessionConfig: Record<string, unknown> = {};
     if (options.externalDataFolder) {
-      sessionOptions.extra = { session: { model_external_initializers_file_folder_path: options.externalDataFolder } };
+      sessionConfig.model_external_initializers_file_folder_path = options.externalDataFolder;
     }
+    if (options.allowSpinning === false) sessionConfig.intra_op = { allow_spinning: '0' };
+    if (Object.keys(sessionConfig).length > 0) sessionOptions.extra = { session: sessionConfig };
     try {
       const inner =
         typeof model === 'string'
