@@ -4,7 +4,7 @@
  * audit into the run folder; release everything.
  */
 import { ClipClassifier } from '../classify/clip.js';
-import { type Attribute, genderAttribute } from '../classify/labels.js';
+import { type Attribute, genderAttribute, validateAttribute } from '../classify/labels.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import type { Device } from '../runtime/ort.js';
 import { UsageError } from '../util/errors.js';
@@ -50,7 +50,7 @@ export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
   if (o.model && o.fromImages) throw new UsageError('--model and --from-images: give one, not both');
   if (!o.model && !o.fromImages)
     throw new UsageError('--model or --from-images: give one (the images to audit come from one of them)');
-  const attribute = o.attribute ?? genderAttribute();
+  const attribute = o.attribute ? validateAttribute(o.attribute) : genderAttribute();
   // Cheap checks before anything is loaded.
   const professions = o.professions ? loadProfessions(o.professions, { select: o.select }) : undefined;
   if (o.model && !professions) throw new UsageError('--professions: needed with --model (e.g. winobias35)');

@@ -30,7 +30,7 @@ import {
   type Tensor,
 } from '@huggingface/transformers';
 import { ClassifierError, show } from '../util/errors.js';
-import { type Attribute, resolvePrompts } from './labels.js';
+import { type Attribute, resolvePrompts, validateAttribute } from './labels.js';
 import { argmax, dot, ensemble, normalize, softmax } from './math.js';
 
 /** An RGB image, 8 bits per channel, height × width × 3 (row-major HWC), as the generator makes them. */
@@ -327,6 +327,7 @@ export class ClipClassifier {
     if (threshold !== undefined && !(Number.isFinite(threshold) && threshold > 0 && threshold <= 1)) {
       throw new ClassifierError(`--threshold: ${show(threshold)} must be a probability in (0, 1]`);
     }
+    validateAttribute(attribute);
     if (images.length === 0) return [];
     const classes = await this.classEmbeddings(attribute, options.profession);
     const embeds = await this.embedImages(images);

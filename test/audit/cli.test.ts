@@ -1,0 +1,143 @@
+/** The classify, audit --from-images and compare commands through the real CLI, and their exit codes. */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { encode } from 'fast-png';
+import { ClipClassifier } from '../../src/classify/clip.js';
+import { attributeFromLabels } from '../../src/classify/labels.js';
+import { EXIT } from '../../src/cli/exit.js';
+import { testImage } from '../classify/fixtures.js';
+import { checkMarkup, makeTinyWorld } from './world.js';
+
+const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+const world = makeTinyWorld();
+const images = join(world.root, 'images');
+after(() => world.cleanup());
+
+function cli(...argv: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+before(() => {
+  // a folder of images per profession, as another generator would leave them
+  ['nurse', 'construction_worker'].forEach((p, j) => {
+    mkdirSync(join(images, p), { recursive: true });
+    for (let k = 0; k < 5; k++) {
+      const img = testImage(k + 5 * j);
+      writeFileSync(
+        join(images, p, `img-${k}.png`),
+        encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
+      );
+    }
+  });
+});
+
+test('classify prints the probabilities the library computes', async () => {
+  const files = [join(images, 'nurse', 'img-0.png'), join(images, 'nurse', 'img-1.png')];
+  const labels = ['a photo of a woman', 'a photo of a man'];
+  const [r, table] = await Promise.all([
+    cli('classify', '--classifier', world.classifier, '--labels', ...labels, '--json', ...files),
+    cli('classify', '--classifier', world.classifier, ...files),
+  ]);
+  assert.equal(r.code, EXIT.ok, r.stderr);
+  const out = JSON.parse(r.stdout);
+  const clf = await ClipClassifier.load(world.classifier);
+  try {
+    const expected = await clf.classify(files, attributeFromLabels(labels));
+    out.images.forEach((img: { probabilities: Record<string, number>; label: string }, i: number) => {
+      assert.equal(img.label, expected[i]!.label);
+      assert.ok(Math.abs(img.probabilities[labels[0]!]! - expected[i]!.probabilities[labels[0]!]!) < 1e-6);
+    });
+  } finally {
+    await clf.dispose();
+  }
+  assert.equal(table.code, EXIT.ok, table.stderr);
+  assert.match(table.stdout, /image\s+label\s+female\s+male/);
+});
+
+test('audit --from-images, then compare; a changed setting on the same folder exits with the output code', async () => {
+  const run = join(world.root, 'run-images');
+  const a = await cli(
+    'audit',
+    '--from-images',
+    images,
+    '--classifier',
+    world.classifier,
+    '--out',
+    run,
+    '--bootstrap',
+    '200',
+    '--json',
+  );
+  assert.equal(a.code, EXIT.ok, a.stderr);
+  const summary = JSON.parse(a.stdout);
+  assert.deepEqual(
+    summary.professions.map((p: { profession: string; images: number }) => [p.profession, p.images]),
+    [
+      ['construction worker', 5],
+      ['nurse', 5],
+    ],
+  );
+  const audit = JSON.parse(readFileSync(join(run, 'audit.json'), 'utf8'));
+  assert.equal(audit.images.length, 10);
+  assert.equal(audit.plan.source, 'images');
+  checkMarkup(readFileSync(join(run, 'report.html'), 'utf8'));
+  const [c, changed] = await Promise.all([
+    cli('compare', run, run, '--out', join(world.root, 'cmp'), '--json'),
+    cli('audit', '--from-images', images, '--classifier', world.classifier, '--out', run, '--threshold', '0.9'),
+  ]);
+  assert.equal(c.code, EXIT.ok, c.stderr);
+  assert.equal(JSON.parse(c.stdout).summary.significant, 0);
+  assert.equal(changed.code, EXIT.output);
+  assert.match(changed.stderr, /other settings \(threshold differ\).*--restart/);
+});
+
+test("bad inputs exit with their area's code and a message naming the argument", async () => {
+  const [n0, noClassifier, unknownList] = await Promise.all([
+    cli(
+      'audit',
+      '--model',
+      world.model,
+      '--classifier',
+      world.classifier,
+      '--professions',
+      'winobias35',
+      '--images',
+      '0',
+      '--out',
+      join(world.root, 'x'),
+    ),
+    cli('classify', '--classifier', join(world.root, 'missing'), join(images, 'nurse', 'img-0.png')),
+    cli(
+      'audit',
+      '--model',
+      world.model,
+      '--classifier',
+      world.classifier,
+      '--professions',
+      'nope',
+      '--out',
+      join(world.root, 'y'),
+    ),
+  ]);
+  assert.equal(n0.code, EXIT.usage);
+  assert.match(n0.stderr, /--images: 0 must be an integer ≥ 1/);
+  assert.equal(noClassifier.code, EXIT.classifier);
+  assert.match(noClassifier.stderr, /--classifier: ".*missing" does not exist/);
+  assert.equal(unknownList.code, EXIT.usage);
+  assert.match(unknownList.stderr, /--professions: "nope" is not a known list/);
+});
