@@ -13,12 +13,15 @@
  *      renamed away first and deleted after the new one is in place).
  *
  * The input is only ever read. On any failure the temporary folder is removed: nothing is written.
+ *
+ * Two ways to call it: `exportEditedModel` (weights in hand), or `startExport` as soon as the model
+ * is open, which starts step 2 in the background (clone in the libuv pool, hash in a worker thread)
+ * so the edit's computation overlaps the copy, then `finish(weights)` for steps 3–5.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   constants,
-  createReadStream,
   existsSync,
   fsyncSync,
   lstatSync,
@@ -33,10 +36,11 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
 import { bytesToFloat32, readTensorFloat32 } from '../onnx/model-file.js';
 import { applyWritePlan, planTensorWrites } from '../onnx/write.js';
 import { EditError, OutputError, show } from '../util/errors.js';
+import { type SourceFileRecord, sha256Files } from './file-hash.js';
 import type { SdModel } from './folder.js';
 import { type EditSite, locateSites, toStoredBytes } from './sites.js';
 
@@ -66,12 +70,7 @@ export interface EditedSiteRecord {
   relativeChange: number;
 }
 
-export interface SourceFileRecord {
-  /** Path relative to the model folder. */
-  path: string;
-  bytes: number;
-  sha256: string;
-}
+export type { SourceFileRecord };
 
 export interface ExportResult {
   kind: 'model-export';
@@ -87,6 +86,8 @@ export interface ExportResult {
   sourceFiles: SourceFileRecord[];
   /** True when an existing outDir was replaced (force). */
   replaced: boolean;
+  /** Milliseconds per phase: clone (with hashing alongside), patch, manifest, fsync, rename. */
+  timings: { clone: number; patch: number; manifest: number; fsync: number; rename: number; total: number };
 }
 
 /** The package version, read once from package.json. */
@@ -95,39 +96,55 @@ export function toolVersion(): string {
   return pkg.version ?? '0.0.0';
 }
 
-/** Write the edited model folder. See the module comment for the steps and guarantees. */
+/** Where an export goes; checked when the export starts. */
+export interface ExportTarget {
+  model: SdModel;
+  outDir: string;
+  /** Replace an existing outDir (atomically: the old folder is renamed away, then deleted). */
+  force?: boolean;
+  /** Sites as located before (default: located again). */
+  sites?: readonly EditSite[];
+}
+
+/** What the edit produced, given when the export finishes. */
+export interface ExportContent {
+  /** Site name → the edited weight W' in torch layout [out, d] (row-major float32). */
+  weights: ReadonlyMap<string, Float32Array>;
+  /** What was edited (prompts, λ, rows, ...): written to time-edit.json with the export's own facts. */
+  manifest?: Record<string, unknown>;
+}
+
+/**
+ * An export under way: the input folder is being cloned into the temporary folder and the files
+ * that hold edit sites are being hashed (in a worker thread), while the caller computes the edit.
+ * Call `finish` with the weights, or `abort` to remove the temporary folder.
+ */
+export interface PendingExport {
+  readonly outDir: string;
+  readonly tmpDir: string;
+  finish(content: ExportContent): Promise<ExportResult>;
+  abort(): Promise<void>;
+}
+
+/** Write the edited model folder in one call. See the module comment for the steps and guarantees. */
 export async function exportEditedModel(options: ExportOptions): Promise<ExportResult> {
-  const { model, weights } = options;
-  const sites = options.sites ?? locateSites(model);
-  const byName = new Map(sites.map((s) => [s.name, s]));
-  if (weights.size === 0) throw new EditError('export: no edited weights given; nothing to export');
+  // Validate the weights before anything is written.
+  const sites = options.sites ?? locateSites(options.model);
+  prepareReplacements(options.model, sites, options.weights);
+  const job = startExport({ ...options, sites });
+  return job.finish({ weights: options.weights, manifest: options.manifest });
+}
 
-  // 1. Weights → replacement bytes (validated before anything is written).
-  const replacements = new Map<string, Uint8Array>();
-  const edited: EditSite[] = [];
-  for (const [name, W] of weights) {
-    const site = byName.get(name);
-    if (!site) {
-      throw new EditError(
-        `export: ${show(name)} is not a site of ${show(model.unet.path)} (sites: ${sites
-          .slice(0, 3)
-          .map((s) => s.name)
-          .join(', ')}${sites.length > 3 ? `, … ${sites.length} in all` : ''})`,
-      );
-    }
-    for (let i = 0; i < W.length; i++) {
-      if (!Number.isFinite(W[i]))
-        throw new EditError(`export: weights of site ${show(name)} hold a non-finite value at index ${i}`);
-    }
-    if (replacements.has(site.initializer))
-      throw new EditError(`export: initializer ${show(site.initializer)} edited twice`);
-    replacements.set(site.initializer, toStoredBytes(site, W));
-    edited.push(site);
-  }
-  const plan = planTensorWrites(model.unet, replacements);
-
-  // Output location checks.
-  const outDir = resolve(options.outDir);
+/**
+ * Start an export: check the output location (OutputError: exists without `force`, is or is inside
+ * the input, contains the input), create `<outDir>.tmp-<random>`, and start cloning every file and
+ * hashing the files that hold edit sites. The clone runs in the libuv thread pool and the hash in a
+ * worker thread, so the caller's own computation (the edit) overlaps with them.
+ */
+export function startExport(target: ExportTarget): PendingExport {
+  const { model } = target;
+  const sites = target.sites ?? locateSites(model);
+  const outDir = resolve(target.outDir);
   const inputReal = realpathSync(model.dir);
   const outReal = existsSync(outDir) ? realpathSync(outDir) : outDir;
   if (isSameOrInside(outReal, inputReal) || isSameOrInside(outDir, model.dir)) {
@@ -141,89 +158,176 @@ export async function exportEditedModel(options: ExportOptions): Promise<ExportR
     );
   }
   const exists = existsSync(outDir) || isSymlink(outDir);
-  if (exists && !options.force) {
+  if (exists && !target.force) {
     throw new OutputError(`--out ${show(outDir)} already exists; choose another folder or pass --force to replace it`);
   }
-
   const parent = dirname(outDir);
   mkdirSync(parent, { recursive: true });
   const tmp = `${outDir}.tmp-${randomBytes(6).toString('hex')}`;
-  try {
-    // 2. Clone every file while hashing the edited sources.
-    const unetRel = relative(model.dir, model.unet.dir);
-    const editedSources = plan.touchedFiles.map((f) => join(unetRel, f));
-    const [copied, sourceFiles] = await Promise.all([
-      cloneTree(model.dir, tmp),
-      Promise.all(editedSources.map((rel) => hashFile(model.dir, rel))),
-    ]);
+  const t0 = performance.now();
+  const unetRel = relative(model.dir, model.unet.dir);
 
-    // 3. Patch the UNet's edited tensors in the clones.
-    applyWritePlan(plan, join(tmp, unetRel), model.unet.dir);
-
-    // 4. The manifest.
-    const editedSites: EditedSiteRecord[] = edited.map((site) => {
-      const init = model.unet.initializerByName.get(site.initializer);
-      if (!init) throw new EditError(`export: no initializer ${show(site.initializer)}`);
-      const before = readTensorFloat32(model.unet, init);
-      const after = bytesToFloat32(replacements.get(site.initializer) as Uint8Array, site.dataType);
-      return {
-        name: site.name,
-        projection: site.projection,
-        initializer: site.initializer,
-        shape: [site.out, site.d],
-        dtype: site.dtype,
-        relativeChange: relativeChange(before, after),
-      };
-    });
-    const manifest = {
-      ...(options.manifest ?? {}),
-      tool: { name: 'time-debias', version: toolVersion() },
-      date: new Date().toISOString(),
-      sourceModel: {
-        dir: model.dir,
-        format: model.format,
-        precision: model.precision,
-        d: model.d,
-        files: sourceFiles,
-      },
-      editedSites,
-    };
-    const manifestPath = join(tmp, EDIT_MANIFEST);
-    writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
-
-    // 5. fsync everything, then rename into place.
-    fsyncTree(tmp);
-    let replaced = false;
-    if (exists) {
-      const old = `${outDir}.old-${randomBytes(6).toString('hex')}`;
-      renameSync(outDir, old);
-      try {
-        renameSync(tmp, outDir);
-      } catch (error) {
-        renameSync(old, outDir);
-        throw error;
-      }
-      rmSync(old, { recursive: true, force: true });
-      replaced = true;
-    } else {
-      renameSync(tmp, outDir);
-    }
-    fsyncPath(parent);
-    return {
-      kind: 'model-export',
-      outDir,
-      manifestPath: join(outDir, EDIT_MANIFEST),
-      files: copied.files + 1,
-      bytesCopied: copied.bytes,
-      patchedFiles: editedSources,
-      editedSites,
-      sourceFiles,
-      replaced,
-    };
-  } catch (error) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw error;
+  // The files that can be edited: those holding a site's initializer (relative to the model folder).
+  const siteFiles = new Set<string>();
+  for (const site of sites) {
+    const s = model.unet.initializerByName.get(site.initializer)?.storage;
+    siteFiles.add(join(unetRel, s?.kind === 'external' ? normalize(s.location) : basename(model.unet.path)));
   }
+  const cloning = settle(cloneTree(model.dir, tmp));
+  const hashing = settle(sha256Files(model.dir, [...siteFiles]));
+  let done = false;
+
+  const abort = async () => {
+    done = true;
+    await Promise.all([cloning, hashing]);
+    rmSync(tmp, { recursive: true, force: true });
+  };
+
+  const finish = async (content: ExportContent): Promise<ExportResult> => {
+    if (done) throw new OutputError(`export to ${show(outDir)}: finish() after the export ended`);
+    done = true;
+    try {
+      const { replacements, edited } = prepareReplacements(model, sites, content.weights);
+      const plan = planTensorWrites(model.unet, replacements);
+      const editedSources = plan.touchedFiles.map((f) => join(unetRel, f));
+      const copied = unwrap(await cloning);
+      const hashes = unwrap(await hashing);
+      const sourceFiles: SourceFileRecord[] = [];
+      for (const rel of editedSources)
+        sourceFiles.push(hashes.get(rel) ?? (await sha256Files(model.dir, [rel])).get(rel)!);
+      const tClone = performance.now();
+
+      // Patch the UNet's edited tensors in the clones.
+      applyWritePlan(plan, join(tmp, unetRel), model.unet.dir);
+      const tPatch = performance.now();
+
+      // The manifest.
+      const editedSites: EditedSiteRecord[] = edited.map((site) => {
+        const init = model.unet.initializerByName.get(site.initializer);
+        if (!init) throw new EditError(`export: no initializer ${show(site.initializer)}`);
+        const before = readTensorFloat32(model.unet, init);
+        const after = bytesToFloat32(replacements.get(site.initializer) as Uint8Array, site.dataType);
+        return {
+          name: site.name,
+          projection: site.projection,
+          initializer: site.initializer,
+          shape: [site.out, site.d],
+          dtype: site.dtype,
+          relativeChange: relativeChange(before, after),
+        };
+      });
+      const manifest = {
+        ...(content.manifest ?? {}),
+        tool: { name: 'time-debias', version: toolVersion() },
+        date: new Date().toISOString(),
+        sourceModel: {
+          dir: model.dir,
+          format: model.format,
+          precision: model.precision,
+          d: model.d,
+          files: sourceFiles,
+        },
+        editedSites,
+      };
+      writeFileSync(join(tmp, EDIT_MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+      const tManifest = performance.now();
+
+      // fsync everything, then rename into place.
+      fsyncTree(tmp);
+      const tFsync = performance.now();
+      let replaced = false;
+      if (exists) {
+        const old = `${outDir}.old-${randomBytes(6).toString('hex')}`;
+        renameSync(outDir, old);
+        try {
+          renameSync(tmp, outDir);
+        } catch (error) {
+          renameSync(old, outDir);
+          throw error;
+        }
+        rmSync(old, { recursive: true, force: true });
+        replaced = true;
+      } else {
+        renameSync(tmp, outDir);
+      }
+      fsyncPath(parent);
+      const tEnd = performance.now();
+      const ms = (x: number) => Math.round(x * 10) / 10;
+      return {
+        kind: 'model-export',
+        outDir,
+        manifestPath: join(outDir, EDIT_MANIFEST),
+        files: copied.files + 1,
+        bytesCopied: copied.bytes,
+        patchedFiles: editedSources.map((f) => f.split(sep).join('/')),
+        editedSites,
+        sourceFiles,
+        replaced,
+        timings: {
+          clone: ms(tClone - t0),
+          patch: ms(tPatch - tClone),
+          manifest: ms(tManifest - tPatch),
+          fsync: ms(tFsync - tManifest),
+          rename: ms(tEnd - tFsync),
+          total: ms(tEnd - t0),
+        },
+      };
+    } catch (error) {
+      await Promise.all([cloning, hashing]);
+      rmSync(tmp, { recursive: true, force: true });
+      throw error;
+    }
+  };
+  return { outDir, tmpDir: tmp, finish, abort };
+}
+
+/** Weights → stored bytes per initializer; EditError for unknown sites, wrong sizes, non-finite values. */
+function prepareReplacements(
+  model: SdModel,
+  sites: readonly EditSite[],
+  weights: ReadonlyMap<string, Float32Array>,
+): { replacements: Map<string, Uint8Array>; edited: EditSite[] } {
+  if (weights.size === 0) throw new EditError('export: no edited weights given; nothing to export');
+  const byName = new Map(sites.map((s) => [s.name, s]));
+  const replacements = new Map<string, Uint8Array>();
+  const edited: EditSite[] = [];
+  for (const [name, W] of weights) {
+    const site = byName.get(name);
+    if (!site) {
+      throw new EditError(
+        `export: ${show(name)} is not a site of ${show(model.unet.path)} (sites: ${sites
+          .slice(0, 3)
+          .map((s) => s.name)
+          .join(', ')}${sites.length > 3 ? `, … ${sites.length} in all` : ''})`,
+      );
+    }
+    for (let i = 0; i < W.length; i++) {
+      if (!Number.isFinite(W[i])) {
+        throw new EditError(`export: weights of site ${show(name)} hold a non-finite value at index ${i}`);
+      }
+    }
+    if (replacements.has(site.initializer)) {
+      throw new EditError(`export: initializer ${show(site.initializer)} edited twice`);
+    }
+    replacements.set(site.initializer, toStoredBytes(site, W));
+    edited.push(site);
+  }
+  return { replacements, edited };
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** A promise that never rejects (so a failure before finish/abort is not an unhandled rejection). */
+function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+}
+
+function unwrap<T>(s: Settled<T>): T {
+  if (!s.ok) throw s.error;
+  return s.value;
 }
 
 /** ‖after − before‖_F / ‖before‖_F (float64 sums). */
@@ -279,17 +383,6 @@ async function cloneTree(src: string, dst: string): Promise<{ files: number; byt
   };
   await Promise.all([worker(), worker()]);
   return { files: jobs.length, bytes: jobs.reduce((s, j) => s + j.size, 0) };
-}
-
-async function hashFile(dir: string, rel: string): Promise<SourceFileRecord> {
-  const path = join(dir, rel);
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
-    hash.update(chunk as Buffer);
-    bytes += (chunk as Buffer).byteLength;
-  }
-  return { path: rel.split(sep).join('/'), bytes, sha256: hash.digest('hex') };
 }
 
 function fsyncPath(path: string): void {

@@ -13,7 +13,7 @@ import {
 import { dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { buildTinySdModel, type TinySdOptions } from '../../src/demo/sd-model.js';
-import { EDIT_MANIFEST, exportEditedModel, relativeChange } from '../../src/model/export.js';
+import { EDIT_MANIFEST, exportEditedModel, relativeChange, startExport } from '../../src/model/export.js';
 import { openSdModel, type SdModel } from '../../src/model/folder.js';
 import { type EditSite, locateSites, readSiteWeight } from '../../src/model/sites.js';
 import { readTensorBytes } from '../../src/onnx/model-file.js';
@@ -23,6 +23,8 @@ import { fromHalf, toHalf } from '../../src/util/half.js';
 import { checksums, randomFloats, tempDir } from '../onnx/helpers.js';
 
 const tmp = tempDir('export');
+// keep the source-hash cache of these tests out of the user's ~/.cache
+process.env.TIME_DEBIAS_CACHE_DIR = join(tmp.dir, 'hash-cache');
 after(tmp.cleanup);
 let counter = 0;
 
@@ -266,5 +268,75 @@ describe('exportEditedModel refuses, and writes nothing', () => {
     await assert.rejects(exportEditedModel({ model, weights, outDir }), /ENOENT/);
     assert.ok(!existsSync(outDir));
     assert.deepEqual(leftovers(outDir), []);
+  });
+});
+
+describe("startExport: the copy overlaps the caller's computation", () => {
+  test('start, compute, finish: same output as exportEditedModel; abort leaves nothing', async () => {
+    const { dir, model, sites } = tiny();
+    const before = checksums(dir);
+    const outDir = join(tmp.dir, `out${counter++}`, 'overlap');
+    const job = startExport({ model, outDir, sites });
+    assert.ok(job.tmpDir.startsWith(`${outDir}.tmp-`));
+    const weights = editedWeights(model, sites, 77); // "the edit", while the clone runs
+    const result = await job.finish({ weights, manifest: { kind: 'time-edit' } });
+    assert.equal(result.editedSites.length, sites.length);
+    assert.equal(
+      result.sourceFiles[0]?.sha256,
+      createHash('sha256')
+        .update(readFileSync(join(dir, 'unet', 'weights.pb')))
+        .digest('hex'),
+    );
+    assert.ok(result.timings.total >= result.timings.clone);
+    const out = openSdModel(outDir);
+    for (const s of locateSites(out))
+      assert.deepEqual(Array.from(readSiteWeight(out, s)), Array.from(weights.get(s.name) as Float32Array));
+    await assert.rejects(job.finish({ weights }), OutputError);
+    assert.deepEqual(leftovers(outDir), []);
+
+    const other = join(tmp.dir, `out${counter++}`, 'aborted');
+    const aborted = startExport({ model, outDir: other });
+    await aborted.abort();
+    assert.ok(!existsSync(other) && !existsSync(aborted.tmpDir));
+    assert.deepEqual(leftovers(other), []);
+
+    const bad = startExport({ model, outDir: join(tmp.dir, `out${counter++}`, 'bad') });
+    await assert.rejects(bad.finish({ weights: new Map([[sites[0]!.name, new Float32Array(2)]]) }), EditError);
+    assert.ok(!existsSync(bad.tmpDir));
+    assert.deepEqual(checksums(dir), before);
+  });
+
+  test('the source hash is remembered per file identity, and recomputed when the file changes', async () => {
+    const { dir, model, sites } = tiny();
+    const weightsFile = join(dir, 'unet', 'weights.pb');
+    const first = await exportEditedModel({
+      model,
+      weights: editedWeights(model, sites.slice(0, 1), 1),
+      outDir: join(tmp.dir, `out${counter++}`),
+    });
+    const again = await exportEditedModel({
+      model,
+      weights: editedWeights(model, sites.slice(0, 1), 2),
+      outDir: join(tmp.dir, `out${counter++}`),
+    });
+    assert.deepEqual(again.sourceFiles, first.sourceFiles);
+    // change one byte of the source (same size): the next export hashes it again
+    const bytes = readFileSync(weightsFile);
+    bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0xff;
+    writeFileSync(weightsFile, bytes);
+    const reopened = openSdModel(dir);
+    const third = await exportEditedModel({
+      model: reopened,
+      weights: editedWeights(reopened, sites.slice(0, 1), 3),
+      outDir: join(tmp.dir, `out${counter++}`),
+    });
+    assert.notEqual(third.sourceFiles[0]?.sha256, first.sourceFiles[0]?.sha256);
+    assert.equal(third.sourceFiles[0]?.sha256, sha256(weightsFile));
+  });
+
+  test('the output checks run when the export starts', () => {
+    const { dir, model } = tiny();
+    assert.throws(() => startExport({ model, outDir: join(dir, 'inside') }), OutputError);
+    assert.throws(() => startExport({ model, outDir: dir }), OutputError);
   });
 });
