@@ -83,8 +83,12 @@ export interface GenerateRequest {
   batchSize?: number;
   /** Batches run at once (default 1: onnxruntime already uses the cores). Images do not depend on it. */
   concurrency?: number;
-  /** M (d × d, row-major): encoder_hidden_states rows e become M e (an all-site TIME edit). */
-  textTransform?: Float32Array;
+  /**
+   * An all-site TIME edit applied to the text side: encoder_hidden_states rows e become M e. A plain
+   * Float32Array is M (d × d, row-major); see TextTransform for the forms that keep a small edit's
+   * precision (Δ = M − I) or its low rank (Δ = Uᵀ Z, cheaper when r < d).
+   */
+  textTransform?: Float32Array | TextTransform;
   /** Return each image's final latents (x_0, before the VAE scaling). */
   returnLatents?: boolean;
   /** Called after every denoising step of every batch, and once per decoded image. */
@@ -103,6 +107,12 @@ export type ProgressEvent =
       total: number;
     }
   | { kind: 'image'; index: number; done: number; total: number };
+
+/** The text-side form of an all-site edit W′ = W M (src/edit/solve.ts gives M, Δ = M − I and, for Woodbury, U and Z). */
+export type TextTransform =
+  | { kind: 'matrix'; M: Float32Array }
+  | { kind: 'delta'; delta: Float32Array }
+  | { kind: 'low-rank'; rank: number; u: Float32Array; z: Float32Array };
 
 /** Generation parameters of one image (embedded in its PNG and the run's JSON sidecar). */
 export interface ImageRecord {
@@ -355,18 +365,8 @@ export class StableDiffusionPipeline {
     let hidden = encoded.lastHiddenState;
     let textEdit: EditIdentity | null = null;
     if (r.textTransform) {
-      if (r.textTransform.length !== d * d) {
-        throw new GenerationError(
-          `textTransform: ${r.textTransform.length} values; the model's text width is d = ${d}, so M must be d × d = ${d * d}`,
-        );
-      }
       hidden = applyTextTransform(r.textTransform, hidden, d);
-      textEdit = {
-        kind: 'text-transform',
-        sha256: createHash('sha256')
-          .update(new Uint8Array(r.textTransform.buffer, r.textTransform.byteOffset, r.textTransform.byteLength))
-          .digest('hex'),
-      };
+      textEdit = { kind: 'text-transform', sha256: textTransformHash(r.textTransform) };
     }
     const textMs = performance.now() - tText;
     if (this.unetEdit && textEdit) {
@@ -579,7 +579,7 @@ interface NormalizedRequest {
   width: number;
   batchSize: number;
   concurrency: number;
-  textTransform: Float32Array | null;
+  textTransform: TextTransform | null;
   returnLatents: boolean;
   onProgress?: (event: ProgressEvent) => void;
 }
@@ -668,7 +668,10 @@ export function normalizeRequest(request: GenerateRequest, defaultSize = 512): N
     width,
     batchSize,
     concurrency,
-    textTransform: request.textTransform ?? null,
+    textTransform:
+      request.textTransform instanceof Float32Array
+        ? { kind: 'matrix', M: request.textTransform }
+        : (request.textTransform ?? null),
     returnLatents: request.returnLatents ?? false,
     onProgress: request.onProgress,
   };
@@ -769,21 +772,78 @@ function guide(out: Float32Array, half: number, g: number): Float32Array {
   return eps;
 }
 
-/** Rows e (length d) of `hidden` [n·L, d] → M e, with M row-major d × d. */
-export function applyTextTransform(M: Float32Array, hidden: Float32Array, d: number): Float32Array {
+/**
+ * Rows e (length d) of `hidden` [rows, d] → M e:
+ *   matrix    M e                     (M row-major d × d)
+ *   delta     e + Δ e                 (Δ = M − I, row-major d × d)
+ *   low-rank  e + Uᵀ (Z e)            (U, Z row-major r × d: O(r d) per row instead of O(d²))
+ * Sums in float64, results rounded to float32.
+ */
+export function applyTextTransform(t: Float32Array | TextTransform, hidden: Float32Array, d: number): Float32Array {
+  const transform: TextTransform = t instanceof Float32Array ? { kind: 'matrix', M: t } : t;
+  const check = (what: string, values: Float32Array, count: number, rule: string) => {
+    if (values.length !== count) {
+      throw new GenerationError(
+        `textTransform: ${what} has ${values.length} values; the model's text width is d = ${d}, so ${rule} = ${count}`,
+      );
+    }
+  };
   const rows = hidden.length / d;
   const out = new Float32Array(hidden.length);
   const e = new Float64Array(d);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < d; j++) e[j] = hidden[r * d + j] as number;
+  if (transform.kind === 'low-rank') {
+    const r = transform.rank;
+    if (!Number.isInteger(r) || r < 0)
+      throw new GenerationError(`textTransform: rank ${show(r)} is not an integer >= 0`);
+    check('U', transform.u, r * d, 'U must be r × d');
+    check('Z', transform.z, r * d, 'Z must be r × d');
+    const ze = new Float64Array(r);
+    for (let row = 0; row < rows; row++) {
+      for (let j = 0; j < d; j++) e[j] = hidden[row * d + j] as number;
+      for (let k = 0; k < r; k++) {
+        let sum = 0;
+        for (let j = 0; j < d; j++) sum += (transform.z[k * d + j] as number) * (e[j] as number);
+        ze[k] = sum;
+      }
+      for (let i = 0; i < d; i++) {
+        let sum = e[i] as number;
+        for (let k = 0; k < r; k++) sum += (transform.u[k * d + i] as number) * (ze[k] as number);
+        out[row * d + i] = sum;
+      }
+    }
+    return out;
+  }
+  const A = transform.kind === 'matrix' ? transform.M : transform.delta;
+  check(
+    transform.kind === 'matrix' ? 'M' : 'Δ',
+    A,
+    d * d,
+    transform.kind === 'matrix' ? 'M must be d × d' : 'Δ must be d × d',
+  );
+  const plusIdentity = transform.kind === 'delta';
+  for (let row = 0; row < rows; row++) {
+    for (let j = 0; j < d; j++) e[j] = hidden[row * d + j] as number;
     for (let i = 0; i < d; i++) {
-      let sum = 0;
-      const row = i * d;
-      for (let j = 0; j < d; j++) sum += (M[row + j] as number) * (e[j] as number);
-      out[r * d + i] = sum;
+      let sum = plusIdentity ? (e[i] as number) : 0;
+      const base = i * d;
+      for (let j = 0; j < d; j++) sum += (A[base + j] as number) * (e[j] as number);
+      out[row * d + i] = sum;
     }
   }
   return out;
+}
+
+function textTransformHash(t: TextTransform): string {
+  const h = createHash('sha256').update(t.kind);
+  const add = (a: Float32Array) => h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  if (t.kind === 'matrix') add(t.M);
+  else if (t.kind === 'delta') add(t.delta);
+  else {
+    h.update(String(t.rank));
+    add(t.u);
+    add(t.z);
+  }
+  return h.digest('hex');
 }
 
 function roundHalfEven(x: number): number {

@@ -4,7 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildTinySdModel, TINY_SD_VERSION, type TinySdManifest, type TinySdOptions } from '../../src/demo/sd-model.js';
-import { type GenerateRequest, type GenerateResult, StableDiffusionPipeline } from '../../src/generate/pipeline.js';
+import {
+  applyTextTransform,
+  type GenerateRequest,
+  type GenerateResult,
+  StableDiffusionPipeline,
+} from '../../src/generate/pipeline.js';
 import { noise } from '../../src/generate/rng.js';
 import { getInitializer, openOnnxModel, readTensorFloat32 } from '../../src/onnx/model-file.js';
 import { GenerationError, ModelFormatError } from '../../src/util/errors.js';
@@ -174,6 +179,27 @@ describe('StableDiffusionPipeline on the tiny diffusers-layout model (fp32, weig
     const restored = await p.generate({ ...base, seeds: [2], returnLatents: true });
     assert.deepEqual(latentsOf(restored)[0], latentsOf(plain)[0]);
     await assert.rejects(p.generate({ ...base, seeds: [2], textTransform: new Float32Array(5) }), /M must be d × d/);
+
+    // Δ = M − I and a rank-2 factorisation Uᵀ Z of Δ give the same rows as M
+    const delta = M.map((v, i) => v - (eye[i] as number));
+    const hidden = noise(5, [3 * d]);
+    const viaM = applyTextTransform(M, hidden, d);
+    const viaDelta = applyTextTransform({ kind: 'delta', delta }, hidden, d);
+    assert.ok(maxAbsDiff(viaM, viaDelta) < 1e-5);
+    const rank = 2;
+    const u = noise(6, [rank * d]);
+    const z = noise(7, [rank * d]);
+    const lowRankDelta = new Float32Array(d * d);
+    for (let i = 0; i < d; i++) {
+      for (let j = 0; j < d; j++) {
+        let sum = 0;
+        for (let k = 0; k < rank; k++) sum += (u[k * d + i] as number) * (z[k * d + j] as number);
+        lowRankDelta[i * d + j] = sum;
+      }
+    }
+    const viaLowRank = applyTextTransform({ kind: 'low-rank', rank, u, z }, hidden, d);
+    assert.ok(maxAbsDiff(viaLowRank, applyTextTransform({ kind: 'delta', delta: lowRankDelta }, hidden, d)) < 1e-4);
+    assert.throws(() => applyTextTransform({ kind: 'low-rank', rank: 3, u, z }, hidden, d), /U must be r × d/);
   });
 
   it('every scheduler runs; long prompts are truncated with a warning', async () => {
