@@ -16,8 +16,10 @@
  *   UNet          conv_in → for each cross-attention site: a resnet (SiLU, conv1, optional
  *                 conv_shortcut) and a Transformer2D (proj_in, transformer_blocks.0 with norm1/attn1
  *                 (self), norm2/attn2 (cross: to_k/to_v read encoder_hidden_states through anonymous
- *                 transposed `onnx::MatMul_<n>` weights), norm3/ff), proj_out) → conv_out = the
- *                 predicted data mean μ → the Gaussian ε-head below → out_sample.
+ *                 transposed `onnx::MatMul_<n>` weights), norm3/ff), proj_out); sites run at SD's
+ *                 resolution levels (down_blocks.i at 1/2^i, mid_block at 1/8, up_blocks.i at
+ *                 1/2^(3−i)) with stride-2 downsampler convs and nearest-resize upsamplers between
+ *                 them → conv_out = the predicted data mean μ → the Gaussian ε-head below → out_sample.
  *   VAE           decoder post_quant_conv → conv_in → 3 × (nearest ×2 upsample + conv) → conv_out →
  *                 tanh; encoder the mirror (stride-2 convs) → quant_conv → the mean half.
  *
@@ -592,6 +594,14 @@ function siteScope(block: string): { scope: string; resnet: string; index: numbe
   return { scope: `/${parent}/attentions.${index}`, resnet: `/${parent}/resnets.${index}`, index };
 }
 
+/** Resolution level of a block: down_blocks.i → i, mid_block → 3, up_blocks.i → 3 − i (clamped at 0). */
+function siteLevel(block: string): number {
+  const m = /^(down|up)_blocks\.(\d+)/.exec(block);
+  if (!m) return 3;
+  const i = Number(m[2]);
+  return m[1] === 'down' ? i : Math.max(0, 3 - i);
+}
+
 function attention(
   net: Net,
   scope: string,
@@ -688,8 +698,48 @@ function buildUnet(o: TinySdResolvedOptions, params: Params): { g: GraphBuilder;
   let h = net.conv('/conv_in', 'unet.conv_in', sample, C, first, 3);
   let cur = first;
   const sites: TinySdSite[] = [];
+  // Resolution levels as in SD: down_blocks.i at level i (i stride-2 downsamplings), mid_block at 3,
+  // up_blocks.i at 3 − i; moving between levels runs the blocks' downsamplers (stride-2 conv) or
+  // upsamplers (nearest resize to the stored size of that level, then conv).
+  let level = 0;
+  const levelShape = new Map<number, string>();
+  const moveTo = (target: number) => {
+    while (level < target) {
+      const scope = `/down_blocks.${level}/downsamplers.0`;
+      levelShape.set(level, net.op(scope, 'Shape', [h]));
+      h = net.conv(`${scope}/conv`, `unet.down_blocks.${level}.downsamplers.0.conv`, h, cur, cur, 3, 2);
+      level++;
+    }
+    while (level > target) {
+      const scope = `/up_blocks.${3 - level}/upsamplers.0`;
+      const saved = levelShape.get(level - 1) as string;
+      const sizes = net.op(
+        scope,
+        'Concat',
+        [
+          net.op(scope, 'Slice', [
+            net.op(scope, 'Shape', [h]),
+            net.iconst(net.cname(scope), [0]),
+            net.iconst(net.cname(scope), [2]),
+          ]),
+          net.op(scope, 'Slice', [saved, net.iconst(net.cname(scope), [2]), net.iconst(net.cname(scope), [4])]),
+        ],
+        { axis: 0 },
+      );
+      const up = g.node(
+        'Resize',
+        [h, '', '', sizes],
+        1,
+        { coordinate_transformation_mode: 'asymmetric', mode: 'nearest', nearest_mode: 'floor' },
+        net.name(scope, 'Resize'),
+      );
+      h = net.conv(`${scope}/conv`, `unet.up_blocks.${3 - level}.upsamplers.0.conv`, up, cur, cur, 3);
+      level--;
+    }
+  };
   for (const spec of o.sites) {
     const { scope, resnet } = siteScope(spec.block);
+    moveTo(siteLevel(spec.block));
     const c = spec.width;
     const key = `unet.${spec.block}`;
     const rkey = key.replace(/attentions\.(\d+)$/, 'resnets.$1');
@@ -739,6 +789,7 @@ function buildUnet(o: TinySdResolvedOptions, params: Params): { g: GraphBuilder;
       toV: { ...a2.toV, shape: [o.d, c] },
     });
   }
+  moveTo(0);
   const mu = net.conv('/conv_out', 'unet.conv_out', h, cur, C, 3, 1, 0.5 / Math.sqrt(cur * 9));
 
   // ε-head, equations (1)–(2) of the header.
