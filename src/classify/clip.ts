@@ -29,6 +29,7 @@ import {
   RawImage,
   type Tensor,
 } from '@huggingface/transformers';
+import { cudaAvailable } from '../runtime/ort.js';
 import { ClassifierError, show } from '../util/errors.js';
 import { type Attribute, resolvePrompts, validateAttribute } from './labels.js';
 import { argmax, dot, ensemble, normalize, softmax } from './math.js';
@@ -201,6 +202,11 @@ export class ClipClassifier {
     if (device !== 'cpu' && device !== 'cuda')
       throw new ClassifierError(`--device: ${show(device)} is not a known device; valid devices are cpu, cuda`);
     const folder = inspectClassifierFolder(dir);
+    if (device === 'cuda' && !cudaAvailable()) {
+      throw new ClassifierError(
+        `--device cuda: onnxruntime-node's CUDA provider is not installed on this host (needs the opt-in install and CUDA 12 + cuDNN 9; see README "CUDA"). Use --device cpu.`,
+      );
+    }
     configureLocalOnly();
     const path = folder.dir;
     const session_options: Record<string, unknown> = { graphOptimizationLevel: 'all' };
@@ -250,10 +256,16 @@ export class ClipClassifier {
     } catch (error) {
       for (const m of loaded) await m.dispose();
       if (error instanceof ClassifierError) throw error;
-      throw new ClassifierError(
-        `--classifier ${show(dir)}: could not load the CLIP model: ${(error as Error).message}`,
-        { cause: error },
-      );
+      const message = (error as Error).message;
+      if (device === 'cuda' && /cuda|shared library/i.test(message)) {
+        throw new ClassifierError(
+          `--device cuda: onnxruntime-node could not use its CUDA provider on this host (${message}); it needs the opt-in install and CUDA 12 + cuDNN 9 (see README "CUDA"). Use --device cpu.`,
+          { cause: error },
+        );
+      }
+      throw new ClassifierError(`--classifier ${show(dir)}: could not load the CLIP model: ${message}`, {
+        cause: error,
+      });
     }
   }
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { env } from '@huggingface/transformers';
 import { encode } from 'fast-png';
@@ -9,6 +10,19 @@ import { attributeFromLabels, genderAttribute, validateAttribute } from '../../s
 import { CLIP_MEAN, CLIP_STD } from '../../src/demo/clip-model.js';
 import { ClassifierError } from '../../src/util/errors.js';
 import { directImage, directText, makeTinyClip, S, type TinyClip, testImage } from './fixtures.js';
+
+/** onnxruntime-node's CUDA provider library sits next to its binding when the opt-in install was made. */
+const CUDA_INSTALLED = existsSync(
+  join(
+    dirname(createRequire(import.meta.url).resolve('onnxruntime-node')),
+    '..',
+    'bin',
+    'napi-v6',
+    process.platform,
+    process.arch,
+    'libonnxruntime_providers_cuda.so',
+  ),
+);
 
 function softmax(z: number[]): number[] {
   const m = Math.max(...z);
@@ -256,6 +270,21 @@ describe('classifier folders are checked before loading, strictly locally', () =
       t2.cleanup();
     }
     assert.deepEqual(calls, []);
+  });
+
+  test('--device cuda without the CUDA provider is a clear error, not a silent CPU fallback', {
+    skip: CUDA_INSTALLED ? 'this host has the CUDA provider' : false,
+  }, async () => {
+    const ok = makeTinyClip('joint');
+    try {
+      await assert.rejects(
+        ClipClassifier.load(ok.dir, { device: 'cuda' }),
+        (e: Error) => e instanceof ClassifierError && /^--device cuda: .*CUDA provider/.test(e.message),
+      );
+    } finally {
+      ok.cleanup();
+    }
+    await assert.rejects(ClipClassifier.load(tiny.dir, { device: 'tpu' as never }), /valid devices are cpu, cuda/);
   });
 
   test('a non-CLIP config is refused', () => {
