@@ -7,6 +7,7 @@ import { hideBin } from 'yargs/helpers';
 import { auditCommand } from './cli/commands/audit.js';
 import { classifyCommand } from './cli/commands/classify.js';
 import { compareCommand } from './cli/commands/compare.js';
+import { debiasCommand } from './cli/commands/debias.js';
 import { editCommand } from './cli/commands/edit.js';
 import { generateCommand } from './cli/commands/generate.js';
 import { inspectCommand } from './cli/commands/inspect.js';
@@ -16,6 +17,7 @@ const COMMANDS: CommandModule<object, any>[] = [
   auditCommand,
   classifyCommand,
   compareCommand,
+  debiasCommand,
   editCommand,
   generateCommand,
   inspectCommand,

@@ -110,12 +110,18 @@ export function normalizeConfig(raw: unknown, baseDir: string): JobConfig {
   }
   const problems: string[] = [];
   const ids = config.attribute.classes.map((c) => c.id);
-  if (ids[0] === ids[1]) problems.push(`config.attribute.classes: both classes are ${show(ids[0])} (rule: distinct ids)`);
+  if (ids[0] === ids[1])
+    problems.push(`config.attribute.classes: both classes are ${show(ids[0])} (rule: distinct ids)`);
   if (!ids.includes(config.target.class)) {
-    problems.push(`config.target.class: ${show(config.target.class)} is not one of the attribute's classes ${ids.join(', ')} (rule: known class)`);
+    problems.push(
+      `config.target.class: ${show(config.target.class)} is not one of the attribute's classes ${ids.join(', ')} (rule: known class)`,
+    );
   }
   for (const [p, c] of Object.entries(config.prompts.destinationClass)) {
-    if (!ids.includes(c)) problems.push(`config.prompts.destinationClass.${p}: ${show(c)} is not one of ${ids.join(', ')} (rule: known class)`);
+    if (!ids.includes(c))
+      problems.push(
+        `config.prompts.destinationClass.${p}: ${show(c)} is not one of ${ids.join(', ')} (rule: known class)`,
+      );
   }
   const [lo, hi] = config.tuning.strengthRange;
   if (!(lo < hi)) problems.push(`config.tuning.strengthRange: [${lo}, ${hi}] must be increasing (rule: min < max)`);
@@ -124,7 +130,9 @@ export function normalizeConfig(raw: unknown, baseDir: string): JobConfig {
     problems.push(`config.tuning.initialStrength: ${s0} is outside strengthRange [${lo}, ${hi}] (rule: within range)`);
   }
   if (config.tuning.batch > config.tuning.imagesPerProbe) {
-    problems.push(`config.tuning.batch: ${config.tuning.batch} exceeds tuning.imagesPerProbe ${config.tuning.imagesPerProbe} (rule: batch <= imagesPerProbe)`);
+    problems.push(
+      `config.tuning.batch: ${config.tuning.batch} exceeds tuning.imagesPerProbe ${config.tuning.imagesPerProbe} (rule: batch <= imagesPerProbe)`,
+    );
   }
   // Seed ranges must be disjoint: [start, start + size) per use.
   const ranges = seedRanges(config);
@@ -141,14 +149,18 @@ export function normalizeConfig(raw: unknown, baseDir: string): JobConfig {
   }
   const held = new Set(config.professions.heldOut);
   for (const p of config.professions.select ?? []) {
-    if (held.has(p)) problems.push(`config.professions.heldOut: ${show(p)} is also selected for editing (rule: held-out professions are not edited)`);
+    if (held.has(p))
+      problems.push(
+        `config.professions.heldOut: ${show(p)} is also selected for editing (rule: held-out professions are not edited)`,
+      );
   }
   if (problems.length) throw new ConfigError(`invalid config:\n  - ${problems.join('\n  - ')}`);
   const resolvePath = (p: string) => (p === 'demo' || isAbsolute(p) ? p : resolve(baseDir, p));
   config.model = resolvePath(config.model);
   config.classifier = resolvePath(config.classifier);
   config.output = resolvePath(config.output);
-  if (/[\\/]|\.(csv|json)$/i.test(config.professions.list)) config.professions.list = resolvePath(config.professions.list);
+  if (/[\\/]|\.(csv|json)$/i.test(config.professions.list))
+    config.professions.list = resolvePath(config.professions.list);
   return config;
 }
 
@@ -165,7 +177,11 @@ export function seedRanges(config: JobConfig): SeedRange[] {
   return [
     { use: 'tuning', start: config.seeds.tuning, end: config.seeds.tuning + tuningSize },
     { use: 'verification', start: config.seeds.verification, end: config.seeds.verification + t.verificationImages },
-    { use: 'evaluation', start: config.seeds.evaluation, end: config.seeds.evaluation + config.audit.imagesPerProfession },
+    {
+      use: 'evaluation',
+      start: config.seeds.evaluation,
+      end: config.seeds.evaluation + config.audit.imagesPerProfession,
+    },
   ];
 }
 
@@ -175,7 +191,9 @@ export function loadConfig(path: string): JobConfig {
   try {
     text = readFileSync(path, 'utf8');
   } catch (cause) {
-    throw new ConfigError(`--config: cannot read ${show(path)} (${(cause as NodeJS.ErrnoException).code ?? 'error'})`, { cause });
+    throw new ConfigError(`--config: cannot read ${show(path)} (${(cause as NodeJS.ErrnoException).code ?? 'error'})`, {
+      cause,
+    });
   }
   let raw: unknown;
   try {

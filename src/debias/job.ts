@@ -20,21 +20,21 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pLimit from 'p-limit';
-import type { ClipClassifier, RgbImage } from '../classify/clip.js';
-import type { Attribute } from '../classify/labels.js';
-import { type Profession, type ProfessionList } from '../audit/professions.js';
+import type { Profession, ProfessionList } from '../audit/professions.js';
 import { type AuditResult, runAudit } from '../audit/run.js';
 import { seedPlan } from '../audit/seeds.js';
 import { pipelineSource } from '../audit/source.js';
 import { type MeanDelta, meanDelta } from '../audit/stats.js';
 import { fingerprint } from '../audit/store.js';
+import type { ClipClassifier, RgbImage } from '../classify/clip.js';
+import type { Attribute } from '../classify/labels.js';
+import { applyEdit } from '../edit/apply.js';
 import type { EncodedRows, RowSet } from '../edit/rows.js';
 import { buildRows } from '../edit/rows.js';
 import { type EditSolution, solveEdit } from '../edit/solve.js';
-import { applyEdit } from '../edit/apply.js';
 import type { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { GemmEngine, matrix } from '../linalg/gemm.js';
-import { exportEditedModel, EDIT_MANIFEST } from '../model/export.js';
+import { EDIT_MANIFEST, exportEditedModel } from '../model/export.js';
 import type { SdModel } from '../model/folder.js';
 import { type EditSite, locateSites, readSiteWeight } from '../model/sites.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
@@ -158,7 +158,12 @@ export interface DebiasResult {
     tuningImages: number;
     tuningImagesPerProfession: number;
     /** explicitly gendered prompts that kept their class on the debiased model */
-    genderedKept: { k: number; n: number; share: number | null; perClass: Record<string, { k: number; n: number }> } | null;
+    genderedKept: {
+      k: number;
+      n: number;
+      share: number | null;
+      perClass: Record<string, { k: number; n: number }>;
+    } | null;
     /** ‖W'c − Wc‖/‖Wc‖ over the unrelated prompts' rows and all edited sites */
     unrelatedTextChange: { mean: number; max: number; prompts: string[] } | null;
     jointRounds: number;
@@ -186,13 +191,17 @@ export function runDirOf(config: JobConfig): string {
 }
 
 /** Run (or resume) the job. */
-export async function runDebiasJob(config: JobConfig, world: JobWorld, options: JobOptions = {}): Promise<DebiasResult> {
+export async function runDebiasJob(
+  config: JobConfig,
+  world: JobWorld,
+  options: JobOptions = {},
+): Promise<DebiasResult> {
   const log = options.log ?? (() => {});
   const runDir = runDirOf(config);
   const fp = jobFingerprint(config);
   if (options.restart && existsSync(runDir)) rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
-  let state = loadState(runDir, fp);
+  const state = loadState(runDir, fp);
   writeJsonAtomic(join(runDir, 'config.json'), config);
   const save = () => writeJsonAtomic(join(runDir, STATE), state);
 
@@ -201,7 +210,9 @@ export async function runDebiasJob(config: JobConfig, world: JobWorld, options: 
   const held = new Set(config.professions.heldOut);
   for (const h of held) {
     if (!allProfessions.some((p) => p.profession === h)) {
-      throw new ConfigError(`config.professions.heldOut: ${show(h)} is not in the list ${show(world.professions.name)} (rule: known profession)`);
+      throw new ConfigError(
+        `config.professions.heldOut: ${show(h)} is not in the list ${show(world.professions.name)} (rule: known profession)`,
+      );
     }
   }
   const edited = allProfessions.filter((p) => !held.has(p.profession));
@@ -232,7 +243,9 @@ export async function runDebiasJob(config: JobConfig, world: JobWorld, options: 
   };
 
   // 1. Baseline audit on held-out prompts and seeds.
-  log(`before: auditing ${allProfessions.length} professions × ${evalTemplates.length} templates × ${perTemplate} seeds`);
+  log(
+    `before: auditing ${allProfessions.length} professions × ${evalTemplates.length} templates × ${perTemplate} seeds`,
+  );
   const before = await runAudit({
     ...auditCommon,
     out: join(runDir, 'before'),
@@ -256,7 +269,9 @@ export async function runDebiasJob(config: JobConfig, world: JobWorld, options: 
     preserve,
     tokens: alignTokensOf(world.tokenizer),
   });
-  log(`rows: ${pairs.length} pairs${config.prompts.augment ? ' × 4 (augmented)' : ''} + ${preserve.length} preserved prompts = ${rows.n} rows of d = ${rows.d}`);
+  log(
+    `rows: ${pairs.length} pairs${config.prompts.augment ? ' × 4 (augmented)' : ''} + ${preserve.length} preserved prompts = ${rows.n} rows of d = ${rows.d}`,
+  );
 
   const sites = selectJobSites(locateSites(world.model), config);
   const allSites = sites.length === locateSites(world.model).length;
@@ -268,7 +283,10 @@ export async function runDebiasJob(config: JobConfig, world: JobWorld, options: 
   const gemm = new GemmEngine();
   const professionByName = new Map(edited.map((p) => [p.profession, p]));
   const classify = async (images: RgbImage[], profession: Profession) =>
-    world.classifier.classify(images, attribute, { profession: profession.profession, threshold: config.attribute.threshold });
+    world.classifier.classify(images, attribute, {
+      profession: profession.profession,
+      threshold: config.attribute.threshold,
+    });
 
   /** Generate and classify: per seed-pool index, whether the image is in the class `dest`. */
   const evaluate = async (
@@ -305,10 +323,21 @@ export async function runDebiasJob(config: JobConfig, world: JobWorld, options: 
   };
 
   const pairIndex = new Map(pairs.map((p, i) => [p.profession, i]));
-  const solveFor = async (strengths: Record<string, number>, interpolation?: Record<string, number>): Promise<EditSolution> => {
+  const solveFor = async (
+    strengths: Record<string, number>,
+    interpolation?: Record<string, number>,
+  ): Promise<EditSolution> => {
     const names = Object.keys(strengths);
-    const subset = subsetRows(rows, names.map((n) => pairIndex.get(n) as number), interpolation && names.map((n) => interpolation[n] as number));
-    return solveEdit(subset, { lambda: names.map((n) => 1 / (strengths[n] as number)), mu: config.preserve.weight, gemm });
+    const subset = subsetRows(
+      rows,
+      names.map((n) => pairIndex.get(n) as number),
+      interpolation && names.map((n) => interpolation[n] as number),
+    );
+    return solveEdit(subset, {
+      lambda: names.map((n) => 1 / (strengths[n] as number)),
+      mu: config.preserve.weight,
+      gemm,
+    });
   };
 
   // 3. Tuning.
@@ -328,7 +357,9 @@ export async function runDebiasJob(config: JobConfig, world: JobWorld, options: 
     state.joint.done = true;
     save();
   }
-  const unconverged = pairs.filter((p) => professionStatus(config, state, p.profession) !== 'converged').map((p) => p.profession);
+  const unconverged = pairs
+    .filter((p) => professionStatus(config, state, p.profession) !== 'converged')
+    .map((p) => p.profession);
   const complete = unconverged.length === 0;
   if (!complete) {
     log(`tolerance not reached for ${unconverged.join(', ')} (see job.json for each profession's probes)`);
@@ -373,13 +404,26 @@ export async function runDebiasJob(config: JobConfig, world: JobWorld, options: 
       source: pipelineSource(afterPipeline, afterSettings, config.device),
       onProgress: progressLogger(log, 'after'),
     });
-    if (config.audit.gendered) genderedKept = await genderedAudits(config, runDir, afterPipeline, afterSettings, auditCommon, edited, log);
+    if (config.audit.gendered)
+      genderedKept = await genderedAudits(config, runDir, afterPipeline, afterSettings, auditCommon, edited, log);
   } finally {
     if (afterPipeline !== world.pipeline) await afterPipeline.dispose();
   }
   const unrelated = await unrelatedChange(world, sites, solution, gemm);
   await gemm.dispose();
-  const result = assemble(config, runDir, state, pairs, before, after, exported, complete, genderedKept, unrelated, held);
+  const result = assemble(
+    config,
+    runDir,
+    state,
+    pairs,
+    before,
+    after,
+    exported,
+    complete,
+    genderedKept,
+    unrelated,
+    held,
+  );
   if (exported) {
     const manifestPath = join(exported, EDIT_MANIFEST);
     const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Record<string, unknown>;
@@ -436,7 +480,8 @@ function alignTokensOf(tokenizer: ClipTokenizer) {
 function selectJobSites(sites: EditSite[], config: JobConfig): EditSite[] {
   const layers = config.edit.layers;
   return sites.filter(
-    (s) => config.edit.projections.includes(s.projection) && (!layers || layers.some((prefix) => s.name.startsWith(prefix))),
+    (s) =>
+      config.edit.projections.includes(s.projection) && (!layers || layers.some((prefix) => s.name.startsWith(prefix))),
   );
 }
 
@@ -471,7 +516,13 @@ export function subsetRows(rows: RowSet, pairIndices: readonly number[], interpo
 }
 
 type Solver = (strengths: Record<string, number>, interpolation?: Record<string, number>) => Promise<EditSolution>;
-type Evaluator = (profession: Profession, M: Float32Array, seedStart: number, indices: readonly number[], dest: string) => Promise<boolean[]>;
+type Evaluator = (
+  profession: Profession,
+  M: Float32Array,
+  seedStart: number,
+  indices: readonly number[],
+  dest: string,
+) => Promise<boolean[]>;
 
 function tunerSettings(config: JobConfig, target: number): TunerSettings {
   const t = config.tuning;
@@ -511,7 +562,8 @@ async function tuneEd50(
         for (;;) {
           const req = nextRequest(tuner);
           if (!req) break;
-          if (!cached || cached.x !== req.x) cached = { x: req.x, M: (await solveFor({ [pair.profession]: req.strength })).M };
+          if (!cached || cached.x !== req.x)
+            cached = { x: req.x, M: (await solveFor({ [pair.profession]: req.strength })).M };
           const outcomes = req.generate.length
             ? await evaluate(profession, cached.M, config.seeds.tuning, req.generate, pair.destinationClass)
             : [];
@@ -583,15 +635,24 @@ async function tuneUce(
       ),
     );
     const within = pairs.every((p) => Math.abs((shares[p.profession] as number) - p.target) <= config.tuning.tolerance);
-    uce.history.push({ round: uce.round, weights: { ...uce.weights }, shares, images: pairs.length * u.imagesPerRound });
-    log(`uce round ${uce.round}: ${pairs.map((p) => `${p.profession} ${fmt(shares[p.profession] as number)}`).join(', ')}`);
+    uce.history.push({
+      round: uce.round,
+      weights: { ...uce.weights },
+      shares,
+      images: pairs.length * u.imagesPerRound,
+    });
+    log(
+      `uce round ${uce.round}: ${pairs.map((p) => `${p.profession} ${fmt(shares[p.profession] as number)}`).join(', ')}`,
+    );
     if (within) {
       uce.converged = true;
       uce.done = true;
     } else if (uce.round + 1 >= u.maxRounds) {
       uce.done = true;
     } else {
-      for (const p of pairs) uce.weights[p.profession] = (uce.weights[p.profession] as number) + u.step * (p.target - (shares[p.profession] as number));
+      for (const p of pairs)
+        uce.weights[p.profession] =
+          (uce.weights[p.profession] as number) + u.step * (p.target - (shares[p.profession] as number));
       uce.round++;
     }
     save();
@@ -612,9 +673,13 @@ async function jointRounds(
   const joint = state.joint;
   if (joint.done) return;
   if (Object.keys(joint.strengths).length === 0) {
-    joint.strengths = Object.fromEntries(pairs.map((p) => [p.profession, state.tuners[p.profession]!.result!.strength]));
+    joint.strengths = Object.fromEntries(
+      pairs.map((p) => [p.profession, state.tuners[p.profession]!.result!.strength]),
+    );
   }
-  const slopes = pairs.map((p) => state.tuners[p.profession]?.fit?.beta).filter((b): b is number => b !== undefined && b > 0);
+  const slopes = pairs
+    .map((p) => state.tuners[p.profession]?.fit?.beta)
+    .filter((b): b is number => b !== undefined && b > 0);
   const fallbackSlope = slopes.length ? slopes.sort((a, b) => a - b)[slopes.length >> 1]! : 1;
   const n = config.tuning.verificationImages;
   const indices = Array.from({ length: n }, (_, i) => i);
@@ -637,7 +702,9 @@ async function jointRounds(
       ),
     );
     pending.outside = pairs
-      .filter((p) => Math.abs((pending.shares[p.profession] as { share: number }).share - p.target) > config.tuning.tolerance)
+      .filter(
+        (p) => Math.abs((pending.shares[p.profession] as { share: number }).share - p.target) > config.tuning.tolerance,
+      )
       .map((p) => p.profession);
     joint.rounds.push(pending);
     joint.pending = null;
@@ -695,7 +762,12 @@ async function genderedAudits(
     log(`gendered: "{article} ${c.word} {profession}" on the debiased model`);
     const audit = await runAudit({
       ...common,
-      professions: { kind: 'profession-list', name: `${common.professions.name} (edited)`, source: common.professions.source, professions: [...professions] },
+      professions: {
+        kind: 'profession-list',
+        name: `${common.professions.name} (edited)`,
+        source: common.professions.source,
+        professions: [...professions],
+      },
       templates: [`{article} ${c.word} {profession}`.replace('{article}', articleOf(c.word))],
       seeds: seedPlan('evaluation', count, config.seeds.evaluation),
       targetClass: c.id,
@@ -823,7 +895,8 @@ function assemble(
       after: shareSummary(after, p.profession),
     };
   });
-  const edited = (audit: AuditResult | null) => audit?.professions.filter((p) => !held.has(p.profession) && p.share.n > 0) ?? [];
+  const edited = (audit: AuditResult | null) =>
+    audit?.professions.filter((p) => !held.has(p.profession) && p.share.n > 0) ?? [];
   const md = (audit: AuditResult | null) => {
     const counts = edited(audit).map((p) => ({ k: p.share.k, n: p.share.n }));
     return counts.length ? meanDelta(counts, { target: config.target.share, seed: 1 }) : null;
@@ -870,4 +943,3 @@ function progressLogger(log: (line: string) => void, name: string) {
 function fmt(x: number): string {
   return Number.isFinite(x) ? x.toFixed(3) : String(x);
 }
-

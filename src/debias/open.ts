@@ -4,8 +4,8 @@
  * world, whose folders the caller passes in `demo` (see src/demo/world.ts).
  */
 import { existsSync } from 'node:fs';
+import { loadProfessions, type Profession, type ProfessionList } from '../audit/professions.js';
 import { ClipClassifier } from '../classify/clip.js';
-import { loadProfessions } from '../audit/professions.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { encodePrompts } from '../text/encoder.js';
 import { ConfigError, show } from '../util/errors.js';
@@ -15,8 +15,8 @@ import type { JobWorld } from './job.js';
 export interface DemoFolders {
   modelDir: string;
   classifierDir: string;
-  /** The demo professions list (JSON in the project's list format). */
-  professionsFile: string;
+  /** The demo world's professions (the list named "demo"). */
+  professions: readonly Profession[];
 }
 
 export interface OpenedWorld {
@@ -33,7 +33,6 @@ export function resolveConfigFolders(config: JobConfig, demo?: DemoFolders): Job
   const out = structuredClone(config);
   if (out.model === 'demo') out.model = demo!.modelDir;
   if (out.classifier === 'demo') out.classifier = demo!.classifierDir;
-  if (out.professions.list === 'demo') out.professions.list = demo!.professionsFile;
   for (const [key, path] of [
     ['config.model', out.model],
     ['config.classifier', out.classifier],
@@ -43,13 +42,38 @@ export function resolveConfigFolders(config: JobConfig, demo?: DemoFolders): Job
   return out;
 }
 
+/** The demo world's professions as a list (in the world's order; `select` keeps the named ones). */
+export function demoList(demo: DemoFolders, select?: readonly string[]): ProfessionList {
+  const all = demo.professions.map((p) => ({ profession: p.profession, article: p.article }));
+  if (select) {
+    const unknown = select.filter((s) => !all.some((p) => p.profession === s));
+    if (unknown.length) {
+      throw new ConfigError(
+        `config.professions.select: ${unknown.map((u) => show(u)).join(', ')} not in the demo list (rule: known profession; the demo has ${all.map((p) => p.profession).join(', ')})`,
+      );
+    }
+  }
+  return {
+    kind: 'profession-list',
+    name: 'demo',
+    source: 'builtin:demo-world',
+    professions: select ? all.filter((p) => select.includes(p.profession)) : all,
+  };
+}
+
 export async function openJobWorld(config: JobConfig, demo?: DemoFolders): Promise<OpenedWorld> {
   const resolved = resolveConfigFolders(config, demo);
-  const professions = loadProfessions(resolved.professions.list, {
-    select: resolved.professions.select ? [...resolved.professions.select, ...resolved.professions.heldOut] : undefined,
-  });
+  const select = resolved.professions.select
+    ? [...resolved.professions.select, ...resolved.professions.heldOut]
+    : undefined;
+  const professions =
+    resolved.professions.list === 'demo'
+      ? demoList(demo!, select)
+      : loadProfessions(resolved.professions.list, { select });
   if (professions.professions.length === 0) {
-    throw new ConfigError(`config.professions.list: ${show(resolved.professions.list)} has no professions (rule: at least one)`);
+    throw new ConfigError(
+      `config.professions.list: ${show(resolved.professions.list)} has no professions (rule: at least one)`,
+    );
   }
   const options = { device: resolved.device, threads: resolved.threads || undefined };
   const pipeline = await StableDiffusionPipeline.create(resolved.model, options);

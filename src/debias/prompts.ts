@@ -25,15 +25,21 @@ export function fillJobTemplate(template: string, profession: Profession, attrib
   }
   const withAttr = attributeWord === undefined ? template : template.split('{attribute}').join(attributeWord);
   // Articles directly before the profession keep the profession's own; others follow the next word.
-  const direct = withAttr.replace(/\{(article|Article)\}(\s+)(?=\{profession\})/g, (_m, which: string, space: string) => {
-    const a = profession.article;
-    return `${which === 'Article' ? a[0]!.toUpperCase() + a.slice(1) : a}${space}`;
-  });
+  const direct = withAttr.replace(
+    /\{(article|Article)\}(\s+)(?=\{profession\})/g,
+    (_m, which: string, space: string) => {
+      const a = profession.article;
+      return `${which === 'Article' ? a[0]!.toUpperCase() + a.slice(1) : a}${space}`;
+    },
+  );
   const filled = fillTemplate(direct.replace(/\{(article|Article)\}/g, '\u0000$1\u0000'), profession);
-  return filled.replace(/\u0000(article|Article)\u0000(\s*)(\S*)/g, (_m, which: string, space: string, next: string) => {
-    const a = articleFor(next);
-    return `${which === 'Article' ? a[0]!.toUpperCase() + a.slice(1) : a}${space}${next}`;
-  });
+  return filled.replace(
+    /\u0000(article|Article)\u0000(\s*)(\S*)/g,
+    (_m, which: string, space: string, next: string) => {
+      const a = articleFor(next);
+      return `${which === 'Article' ? a[0]!.toUpperCase() + a.slice(1) : a}${space}${next}`;
+    },
+  );
 }
 
 export interface ProfessionPair {

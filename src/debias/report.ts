@@ -11,10 +11,12 @@ import { escapeXml, shareChart } from '../report/svg.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { DebiasResult, ProfessionOutcome, ShareSummary } from './job.js';
 
-const pct = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : `${(100 * x).toFixed(1)}%`);
+const pct = (x: number | null | undefined) =>
+  x === null || x === undefined || !Number.isFinite(x) ? '–' : `${(100 * x).toFixed(1)}%`;
 const dec = (x: number | null | undefined, digits = 2) =>
   x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits);
-const share = (s: ShareSummary | null) => (s && s.share !== null ? `${pct(s.share)} [${pct(s.lower)}, ${pct(s.upper)}]` : '–');
+const share = (s: ShareSummary | null) =>
+  s && s.share !== null ? `${pct(s.share)} [${pct(s.lower)}, ${pct(s.upper)}]` : '–';
 
 function summaryLines(r: DebiasResult): string[] {
   const s = r.summary;
@@ -36,13 +38,26 @@ function summaryLines(r: DebiasResult): string[] {
       `unrelated prompts' text-side change ‖W'c − Wc‖/‖Wc‖: mean ${pct(s.unrelatedTextChange.mean)}, max ${pct(s.unrelatedTextChange.max)}`,
     );
   }
-  lines.push(r.status === 'complete' ? `status: complete; model: ${r.exported}` : `status: tolerance NOT reached${r.exported ? `; partial model: ${r.exported}` : '; model not exported (use --export-partial)'}`);
+  lines.push(
+    r.status === 'complete'
+      ? `status: complete; model: ${r.exported}`
+      : `status: tolerance NOT reached${r.exported ? `; partial model: ${r.exported}` : '; model not exported (use --export-partial)'}`,
+  );
   return lines;
 }
 
 /** The table the CLI prints: per profession, share of the target class before/after with 95% intervals. */
 export function renderDebiasTable(r: DebiasResult): string {
-  const header = ['profession', 'edit →', `${r.summary.targetClass} before [95%]`, `after [95%]`, 'Δ before', 'Δ after', 's = 1/λ', 'tuning imgs'];
+  const header = [
+    'profession',
+    'edit →',
+    `${r.summary.targetClass} before [95%]`,
+    `after [95%]`,
+    'Δ before',
+    'Δ after',
+    's = 1/λ',
+    'tuning imgs',
+  ];
   const rows = r.professions.map((p) => [
     p.profession,
     p.destinationClass,
@@ -53,10 +68,23 @@ export function renderDebiasTable(r: DebiasResult): string {
     dec(p.strength, 3),
     String(p.tuningImages),
   ]);
-  for (const h of r.heldOut) rows.push([`${h.profession} (held out)`, '–', share(h.before), share(h.after), dec(h.before?.delta), dec(h.after?.delta), '–', '–']);
+  for (const h of r.heldOut)
+    rows.push([
+      `${h.profession} (held out)`,
+      '–',
+      share(h.before),
+      share(h.after),
+      dec(h.before?.delta),
+      dec(h.after?.delta),
+      '–',
+      '–',
+    ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line), '', ...summaryLines(r)].join('\n');
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line), '', ...summaryLines(r)].join(
+    '\n',
+  );
 }
 
 function jointCell(p: ProfessionOutcome): string {
@@ -67,23 +95,36 @@ export function renderDebiasMarkdown(r: DebiasResult): string {
   const md: string[] = [`# Debias run: ${r.runDir}`, '', ...summaryLines(r).map((l) => `- ${l}`), ''];
   md.push('![share before and after](debias.svg)', '');
   md.push(`## Per profession (held-out prompts and seeds)`, '');
-  md.push(`| profession | edit → | ${r.summary.targetClass} before [95%] | after [95%] | Δ before | Δ after | status |`);
+  md.push(
+    `| profession | edit → | ${r.summary.targetClass} before [95%] | after [95%] | Δ before | Δ after | status |`,
+  );
   md.push('|---|---|---:|---:|---:|---:|---|');
   for (const p of r.professions) {
-    md.push(`| ${p.profession} | ${p.destinationClass} | ${share(p.before)} | ${share(p.after)} | ${dec(p.before?.delta)} | ${dec(p.after?.delta)} | ${p.status} |`);
+    md.push(
+      `| ${p.profession} | ${p.destinationClass} | ${share(p.before)} | ${share(p.after)} | ${dec(p.before?.delta)} | ${dec(p.after?.delta)} | ${p.status} |`,
+    );
   }
-  for (const h of r.heldOut) md.push(`| ${h.profession} (held out, not edited) | – | ${share(h.before)} | ${share(h.after)} | ${dec(h.before?.delta)} | ${dec(h.after?.delta)} | – |`);
+  for (const h of r.heldOut)
+    md.push(
+      `| ${h.profession} (held out, not edited) | – | ${share(h.before)} | ${share(h.after)} | ${dec(h.before?.delta)} | ${dec(h.after?.delta)} | – |`,
+    );
   md.push('', '## Tuning and the joint commit', '');
   md.push(
-    'Destination-class share under each profession\'s own single edit (its accepted probe: tuning prompts and seeds) and under the joint edit of all professions (verification seeds, one column per joint round): the difference is the interference between professions.',
+    "Destination-class share under each profession's own single edit (its accepted probe: tuning prompts and seeds) and under the joint edit of all professions (verification seeds, one column per joint round): the difference is the interference between professions.",
     '',
   );
   md.push('| profession | pair | s = 1/λ | probes | tuning images | target | single edit | joint rounds |');
   md.push('|---|---|---:|---:|---:|---:|---:|---|');
   for (const p of r.professions) {
-    md.push(`| ${p.profession} | "${p.source}" → "${p.destination}" | ${dec(p.strength, 3)} | ${p.probes} | ${p.tuningImages} | ${pct(p.target)} | ${pct(p.singleShare)} | ${jointCell(p)} |`);
+    md.push(
+      `| ${p.profession} | "${p.source}" → "${p.destination}" | ${dec(p.strength, 3)} | ${p.probes} | ${p.tuningImages} | ${pct(p.target)} | ${pct(p.singleShare)} | ${jointCell(p)} |`,
+    );
   }
-  md.push('', 'The before/after audit comparison (paired tests per profession): [compare/report.md](compare/report.md).', '');
+  md.push(
+    '',
+    'The before/after audit comparison (paired tests per profession): [compare/report.md](compare/report.md).',
+    '',
+  );
   return md.join('\n');
 }
 

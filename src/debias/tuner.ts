@@ -79,7 +79,8 @@ export function wilsonInterval(k: number, n: number, z: number): [number, number
 }
 
 export function createTuner(settings: TunerSettings): TunerState {
-  if (!(settings.target > 0 && settings.target < 1)) throw new RangeError(`target share ${settings.target} is not in (0, 1)`);
+  if (!(settings.target > 0 && settings.target < 1))
+    throw new RangeError(`target share ${settings.target} is not in (0, 1)`);
   return {
     settings,
     probes: [],
@@ -132,7 +133,8 @@ export function observe(state: TunerState, request: ProbeRequest, outcomes: read
   const s = state.settings;
   const cur = state.current;
   if (!cur || state.status !== 'running') throw new Error('observe() without a pending request');
-  if (request.x !== cur.x || request.from !== cur.n) throw new Error('observe() with a request that is not the pending one');
+  if (request.x !== cur.x || request.from !== cur.n)
+    throw new Error('observe() with a request that is not the pending one');
   if (outcomes.length !== request.generate.length) {
     throw new Error(`observe(): ${outcomes.length} outcomes for ${request.generate.length} generated images`);
   }
@@ -149,7 +151,8 @@ export function observe(state: TunerState, request: ProbeRequest, outcomes: read
     }
   });
   // JSON has no holes: keep the bound arrays dense.
-  for (const arr of [state.seedBounds.above, state.seedBounds.below]) for (let i = 0; i < arr.length; i++) arr[i] ??= null;
+  for (const arr of [state.seedBounds.above, state.seedBounds.below])
+    for (let i = 0; i < arr.length; i++) arr[i] ??= null;
   state.generated += request.generate.length;
   cur.k += hits;
   cur.n += request.to - request.from;
@@ -200,7 +203,8 @@ function proposeX(state: TunerState): number {
     const x = fitX !== null && fitX > lo ? Math.min(fitX, lo + 2 * s.step) : lo + s.step;
     return clamp(x, s.xMin, s.xMax);
   }
-  const x = fitX !== null && fitX < (hi as number) ? Math.max(fitX, (hi as number) - 2 * s.step) : (hi as number) - s.step;
+  const x =
+    fitX !== null && fitX < (hi as number) ? Math.max(fitX, (hi as number) - 2 * s.step) : (hi as number) - s.step;
   return clamp(x, s.xMin, s.xMax);
 }
 

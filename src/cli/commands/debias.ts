@@ -1,0 +1,62 @@
+/**
+ * `time-debias debias --config FILE [--dry-run] [--restart] [--export-partial] [--json]`: the main
+ * job. Parses, loads the config, opens the world (the embedded demo where the config says "demo"),
+ * calls the library, renders; exit code 9 when the tolerance was not reached.
+ */
+import type { Argv, CommandModule } from 'yargs';
+import { loadConfig } from '../../debias/config.js';
+import { runDebiasJob } from '../../debias/job.js';
+import { type DemoFolders, openJobWorld } from '../../debias/open.js';
+import { planDebias, renderPlan } from '../../debias/plan.js';
+import { renderDebiasTable, writeDebiasReports } from '../../debias/report.js';
+import { EXIT } from '../exit.js';
+
+interface DebiasArgs {
+  config: string;
+  dryRun: boolean;
+  restart: boolean;
+  exportPartial: boolean;
+  json: boolean;
+  quiet: boolean;
+}
+
+/** The demo world's folders, built (or taken from the cache) only when a config names "demo". */
+export async function demoFoldersFor(config: { model: string; classifier: string; professions: { list: string } }): Promise<DemoFolders | undefined> {
+  if (config.model !== 'demo' && config.classifier !== 'demo' && config.professions.list !== 'demo') return undefined;
+  const { ensureDemoWorld } = await import('../../demo/world.js');
+  const world = ensureDemoWorld();
+  return { modelDir: world.modelDir, classifierDir: world.classifierDir, professions: world.professions };
+}
+
+export const debiasCommand: CommandModule<object, DebiasArgs> = {
+  command: 'debias',
+  describe: 'Run a debias job from a config: audit, tune per profession, one joint edit, export, audit again',
+  builder: (yargs: Argv) =>
+    yargs
+      .option('config', { type: 'string', demandOption: true, describe: 'Job config (JSON, see configs/schema.json)' })
+      .option('dry-run', { type: 'boolean', default: false, describe: 'Print the pairs, rows, image budget and a time estimate; generate nothing' })
+      .option('restart', { type: 'boolean', default: false, describe: 'Discard the run folder of this config and start over' })
+      .option('export-partial', { type: 'boolean', default: false, describe: 'Export the model even when some profession did not reach the tolerance' })
+      .option('json', { type: 'boolean', default: false, describe: 'Print the result as JSON' })
+      .option('quiet', { type: 'boolean', default: false, describe: 'No progress lines on stderr' })
+      .example('$0 debias --config configs/demo.json', 'the embedded demo, end to end')
+      .example('$0 debias --config configs/sd14-winobias35.json --dry-run', 'what the job would do') as unknown as Argv<DebiasArgs>,
+  handler: async (args) => {
+    const config = loadConfig(args.config);
+    const opened = await openJobWorld(config, await demoFoldersFor(config));
+    const log = args.quiet ? undefined : (line: string) => process.stderr.write(`${line}\n`);
+    try {
+      if (args.dryRun) {
+        const plan = await planDebias(opened.config, opened.world);
+        process.stdout.write(args.json ? `${JSON.stringify(plan, null, 2)}\n` : renderPlan(plan));
+        return;
+      }
+      const result = await runDebiasJob(opened.config, opened.world, { restart: args.restart, exportPartial: args.exportPartial, log });
+      writeDebiasReports(result);
+      process.stdout.write(args.json ? `${JSON.stringify(result, null, 2)}\n` : `${renderDebiasTable(result)}\n\nreport: ${result.runDir}/report.md\n`);
+      if (result.status !== 'complete') process.exitCode = EXIT.notReached;
+    } finally {
+      await opened.dispose();
+    }
+  },
+};

@@ -1,0 +1,101 @@
+/**
+ * `debias --dry-run`: what a job would do, without generating its images — the pairs (with both
+ * candidate destinations where the baseline decides), the rows of the joint objective, the image
+ * budget of every phase, and a time estimate from one timed single-step generation.
+ */
+import type { Profession } from '../audit/professions.js';
+import type { JobConfig } from './config.js';
+import type { JobWorld } from './job.js';
+import { fillJobTemplate, preservationPrompts } from './prompts.js';
+
+export interface DryRunPlan {
+  kind: 'debias-plan';
+  professions: {
+    profession: string;
+    source: string;
+    /** destination prompt per candidate class (the baseline picks the under-represented one unless fixed) */
+    destinations: Record<string, string>;
+    fixed: string | null;
+  }[];
+  heldOut: string[];
+  rows: { perPair: number; pairs: number; preserved: number; total: number; d: number; method: 'woodbury' | 'cholesky' };
+  budget: {
+    beforeAudit: number;
+    afterAudit: number;
+    genderedAudit: number;
+    /** expected tuning images (≈ 300 per profession for ed50; rounds × images per round for uce), and the most possible */
+    tuningExpected: number;
+    tuningMax: number;
+    verification: number;
+    totalExpected: number;
+    totalMax: number;
+  };
+  estimate: { secondsPerImage: number; expectedMinutes: number; maxMinutes: number };
+}
+
+export async function planDebias(config: JobConfig, world: JobWorld): Promise<DryRunPlan> {
+  const held = new Set(config.professions.heldOut);
+  const all = world.professions.professions;
+  const edited = all.filter((p: Profession) => !held.has(p.profession));
+  const professions = edited.map((p) => ({
+    profession: p.profession,
+    source: fillJobTemplate(config.prompts.source, p),
+    destinations: Object.fromEntries(config.attribute.classes.map((c) => [c.id, fillJobTemplate(config.prompts.destination, p, c.word)])),
+    fixed: config.prompts.destinationClass[p.profession] ?? null,
+  }));
+  const perPair = (config.prompts.augment ? 4 : 1) * 77;
+  const preserved = preservationPrompts(config, edited).length * 77;
+  const total = perPair * edited.length + preserved;
+  const d = world.model.d;
+  const perTemplate = Math.ceil(config.audit.imagesPerProfession / config.prompts.evaluationTemplates.length);
+  const auditImages = all.length * perTemplate * config.prompts.evaluationTemplates.length;
+  const gendered = config.audit.gendered ? edited.length * config.attribute.classes.length * Math.max(4, Math.ceil(config.audit.imagesPerProfession / 5)) : 0;
+  const t = config.tuning;
+  const tuningMax = t.strategy === 'ed50' ? edited.length * t.maxProbes * t.imagesPerProbe : edited.length * t.uce.maxRounds * t.uce.imagesPerRound;
+  const tuningExpected =
+    t.strategy === 'ed50' ? edited.length * Math.min(t.maxProbes * t.imagesPerProbe, 2 * t.imagesPerProbe) : edited.length * Math.min(t.uce.maxRounds, 10) * t.uce.imagesPerRound;
+  const verification = t.strategy === 'ed50' ? edited.length * (t.jointRounds + 1) * t.verificationImages : 0;
+  const totalExpected = 2 * auditImages + gendered + tuningExpected + verification;
+  const totalMax = 2 * auditImages + gendered + tuningMax + verification;
+  // One timed single-step, single-image generation (after a warm-up), scaled to the job's steps.
+  const g = config.generation;
+  const timed = async () => {
+    const r = await world.pipeline.generate({ prompt: professions[0]?.source ?? 'a photo', seeds: [0], steps: 1, scheduler: g.scheduler, guidance: g.guidance, height: g.height, width: g.width });
+    return r.timing;
+  };
+  await timed();
+  const timing = await timed();
+  const secondsPerImage = (timing.textMs + timing.loopMs * g.steps + timing.decodeMs) / 1000;
+  return {
+    kind: 'debias-plan',
+    professions,
+    heldOut: [...held],
+    rows: { perPair, pairs: edited.length, preserved, total, d, method: total < d ? 'woodbury' : 'cholesky' },
+    budget: { beforeAudit: auditImages, afterAudit: auditImages, genderedAudit: gendered, tuningExpected, tuningMax, verification, totalExpected, totalMax },
+    estimate: {
+      secondsPerImage,
+      expectedMinutes: (secondsPerImage * totalExpected) / 60,
+      maxMinutes: (secondsPerImage * totalMax) / 60,
+    },
+  };
+}
+
+export function renderPlan(plan: DryRunPlan): string {
+  const lines: string[] = [];
+  lines.push(`pairs (${plan.professions.length}):`);
+  for (const p of plan.professions) {
+    const dest = p.fixed ? `"${p.destinations[p.fixed]}" (fixed)` : `${Object.values(p.destinations).map((d) => `"${d}"`).join(' or ')} (the under-represented class at baseline)`;
+    lines.push(`  "${p.source}" → ${dest}`);
+  }
+  if (plan.heldOut.length) lines.push(`held out (audited, not edited): ${plan.heldOut.join(', ')}`);
+  const r = plan.rows;
+  lines.push(`rows: ${r.pairs} pairs × ${r.perPair} + ${r.preserved} preserved = ${r.total} rows of d = ${r.d} (${r.method})`);
+  const b = plan.budget;
+  lines.push(
+    `images: before ${b.beforeAudit}, tuning ≈ ${b.tuningExpected} (at most ${b.tuningMax}), verification ≤ ${b.verification}, after ${b.afterAudit}, gendered ${b.genderedAudit}`,
+  );
+  lines.push(`total ≈ ${b.totalExpected} images (at most ${b.totalMax})`);
+  const e = plan.estimate;
+  lines.push(`time: ${e.secondsPerImage.toFixed(3)} s per image (measured) → ≈ ${e.expectedMinutes.toFixed(1)} min (at most ${e.maxMinutes.toFixed(1)} min)`);
+  return `${lines.join('\n')}\n`;
+}
