@@ -158,6 +158,12 @@ function imageKey(profession: string, template: string, seed: number): string {
   return JSON.stringify([profession, template, seed]);
 }
 
+/** The saved PNG of an image, relative to the run folder; named by the template's hash so a changed template list never mixes files. */
+function pngPath(profession: string, template: string, seed: number): string {
+  const t = createHash('sha256').update(template).digest('hex').slice(0, 10);
+  return `images/${slug(profession)}/${t}-s${seed}.png`;
+}
+
 function validateCommon(o: { attribute: Attribute; targetClass?: string; targetShare?: number; seedGroups?: number }): {
   targetClass: string;
   targetShare: number;
@@ -217,13 +223,13 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
         for (const seed of seedList) if (done.has(imageKey(prof.profession, template, seed))) count++;
     for (const prof of professions.professions) {
       let position = 0;
-      for (const [ti, template] of templates.entries()) {
+      for (const template of templates) {
         const prompt = fillTemplate(template, prof);
         for (let start = 0; start < seedList.length; start += batchSize) {
           const chunk = seedList.slice(start, start + batchSize);
           const pending = chunk.filter((s) => !done.has(imageKey(prof.profession, template, s)));
           const keptAt = (s: number) => options.keepImages || position + chunk.indexOf(s) < sheetImages;
-          const pngOf = (s: number) => join('images', slug(prof.profession), `t${ti}-s${s}.png`);
+          const pngOf = (s: number) => pngPath(prof.profession, template, s);
           if (pending.length) {
             const images = new Map<number, RgbImage>();
             const fresh: number[] = [];
@@ -283,20 +289,20 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
     const images: AuditImage[] = [];
     for (const prof of professions.professions) {
       let position = 0;
-      for (const [ti, template] of templates.entries()) {
+      for (const template of templates) {
         const prompt = fillTemplate(template, prof);
         for (const seed of seedList) {
           const rec = done.get(imageKey(prof.profession, template, seed)) as ClassifiedRecord;
-          const file =
-            options.keepImages || position < sheetImages
-              ? join('images', slug(prof.profession), `t${ti}-s${seed}.png`)
-              : null;
+          const png = pngPath(prof.profession, template, seed);
+          const kept = options.keepImages || position < sheetImages;
+          // a PNG left by a crash between classification and its deletion
+          if (!kept) rmSync(join(out, png), { force: true });
           images.push({
             profession: prof.profession,
             prompt,
             template,
             seed,
-            file: file && existsSync(join(out, file)) ? file.split('\\').join('/') : null,
+            file: kept && existsSync(join(out, png)) ? png : null,
             kind: rec.unclear ? 'unclear' : 'label',
             label: rec.label,
             probabilities: rec.probabilities,

@@ -193,6 +193,18 @@ describe('audit end to end on the tiny models', () => {
     assert.ok(existsSync(join(out, 'compare.svg')));
   });
 
+  test('a changed template list reuses the matching results and never mixes images across templates', async () => {
+    const full = readAudit(join(world.root, 'b'));
+    const only = run('b', { templates: [TEMPLATES[1]!] });
+    const r = await only.result;
+    assert.equal(only.source.counters.images, 0);
+    const expected = full.images.filter((i) => i.template === TEMPLATES[1]);
+    assert.deepEqual(
+      r.images.map((i) => [i.prompt, i.seed, i.label, i.probabilities, i.file]),
+      expected.map((i) => [i.prompt, i.seed, i.label, i.probabilities, i.file]),
+    );
+  });
+
   test('bad inputs are refused before any work: N < 1, unknown or empty list, empty labels, no model', async () => {
     const base = {
       classifier: world.classifier,
