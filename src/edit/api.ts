@@ -10,8 +10,10 @@
  *     4. solve the joint objective for M (one d×d matrix for every site)               (solve.ts)
  *     5. W'_s = W_s·M for the selected sites                                            (apply.ts)
  *     6. export: clone the folder, patch the edited tensors, write time-edit.json, rename (model/export.ts)
- *   Steps 0–2 check everything that can be checked before any heavy work; nothing is written before
- *   step 6, and step 6 writes into a temporary folder that is renamed into place only at the end.
+ *   Steps 0–2 check everything that can be checked before any heavy work, and nothing is written
+ *   before they pass. Then the clone of step 6 starts in the background (into `<out>.tmp-*`, next to
+ *   the output) while steps 3–5 compute; it is renamed into place only at the very end, and removed
+ *   if anything fails.
  *   The input folder is only ever read.
  *
  * Strengths (mission.md §2, solve.ts eq. 1): every row of pair p has weight w_p = 1/λ_p with
@@ -24,7 +26,7 @@
 import { existsSync, lstatSync, realpathSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { GemmEngine } from '../linalg/gemm.js';
-import { exportEditedModel } from '../model/export.js';
+import { type PendingExport, startExport } from '../model/export.js';
 import { openSdModel, type SdModelFormat, type SdPrecision } from '../model/folder.js';
 import { type EditSite, locateSites, readSiteWeight, type SiteProjection } from '../model/sites.js';
 import { cudaAvailable, DEVICES, type Device } from '../runtime/ort.js';
@@ -109,12 +111,14 @@ export interface EditedSiteResult {
   relativeChange: number;
 }
 
+/** Milliseconds per step. The clone of the input runs in the background from the end of `check`. */
 export interface EditTimings {
   /** Opening the folder, locating sites, tokenizing and aligning. */
   check: number;
   encode: number;
   solve: number;
   apply: number;
+  /** From the end of `apply`: the rest of the clone, the patch, time-edit.json, fsync and rename. */
   export: number;
   total: number;
 }
@@ -367,6 +371,12 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
   }
   const tCheck = performance.now();
 
+  // Every check has passed: the export starts cloning the input folder into `<out>.tmp-*` now, in
+  // the background, while the edit is computed (model/export.ts startExport). Any failure from here
+  // on removes the temporary folder (abort); only finish() renames it into place.
+  const pending: PendingExport = startExport({ model, outDir: req.outDir, force: req.force, sites: allSites });
+  let finishing = false;
+
   // 3–5. Rows, M, W'.
   const gemm = new GemmEngine({ threads: req.threads });
   let encoder: ClipTextEncoder | undefined;
@@ -452,14 +462,8 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
         apply: round(tApply - tSolve),
       },
     };
-    const exported = await exportEditedModel({
-      model,
-      weights: new Map(applied.sites.map((s) => [s.name, s.W])),
-      outDir: req.outDir,
-      force: req.force,
-      manifest,
-      sites: allSites,
-    });
+    finishing = true;
+    const exported = await pending.finish({ weights: new Map(applied.sites.map((s) => [s.name, s.W])), manifest });
     const tExport = performance.now();
 
     const byName = new Map(sites.map((s) => [s.name, s]));
@@ -502,6 +506,10 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
         total: round(tExport - t0),
       },
     };
+  } catch (error) {
+    // finish() cleans up after itself; before it, the pending clone is removed here.
+    if (!finishing) await pending.abort();
+    throw error;
   } finally {
     await encoder?.dispose();
     await gemm.dispose();

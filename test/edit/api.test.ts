@@ -24,7 +24,7 @@ import {
   loadAllAndRunUnet,
   tensorRanges,
 } from '../cli/helpers.js';
-import { checksums, tempDir } from '../onnx/helpers.js';
+import { checksums, rewriteModel, tempDir } from '../onnx/helpers.js';
 
 const tmp = tempDir('edit-api');
 after(tmp.cleanup);
@@ -422,6 +422,21 @@ describe('editModel rejects bad requests before writing anything', () => {
     await assert.rejects(editModel({ ...base, outDir: join(dir, 'edited') }), OutputError);
     await assert.rejects(editModel({ ...base, outDir: root, force: true }), /contains the model folder/);
     assert.deepEqual(checksums(dir), inputSums);
+  });
+
+  test('a failure after the checks (a text encoder onnxruntime cannot load) removes the started export', async () => {
+    const broken = tiny({ sites: 1 });
+    rewriteModel(join(broken.dir, 'text_encoder', 'model.onnx'), (m) => {
+      const node = m.graph?.node?.[0];
+      assert.ok(node);
+      node.opType = 'NoSuchOperator';
+    });
+    const sums = checksums(broken.dir);
+    const out = join(broken.root, 'edited');
+    await assert.rejects(editModel({ ...base, modelDir: broken.dir, outDir: out }), /NoSuchOperator/);
+    assert.equal(existsSync(out), false);
+    assert.deepEqual(exportLeftovers(out), []);
+    assert.deepEqual(checksums(broken.dir), sums);
   });
 
   test('a model folder that does not exist', async () => {
