@@ -323,12 +323,19 @@ export function toStoredBytes(site: EditSite, W: Float32Array): Uint8Array {
   return float32ToBytes(stored, site.dataType, `site ${show(site.name)}`);
 }
 
-/** Row-major [rows, cols] → [cols, rows]. */
+/** Row-major [rows, cols] → [cols, rows], in 32 × 32 tiles (stays in cache for the widths of SD). */
 function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) out[c * rows + r] = a[base + c] as number;
+  const T = 32;
+  for (let r0 = 0; r0 < rows; r0 += T) {
+    const r1 = Math.min(r0 + T, rows);
+    for (let c0 = 0; c0 < cols; c0 += T) {
+      const c1 = Math.min(c0 + T, cols);
+      for (let r = r0; r < r1; r++) {
+        const base = r * cols;
+        for (let c = c0; c < c1; c++) out[c * rows + r] = a[base + c] as number;
+      }
+    }
   }
   return out;
 }

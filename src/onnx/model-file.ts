@@ -325,11 +325,12 @@ function typedToBytes(t: TensorProto, init: InitializerInfo, field: TypedField):
 
 /** The tensor as float32 (float16/bfloat16/float64 converted). Other dtypes are an error. */
 export function readTensorFloat32(file: OnnxModelFile, init: InitializerInfo): Float32Array {
-  return bytesToFloat32(
-    readTensorBytes(file, init),
-    init.dataType,
-    `${show(file.path)} initializer ${show(init.name)}`,
-  );
+  const bytes = readTensorBytes(file, init);
+  // readTensorBytes returns a buffer of its own: float32 needs no second copy
+  if (init.dataType === DataType.FLOAT && bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.byteLength) {
+    return new Float32Array(bytes.buffer, 0, bytes.byteLength / 4);
+  }
+  return bytesToFloat32(bytes, init.dataType, `${show(file.path)} initializer ${show(init.name)}`);
 }
 
 /** Convert little-endian tensor bytes of a floating dtype to float32. */
