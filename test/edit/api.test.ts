@@ -404,6 +404,15 @@ describe('editModel rejects bad requests before writing anything', () => {
     );
   });
 
+  test('unknown device, bad thread count', async () => {
+    await rejects(
+      { ...base, device: 'tpu' as never },
+      UsageError,
+      /--device: "tpu" is not a known device; valid devices are cpu, cuda/,
+    );
+    await rejects({ ...base, threads: -1 }, UsageError, /--threads: -1 must be an integer ≥ 0/);
+  });
+
   test('layers that match no site, and an empty projection list', async () => {
     await rejects({ ...base, layers: ['up_blocks.9'] }, UsageError, /--layers: "up_blocks.9" matches no/);
     await rejects({ ...base, projections: [] }, UsageError, /projections/);
