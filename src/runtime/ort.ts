@@ -2,6 +2,9 @@
  * The one module that imports onnxruntime-node (style.md §1): sessions, execution providers,
  * tensors and their disposal. Everything else in the project talks to ONNX Runtime through here.
  */
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 
 export type Device = 'cpu' | 'cuda';
@@ -53,10 +56,22 @@ export function validateDevice(device: unknown): Device {
   );
 }
 
-/** True when onnxruntime-node has the CUDA provider available on this host. */
+/**
+ * True when onnxruntime-node's CUDA provider library is installed next to its binding (the opt-in
+ * install puts `libonnxruntime_providers_cuda.so` / `onnxruntime_providers_cuda.dll` there).
+ * `listSupportedBackends()` alone is not enough: it lists 'cuda' even when the library is absent.
+ */
 export function cudaAvailable(): boolean {
   try {
-    return ort.listSupportedBackends().some((b) => b.name === 'cuda');
+    if (!ort.listSupportedBackends().some((b) => b.name === 'cuda')) return false;
+    const require = createRequire(import.meta.url);
+    const binDir = join(dirname(require.resolve('onnxruntime-node/package.json')), 'bin');
+    const names = new Set(['libonnxruntime_providers_cuda.so', 'onnxruntime_providers_cuda.dll']);
+    const walk = (dir: string): boolean =>
+      readdirSync(dir, { withFileTypes: true }).some((e) =>
+        e.isDirectory() ? walk(join(dir, e.name)) : names.has(e.name),
+      );
+    return existsSync(binDir) && walk(binDir);
   } catch {
     return false;
   }
