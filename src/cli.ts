@@ -1,27 +1,24 @@
 /**
  * The `time-debias` command line: yargs parses, the library computes, src/report renders. Each
  * command lives in src/cli/commands/<name>.ts as a yargs CommandModule; add it to COMMANDS below.
+ * Only the module of the command being run is imported (the others pull in onnxruntime,
+ * transformers.js and the pipeline, about a second of start-up); help and unknown names load all.
  */
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { auditCommand } from './cli/commands/audit.js';
-import { classifyCommand } from './cli/commands/classify.js';
-import { compareCommand } from './cli/commands/compare.js';
-import { debiasCommand } from './cli/commands/debias.js';
-import { editCommand } from './cli/commands/edit.js';
-import { generateCommand } from './cli/commands/generate.js';
-import { inspectCommand } from './cli/commands/inspect.js';
 import { exitCodeFor } from './cli/exit.js';
 
-const COMMANDS: CommandModule<object, any>[] = [
-  auditCommand,
-  classifyCommand,
-  compareCommand,
-  debiasCommand,
-  editCommand,
-  generateCommand,
-  inspectCommand,
-];
+type Loader = () => Promise<CommandModule<object, any>>;
+
+const COMMANDS: Record<string, Loader> = {
+  audit: async () => (await import('./cli/commands/audit.js')).auditCommand,
+  classify: async () => (await import('./cli/commands/classify.js')).classifyCommand,
+  compare: async () => (await import('./cli/commands/compare.js')).compareCommand,
+  debias: async () => (await import('./cli/commands/debias.js')).debiasCommand,
+  edit: async () => (await import('./cli/commands/edit.js')).editCommand,
+  generate: async () => (await import('./cli/commands/generate.js')).generateCommand,
+  inspect: async () => (await import('./cli/commands/inspect.js')).inspectCommand,
+};
 
 export async function main(argv: string[]): Promise<void> {
   const parser = yargs(argv)
@@ -39,8 +36,10 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`time-debias: ${msg}\nRun 'time-debias --help' for usage.\n`);
       process.exit(2);
     });
-  for (const command of COMMANDS) parser.command(command);
   try {
+    const first = argv.find((a) => !a.startsWith('-'));
+    const loaders = first && first in COMMANDS ? [COMMANDS[first] as Loader] : Object.values(COMMANDS);
+    for (const load of loaders) parser.command(await load());
     await parser.parseAsync();
   } catch (error) {
     const e = error as Error;
