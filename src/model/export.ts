@@ -86,7 +86,7 @@ export interface ExportResult {
   sourceFiles: SourceFileRecord[];
   /** True when an existing outDir was replaced (force). */
   replaced: boolean;
-  /** Milliseconds per phase: clone (with hashing alongside), patch, manifest, fsync, rename. */
+  /** Milliseconds per phase: clone (hashing and the ‖ΔW‖ sums alongside), patch, manifest, fsync, rename. */
   timings: { clone: number; patch: number; manifest: number; fsync: number; rename: number; total: number };
 }
 
@@ -190,18 +190,7 @@ export function startExport(target: ExportTarget): PendingExport {
       const { replacements, edited } = prepareReplacements(model, sites, content.weights);
       const plan = planTensorWrites(model.unet, replacements);
       const editedSources = plan.touchedFiles.map((f) => join(unetRel, f));
-      const copied = unwrap(await cloning);
-      const hashes = unwrap(await hashing);
-      const sourceFiles: SourceFileRecord[] = [];
-      for (const rel of editedSources)
-        sourceFiles.push(hashes.get(rel) ?? (await sha256Files(model.dir, [rel])).get(rel)!);
-      const tClone = performance.now();
-
-      // Patch the UNet's edited tensors in the clones.
-      applyWritePlan(plan, join(tmp, unetRel), model.unet.dir);
-      const tPatch = performance.now();
-
-      // The manifest.
+      // ‖ΔW‖/‖W‖ per site, computed while the copy is still running (reads the source's originals).
       const editedSites: EditedSiteRecord[] = edited.map((site) => {
         const init = model.unet.initializerByName.get(site.initializer);
         if (!init) throw new EditError(`export: no initializer ${show(site.initializer)}`);
@@ -216,6 +205,18 @@ export function startExport(target: ExportTarget): PendingExport {
           relativeChange: relativeChange(before, after),
         };
       });
+      const copied = unwrap(await cloning);
+      const hashes = unwrap(await hashing);
+      const sourceFiles: SourceFileRecord[] = [];
+      for (const rel of editedSources)
+        sourceFiles.push(hashes.get(rel) ?? (await sha256Files(model.dir, [rel])).get(rel)!);
+      const tClone = performance.now();
+
+      // Patch the UNet's edited tensors in the clones.
+      applyWritePlan(plan, join(tmp, unetRel), model.unet.dir);
+      const tPatch = performance.now();
+
+      // The manifest.
       const manifest = {
         ...(content.manifest ?? {}),
         tool: { name: 'time-debias', version: toolVersion() },
