@@ -21,6 +21,8 @@ import { decodeModel, encodeModel } from '../src/onnx/proto.js';
 import { Session, tensor } from '../src/runtime/ort.js';
 import { type Benchmark, type BenchResult, round, summarize, timeRuns } from './harness.js';
 
+/** onnxruntime intra-op threads (BENCH_THREADS; default: onnxruntime's choice, one per core). */
+const THREADS = Number(process.env.BENCH_THREADS) || undefined;
 const D = 768;
 const L = 77;
 const LAMBDA = 0.1;
@@ -142,7 +144,7 @@ async function referenceSession(): Promise<Session> {
   const model = decodeModel(g.toModel({ opset: 17 }).model);
   for (const node of model.graph?.node ?? []) if (node.opType === 'Inverse') node.domain = 'com.microsoft';
   model.opsetImport.push({ domain: 'com.microsoft', version: 1 });
-  return Session.create(encodeModel(model), { label: 'TIME reference edit' });
+  return Session.create(encodeModel(model), { label: 'TIME reference edit', threads: THREADS });
 }
 
 async function referenceEdit(session: Session, weights: { W: Float32Array }[], rows: RowSet): Promise<Float32Array[]> {
@@ -178,12 +180,13 @@ function maxRelativeDifference(a: Float32Array[], b: Float32Array[]): number {
 async function editCase(label: string, pairCount: number, target: number, runs: number, referenceRuns: number) {
   const weights = sites();
   const { pairs, encode } = workload(pairCount);
-  const gemm = new GemmEngine();
+  const gemm = new GemmEngine({ threads: THREADS });
   const outputs = weights.map((s) => new Float32Array(s.W.length));
   const tokens = { a: A_ID, an: AN_ID, eos: EOS };
   const phases = { rows: [] as number[], solve: [] as number[], apply: [] as number[] };
   let last: { n: number; kind: string; form: string; rank: number | undefined } | undefined;
   let edited: Float32Array[] = [];
+  const info = () => last as NonNullable<typeof last>;
   const fullEdit = async (record: boolean) => {
     const t0 = performance.now();
     const rows = await buildRows(encode, { pairs, augment: true, tokens });
@@ -214,6 +217,12 @@ async function editCase(label: string, pairCount: number, target: number, runs: 
   }
   const rows = await buildRows(encode, { pairs, augment: true, tokens });
   const mOnly = await timeRuns(() => solveEdit(rows, { lambda: LAMBDA, gemm }), runs, 1);
+  // The other apply form on the same solution, to show what 'auto' chose against.
+  const solution = await solveEdit(rows, { lambda: LAMBDA, gemm });
+  const otherForm = info().form === 'lowRank' ? 'dense' : solution.kind === 'woodbury' ? 'lowRank' : undefined;
+  const otherApply = otherForm
+    ? await timeRuns(() => applyEdit(weights, solution, { gemm, outputs, form: otherForm }), runs, 1)
+    : undefined;
 
   const refSession = await referenceSession();
   let refOut: Float32Array[] = [];
@@ -232,7 +241,6 @@ async function editCase(label: string, pairCount: number, target: number, runs: 
   const reference = summarize('reference', 'ms', refSamples);
   const m = summarize(`edit.sd14.${label}.M`, 'ms', mOnly);
   const median = (xs: number[]) => summarize('', 'ms', xs).median;
-  const info = last as NonNullable<typeof last>;
   const results: BenchResult[] = [
     {
       ...full,
@@ -246,30 +254,34 @@ async function editCase(label: string, pairCount: number, target: number, runs: 
       details: {
         what: "rows (alignment + assembly from encoded prompts) → M → W' of all 32 projections",
         pairs: pairCount,
-        rows: info.n,
+        rows: info().n,
         d: D,
         sites: weights.length,
         editedParameters: weights.reduce((s, w) => s + w.W.length, 0),
-        solver: info.kind,
-        applyForm: info.form,
-        ...(info.rank !== undefined ? { rank: info.rank } : {}),
+        solver: info().kind,
+        applyForm: info().form,
+        ...(info().rank !== undefined ? { rank: info().rank } : {}),
         medianRowsMs: round(median(phases.rows)),
         medianSolveMs: round(median(phases.solve)),
         medianApplyMs: round(median(phases.apply)),
+        ...(otherForm && otherApply
+          ? { [`medianApply${otherForm === 'dense' ? 'Dense' : 'LowRank'}Ms`]: round(median(otherApply)) }
+          : {}),
         speedupVsReference: round(reference.median / full.median, 3),
         referenceRuns: reference.runs,
         referenceMinMs: reference.min,
         referenceMaxMs: reference.max,
         maxRelativeDifferenceVsReference: Number(agreement.toExponential(2)),
         outputsReused: true,
+        onnxruntimeThreads: THREADS ?? 'default',
       },
     },
     {
       ...m,
       details: {
         what: 'M alone (solveEdit on prepared rows): the part a λ-tuning loop repeats',
-        rows: info.n,
-        solver: info.kind,
+        rows: info().n,
+        solver: info().kind,
       },
     },
   ];
