@@ -39,7 +39,7 @@ import { copyFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
 import { bytesToFloat32, readTensorFloat32 } from '../onnx/model-file.js';
 import { applyWritePlan, planTensorWrites } from '../onnx/write.js';
-import { EditError, OutputError, show } from '../util/errors.js';
+import { EditError, ModelFormatError, OutputError, show } from '../util/errors.js';
 import { type SourceFileRecord, sha256Files } from './file-hash.js';
 import type { SdModel } from './folder.js';
 import { type EditSite, locateSites, toStoredBytes } from './sites.js';
@@ -130,9 +130,9 @@ export interface PendingExport {
 export async function exportEditedModel(options: ExportOptions): Promise<ExportResult> {
   // Validate the weights before anything is written.
   const sites = options.sites ?? locateSites(options.model);
-  prepareReplacements(options.model, sites, options.weights);
-  const job = startExport({ ...options, sites });
-  return job.finish({ weights: options.weights, manifest: options.manifest });
+  const prepared = prepareReplacements(options.model, sites, options.weights);
+  const job = beginExport({ ...options, sites });
+  return job.finishWith(prepared, options.manifest);
 }
 
 /**
@@ -142,11 +142,40 @@ export async function exportEditedModel(options: ExportOptions): Promise<ExportR
  * worker thread, so the caller's own computation (the edit) overlaps with them.
  */
 export function startExport(target: ExportTarget): PendingExport {
-  const { model } = target;
-  const sites = target.sites ?? locateSites(model);
+  const sites = target.sites ?? locateSites(target.model);
+  const job = beginExport({ ...target, sites });
+  return {
+    outDir: job.outDir,
+    tmpDir: job.tmpDir,
+    abort: job.abort,
+    finish: async (content) => {
+      let prepared: Prepared;
+      try {
+        prepared = prepareReplacements(target.model, sites, content.weights);
+      } catch (error) {
+        await job.abort();
+        throw error;
+      }
+      return job.finishWith(prepared, content.manifest);
+    },
+  };
+}
+
+interface Prepared {
+  replacements: Map<string, Uint8Array>;
+  edited: EditSite[];
+}
+
+function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
+  outDir: string;
+  tmpDir: string;
+  abort: () => Promise<void>;
+  finishWith: (prepared: Prepared, manifest?: Record<string, unknown>) => Promise<ExportResult>;
+} {
+  const { model, sites } = target;
   const outDir = resolve(target.outDir);
   const inputReal = realpathSync(model.dir);
-  const outReal = existsSync(outDir) ? realpathSync(outDir) : outDir;
+  const outReal = realpathNear(outDir);
   if (isSameOrInside(outReal, inputReal) || isSameOrInside(outDir, model.dir)) {
     throw new OutputError(
       `--out ${show(outDir)} is the input folder or inside it (${show(model.dir)}); choose a folder outside the input`,
@@ -183,11 +212,11 @@ export function startExport(target: ExportTarget): PendingExport {
     rmSync(tmp, { recursive: true, force: true });
   };
 
-  const finish = async (content: ExportContent): Promise<ExportResult> => {
+  const finishWith = async (prepared: Prepared, manifestIn?: Record<string, unknown>): Promise<ExportResult> => {
     if (done) throw new OutputError(`export to ${show(outDir)}: finish() after the export ended`);
     done = true;
     try {
-      const { replacements, edited } = prepareReplacements(model, sites, content.weights);
+      const { replacements, edited } = prepared;
       const plan = planTensorWrites(model.unet, replacements);
       const editedSources = plan.touchedFiles.map((f) => join(unetRel, f));
       // ‖ΔW‖/‖W‖ per site, computed while the copy is still running (reads the source's originals).
@@ -218,7 +247,7 @@ export function startExport(target: ExportTarget): PendingExport {
 
       // The manifest.
       const manifest = {
-        ...(content.manifest ?? {}),
+        ...(manifestIn ?? {}),
         tool: { name: 'time-debias', version: toolVersion() },
         date: new Date().toISOString(),
         sourceModel: {
@@ -279,7 +308,7 @@ export function startExport(target: ExportTarget): PendingExport {
       throw error;
     }
   };
-  return { outDir, tmpDir: tmp, finish, abort };
+  return { outDir, tmpDir: tmp, finishWith, abort };
 }
 
 /** Weights → stored bytes per initializer; EditError for unknown sites, wrong sizes, non-finite values. */
@@ -287,7 +316,7 @@ function prepareReplacements(
   model: SdModel,
   sites: readonly EditSite[],
   weights: ReadonlyMap<string, Float32Array>,
-): { replacements: Map<string, Uint8Array>; edited: EditSite[] } {
+): Prepared {
   if (weights.size === 0) throw new EditError('export: no edited weights given; nothing to export');
   const byName = new Map(sites.map((s) => [s.name, s]));
   const replacements = new Map<string, Uint8Array>();
@@ -349,6 +378,19 @@ function isSameOrInside(path: string, dir: string): boolean {
   return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
 }
 
+/** The real path of `path`, resolving its deepest existing ancestor (the rest may not exist yet). */
+function realpathNear(path: string): string {
+  let head = path;
+  const rest: string[] = [];
+  while (!existsSync(head)) {
+    const up = dirname(head);
+    if (up === head) return path;
+    rest.unshift(basename(head));
+    head = up;
+  }
+  return join(realpathSync(head), ...rest);
+}
+
 function isSymlink(path: string): boolean {
   try {
     return lstatSync(path).isSymbolicLink();
@@ -366,7 +408,12 @@ async function cloneTree(src: string, dst: string): Promise<{ files: number; byt
     for (const entry of readdirSync(from, { withFileTypes: true })) {
       const a = join(from, entry.name);
       const b = join(to, entry.name);
-      const st = statSync(a); // follows symlinks
+      let st: ReturnType<typeof statSync>;
+      try {
+        st = statSync(a); // follows symlinks
+      } catch (cause) {
+        throw new ModelFormatError(`export: ${show(a)} cannot be read (a broken symbolic link?)`, { cause });
+      }
       if (st.isDirectory()) walk(a, b, depth + 1);
       else if (st.isFile()) jobs.push({ from: a, to: b, size: st.size });
       else throw new OutputError(`export: ${show(a)} is neither a file nor a folder; cannot copy it`);

@@ -20,6 +20,7 @@ import {
   fsyncSync,
   mkdirSync,
   openSync,
+  renameSync,
   statSync,
   writeFileSync,
   writeSync,
@@ -158,7 +159,10 @@ export function applyWritePlan(plan: WritePlan, destDir: string, sourceDir?: str
   if (plan.rebuiltModel) {
     const path = join(destDir, plan.modelFile);
     if (sourceDir) assertNotSource(path, join(sourceDir, plan.modelFile));
-    writeFileSync(path, plan.rebuiltModel, { flush: true });
+    // a new file renamed over the clone: never writes through a link to the source
+    const tmp = `${path}.tmp-${process.pid}`;
+    writeFileSync(tmp, plan.rebuiltModel, { flush: true });
+    renameSync(tmp, path);
   }
 }
 

@@ -18,7 +18,7 @@ import { openSdModel, type SdModel } from '../../src/model/folder.js';
 import { type EditSite, locateSites, readSiteWeight } from '../../src/model/sites.js';
 import { readTensorBytes } from '../../src/onnx/model-file.js';
 import { Session, tensor } from '../../src/runtime/ort.js';
-import { EditError, OutputError } from '../../src/util/errors.js';
+import { EditError, ModelFormatError, OutputError } from '../../src/util/errors.js';
 import { fromHalf, toHalf } from '../../src/util/half.js';
 import { checksums, randomFloats, tempDir } from '../onnx/helpers.js';
 
@@ -230,6 +230,10 @@ describe('exportEditedModel refuses, and writes nothing', () => {
       (e: Error) => e instanceof OutputError && /inside it/.test(e.message),
     );
     await assert.rejects(exportEditedModel({ model, weights, outDir: dir, force: true }), OutputError);
+    // a not-yet-existing output under a symlink that points into the input
+    const link = join(tmp.dir, `link${counter++}`);
+    symlinkSync(dir, link);
+    await assert.rejects(exportEditedModel({ model, weights, outDir: join(link, 'new', 'edited') }), OutputError);
     await assert.rejects(
       exportEditedModel({ model, weights, outDir: dirname(dir), force: true }),
       (e: Error) => e instanceof OutputError && /contains the input/.test(e.message),
@@ -257,6 +261,18 @@ describe('exportEditedModel refuses, and writes nothing', () => {
     assert.ok(!existsSync(outDir));
     assert.deepEqual(leftovers(outDir), []);
     assert.deepEqual(checksums(dir), before);
+  });
+
+  test('a broken symlink in the input is a ModelFormatError, nothing left behind', async () => {
+    const { dir, model, sites } = tiny();
+    symlinkSync(join(tmp.dir, 'nowhere'), join(dir, 'dangling.txt'));
+    const outDir = join(tmp.dir, `out${counter++}`, 'z');
+    await assert.rejects(
+      exportEditedModel({ model, weights: editedWeights(model, sites.slice(0, 1), 6), outDir }),
+      (e: Error) => e instanceof ModelFormatError && /dangling\.txt/.test(e.message),
+    );
+    assert.ok(!existsSync(outDir));
+    assert.deepEqual(leftovers(outDir), []);
   });
 
   test('a failure after copying removes the temporary folder', async () => {
