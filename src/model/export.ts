@@ -206,14 +206,16 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
   const hashing = settle(sha256Files(model.dir, [...siteFiles]));
   let done = false;
 
+  /** Remove the temporary folder; a no-op once finish has begun (it cleans up after itself). */
   const abort = async () => {
+    if (done) return;
     done = true;
     await Promise.all([cloning, hashing]);
     rmSync(tmp, { recursive: true, force: true });
   };
 
   const finishWith = async (prepared: Prepared, manifestIn?: Record<string, unknown>): Promise<ExportResult> => {
-    if (done) throw new OutputError(`export to ${show(outDir)}: finish() after the export ended`);
+    if (done) throw new OutputError(`export to ${show(outDir)}: finish() after the export was finished or aborted`);
     done = true;
     try {
       const { replacements, edited } = prepared;
