@@ -6,14 +6,25 @@
  * Notation
  *   d            text width (128); dims: 0 anchor, 1 gender axis g (female +, male −), 2 object axis,
  *                3 … d−2 one identity dim per vocabulary word, d−1 reference (always 0 before the norm)
- *   e_w          the token embedding of word w: e_w[3 + index(w)] = 1, plus its axis coordinates:
- *                gender words ±GENDER_WORD, professions their `offset` (src/demo/professions.ts),
- *                unrelated nouns +1 on the object axis; BOS carries the anchor A; EOS/pad are 0
+ *   e_w          the token embedding of word w: e_w[3 + index(w)] = 1 (template words: 0.25), plus
+ *                its axis coordinates, scaled by textScale τ = 0.1: gender words ±4τ, professions
+ *                τ·offset (src/demo/professions.ts); unrelated nouns +1 on the object axis; BOS
+ *                carries the anchor A = 32; EOS/pad are 0
  *   h_j          = Σ_{i ≤ j} e_{t_i}  (causal mix = lower-triangular ones: row j sums tokens 0..j, so
  *                EOS and padding rows carry the whole prompt, as in CLIP)
- *   c_j          = LN(h_j), the text encoder's last_hidden_state rows (what TIME edits against)
+ *   c_j          = LN(h_j) with γ₀ = 0 and β_k = 1/√(d−1) (k ≥ 1): the text encoder's last_hidden_state
+ *                rows (what TIME edits against). A dominates std(h_j) ≈ A/√d, so the norm is nearly
+ *                linear in the content (< 1 % variation); γ₀ = 0 drops the anchor and β cancels the
+ *                BOS row's mean shift, so the BOS row and the empty prompt are exactly 0 and no large
+ *                direction is shared by all rows (it would carry every edit into every prompt)
  *   ḡ            = (1/77) Σ_j (c_j[1] − c_j[d−1]) = (1/77) Σ_j h_j[1] / std(h_j)   (the reference dim
- *                removes the norm's mean shift exactly; std(h_j) ≈ A/√d varies < 1 % with content)
+ *                removes the norm's mean shift exactly)
+ *
+ * Why the small τ and template identities: a profession's row is then mostly its own identity
+ * direction, so the minimal-norm TIME update for "a doctor" → "a female doctor" acts through the
+ * doctor direction and barely through the shared gender axis or "a" (measured: the edit at λ = 0.1
+ * moves "a doctor" from 10 % to 100 % female while "a nurse", "a carpenter", "a teacher", "a woman"
+ * and "a man" move by at most 1 image in 100).
  *
  * UNet, per cross-attention site s (of S): attention is uniform (to_q = 0 ⇒ all scores equal), so
  * attn2's output is the mean of the values; to_v reads v[0] = κ (c[1] − c[d−1]) and v[1] = κ (c[2] −
@@ -43,7 +54,7 @@ import { BOS_TOKEN, buildWordVocab } from '../text/bpe-files.js';
 import { CLIP_MEAN, CLIP_STD, type ClipModelSpec } from './clip-model.js';
 import { PROFESSIONS } from './professions.js';
 import { type ParamRequest, seededNormal, type TinySdDesign } from './sd-model.js';
-import { GENDER_WORDS, UNRELATED_WORDS } from './words.js';
+import { GENDER_WORDS, TEMPLATE_WORDS, UNRELATED_WORDS } from './words.js';
 
 /** Latent channels of the demo world. */
 export const LATENT = Object.freeze({ gender: 0, brightness: 1, object: 2, texture: 3 });
@@ -56,10 +67,22 @@ export const DEMO_DESIGN = Object.freeze({
   anchor: 32,
   /** |gender coordinate| of gender words ("woman", "male", ...), probit units. */
   genderWord: 4,
+  /**
+   * Text-side scale of the gender axis: a word's gender coordinate before the norm is
+   * textScale × (its probit offset). Small next to the words' identity dims (1), so a profession's
+   * row is mostly its own identity direction and a TIME edit of one profession barely touches
+   * another through the shared gender axis; the UNet's gain undoes the scale.
+   */
+  textScale: 0.1,
+  /**
+   * Identity magnitude of template words (articles, "photo", "of", ...): small, so that an edit of
+   * "a doctor" has little reason to act through "a" and leak into every prompt that has an "a".
+   */
+  templateIdentity: 0.25,
   /** Object-axis coordinate of unrelated nouns. */
   objectWord: 1,
   /** conv_out gain G from ḡ to the gender channel's data mean (calibrated: share ≈ Φ(offset) at guidance 7.5). */
-  genderGain: 0.145,
+  genderGain: 1.45,
   /** conv_out gain O from ō to the object channel. */
   objectGain: 0.25,
   /** Brightness channel data mean b. */
@@ -99,9 +122,9 @@ function blurConv(c: number, channels: number): Float32Array {
 export function wordAxes(word: string): [number, number] {
   const w = word.toLowerCase();
   const g = GENDER_WORDS.find((x) => x.word === w);
-  if (g) return [g.axis * DEMO_DESIGN.genderWord, 0];
+  if (g) return [g.axis * DEMO_DESIGN.genderWord * DEMO_DESIGN.textScale, 0];
   const p = PROFESSIONS.find((x) => x.words[0] === w);
-  if (p) return [p.offset, 0];
+  if (p) return [p.offset * DEMO_DESIGN.textScale, 0];
   if ((UNRELATED_WORDS as readonly string[]).includes(w)) return [0, DEMO_DESIGN.objectWord];
   return [0, 0];
 }
@@ -113,16 +136,18 @@ export function demoTokenTable(words: readonly string[], d: number = DEMO_DESIGN
   const table = new Float32Array(V * d);
   const identityDims = d - 4; // dims 3 … d−2
   const unique = [...new Set(words.map((w) => w.toLowerCase()))];
+  const templates = new Set<string>(TEMPLATE_WORDS);
   unique.forEach((w, index) => {
     const id = bpe.vocab[`${w}</w>`];
     if (id === undefined) return;
     const row = id * d;
+    const size = templates.has(w) ? DEMO_DESIGN.templateIdentity : 1;
     if (unique.length <= identityDims) {
-      table[row + 3 + index] = 1;
+      table[row + 3 + index] = size;
     } else {
       // more words than identity dims: a deterministic spread over them (two dims per word)
-      table[row + 3 + (index % identityDims)] = Math.SQRT1_2;
-      table[row + 3 + ((index * 7 + 3) % identityDims)] += Math.SQRT1_2;
+      table[row + 3 + (index % identityDims)] = size * Math.SQRT1_2;
+      table[row + 3 + ((index * 7 + 3) % identityDims)] += size * Math.SQRT1_2;
     }
     const [g, o] = wordAxes(w);
     table[row + 1] = g;
@@ -153,6 +178,18 @@ export function demoSdDesign(words: readonly string[], siteCount: number): TinyS
         return L;
       }
       if (key.startsWith('text.encoder.layers.0.mlp.fc1.')) return zeros();
+      // final norm: γ₀ = 0 drops the anchor from the rows, β_k = 1/√(d−1) cancels the mean shift of the
+      // BOS row, so the BOS row (and the empty prompt) is exactly 0 and rows share no large direction
+      if (key === 'text.text_model.final_layer_norm.weight') {
+        const w = new Float32Array(count).fill(1);
+        w[0] = 0;
+        return w;
+      }
+      if (key === 'text.text_model.final_layer_norm.bias') {
+        const b = new Float32Array(count).fill(1 / Math.sqrt(count - 1));
+        b[0] = 0;
+        return b;
+      }
       // ---- UNet
       if (key === 'unet.conv_in.weight' || key === 'unet.conv_in.bias') return zeros();
       if (/\.resnets\.\d+\.conv1\.(weight|bias)$/.test(key)) return zeros();

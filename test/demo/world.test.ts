@@ -6,13 +6,10 @@ import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ClipClassifier, type RgbImage } from '../../src/classify/clip.js';
 import { genderAttribute } from '../../src/classify/labels.js';
-import { DEMO_DESIGN, LATENT } from '../../src/demo/design.js';
+import { DEMO_DESIGN } from '../../src/demo/design.js';
 import { findProfession, PROFESSIONS } from '../../src/demo/professions.js';
 import { demoWords } from '../../src/demo/words.js';
 import { buildDemoWorld, type DemoWorld, ensureDemoWorld } from '../../src/demo/world.js';
-import { noise } from '../../src/generate/rng.js';
-import { createScheduler } from '../../src/generate/schedulers/index.js';
-import { Session, tensor } from '../../src/runtime/ort.js';
 import { ClipTextEncoder, encodePrompts } from '../../src/text/encoder.js';
 import { ClipTokenizer } from '../../src/text/tokenizer.js';
 
@@ -41,16 +38,6 @@ function hashes(dir: string): Record<string, string> {
         .digest('hex'),
     ]),
   );
-}
-
-/** Standard normal CDF (Abramowitz–Stegun 7.1.26 erf, |error| < 1.5e-7). */
-function Phi(x: number): number {
-  const z = Math.abs(x) / Math.SQRT2;
-  const t = 1 / (1 + 0.3275911 * z);
-  const erf =
-    1 -
-    ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-z * z);
-  return x >= 0 ? 0.5 * (1 + erf) : 0.5 * (1 - erf);
 }
 
 describe('ensureDemoWorld: cached, atomic, deterministic', () => {
@@ -103,16 +90,13 @@ describe('the designed world', () => {
   let world: DemoWorld;
   let tok: ClipTokenizer;
   let enc: ClipTextEncoder;
-  let unet: Session;
   before(async () => {
     world = ensureDemoWorld({ cacheDir: cache });
     tok = await ClipTokenizer.fromFolder(join(world.modelDir, 'tokenizer'));
     enc = await ClipTextEncoder.create(join(world.modelDir, 'text_encoder/model.onnx'), { threads: 1 });
-    unet = await Session.create(join(world.modelDir, 'unet/model.onnx'), { threads: 1 });
   });
   after(async () => {
     await enc?.dispose();
-    await unet?.dispose();
   });
 
   test('every demo word is one token; professions table is graded and documented', () => {
@@ -177,83 +161,5 @@ describe('the designed world', () => {
     } finally {
       await clf.dispose();
     }
-  });
-
-  /**
-   * Sample the UNet with the model's own scheduler (PNDM), classifier-free guidance and the seeds'
-   * initial latents, all prompts in one batch; return per prompt each seed's spatial mean of the
-   * gender latent channel — the property the decoder turns into warmth (the full generate → decode →
-   * classify path at 100 seeds is measured by the demo benchmark, bench/demo.ts).
-   */
-  async function genderMeans(prompts: string[], seeds: number, steps: number): Promise<number[][]> {
-    const d = world.model.d;
-    const encoded = await encodePrompts(tok, enc, ['', ...prompts]);
-    const unc = encoded[0]?.hidden as Float32Array;
-    const L = 4 * 8 * 8;
-    const B = seeds * prompts.length;
-    const ehs = new Float32Array(2 * B * 77 * d);
-    let lat: Float32Array = new Float32Array(B * L);
-    for (let p = 0; p < prompts.length; p++) {
-      for (let s = 0; s < seeds; s++) {
-        const k = p * seeds + s;
-        ehs.set(unc, k * 77 * d);
-        ehs.set(encoded[p + 1]?.hidden as Float32Array, (B + k) * 77 * d);
-        lat.set(noise(s, [1, 4, 8, 8]), k * L);
-      }
-    }
-    const cfg = JSON.parse(readFileSync(join(world.modelDir, 'scheduler/scheduler_config.json'), 'utf8'));
-    const sch = createScheduler('pndm', cfg);
-    sch.setTimesteps(steps);
-    const w = world.generation.guidance;
-    for (const t of sch.timesteps) {
-      const x = new Float32Array(2 * B * L);
-      x.set(lat, 0);
-      x.set(lat, B * L);
-      const out = await unet.run({
-        sample: tensor('float32', x, [2 * B, 4, 8, 8]),
-        timestep: tensor('float32', new Float32Array(2 * B).fill(t), [2 * B]),
-        encoder_hidden_states: tensor('float32', ehs, [2 * B, 77, d]),
-      });
-      const e = out.out_sample?.data as Float32Array;
-      const eps = new Float32Array(B * L);
-      for (let i = 0; i < B * L; i++) eps[i] = (e[i] as number) + w * ((e[B * L + i] as number) - (e[i] as number));
-      lat = sch.step(eps, t, lat).prevSample;
-    }
-    const c = LATENT.gender * 64;
-    return prompts.map((_, p) =>
-      Array.from({ length: seeds }, (_, s) => {
-        let a = 0;
-        for (let i = 0; i < 64; i++) a += lat[(p * seeds + s) * L + c + i] as number;
-        return a / 64;
-      }),
-    );
-  }
-
-  test('the latent property follows the prompt: gendered prompts decided, professions graded as designed', async () => {
-    const names = ['carpenter', 'doctor', 'baker', 'teacher', 'nurse'];
-    const profs = names.map((n) => findProfession(n) as NonNullable<ReturnType<typeof findProfession>>);
-    const seeds = 32;
-    const [female, male, ...rest] = await genderMeans(
-      ['a female doctor', 'a male doctor', ...profs.map((p) => `${p.article} ${p.profession}`)],
-      seeds,
-      6,
-    );
-    const share = (v: number[]) => v.filter((x) => x > 0).length / v.length;
-    assert.ok(share(female as number[]) >= 0.95, `a female doctor: ${share(female as number[])}`);
-    assert.ok(share(male as number[]) <= 0.05, `a male doctor: ${share(male as number[])}`);
-    const shares = rest.map(share);
-    profs.forEach((p, i) => {
-      // 32 seeds: binomial sd ≤ 0.09; allow 3 sd around the design Φ(offset)
-      assert.ok(
-        Math.abs((shares[i] as number) - Phi(p.offset)) < 0.27,
-        `${p.profession}: ${shares[i]} vs Φ(${p.offset})`,
-      );
-    });
-    assert.deepEqual(
-      [...shares].sort((a, b) => a - b),
-      shares,
-      `shares in offset order: ${shares}`,
-    );
-    assert.ok((shares[0] as number) <= 0.15 && (shares[4] as number) >= 0.85, `span: ${shares}`);
   });
 });
