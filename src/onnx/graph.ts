@@ -113,27 +113,3 @@ export function traceBack(index: GraphIndex, value: string, through: (node: Node
   }
   return current;
 }
-
-/** Value names reachable forward from `start` within `maxSteps` node hops (any input position). */
-export function downstreamNodes(index: GraphIndex, start: string, maxSteps: number): NodeProto[] {
-  const found: NodeProto[] = [];
-  const seen = new Set<string>([start]);
-  let frontier = [start];
-  for (let step = 0; step < maxSteps && frontier.length; step++) {
-    const next: string[] = [];
-    for (const value of frontier) {
-      for (const node of index.consumers.get(value) ?? []) {
-        if (found.includes(node)) continue;
-        found.push(node);
-        for (const out of node.output ?? []) {
-          if (out && !seen.has(out)) {
-            seen.add(out);
-            next.push(out);
-          }
-        }
-      }
-    }
-    frontier = next;
-  }
-  return found;
-}
