@@ -9,6 +9,7 @@ import {
   resolveTinySdOptions,
   SD1_SITE_LAYOUT,
   sd1AlphasCumprod,
+  TINY_SD_VERSION,
   type TinySdManifest,
   type TinySdOptions,
 } from '../../src/demo/sd-model.js';
@@ -397,6 +398,33 @@ describe('determinism', () => {
     const hc = hashAll(c.dir, c.m.files);
     assert.notEqual(ha['unet/weights.pb'], hc['unet/weights.pb']);
     assert.equal(ha['tokenizer/vocab.json'], hc['tokenizer/vocab.json']);
+  });
+
+  test('the bytes are pinned per builder version (bump TINY_SD_VERSION when they change)', () => {
+    // Other areas key stored goldens on TINY_SD_VERSION (test/generate/fixtures): a change of the
+    // builder's output without a version bump would silently invalidate them.
+    const PINNED: Record<number, Record<string, string>> = {
+      1: {
+        '{}': '85e6bf2f353e0650e65395ab81194fedfdc3e673a177ec42ab091df9db331621',
+        '{"flavor":"optimum","precision":"float16"}':
+          'df418b847bd770c86aba0d5d6bc0ffcc02f8d37de9a06ddf7cc07145e3f9a7dc',
+      },
+    };
+    const pins = PINNED[TINY_SD_VERSION];
+    assert.ok(pins, `no pinned digests for TINY_SD_VERSION ${TINY_SD_VERSION}: add them`);
+    for (const [key, want] of Object.entries(pins)) {
+      const { dir, m } = build(JSON.parse(key) as TinySdOptions);
+      const h = createHash('sha256');
+      for (const f of m.files) {
+        h.update(f);
+        h.update(readFileSync(join(dir, f)));
+      }
+      assert.equal(
+        h.digest('hex'),
+        want,
+        `tiny SD builder output for ${key} changed: bump TINY_SD_VERSION in src/demo/sd-model.ts and pin the new digests here`,
+      );
+    }
   });
 
   test('builds in well under a second', () => {
