@@ -1,9 +1,11 @@
 /**
  * Apply a solved edit to the weights of every site: W'_s = W_s·M (solve.ts eq. 5), all sites in one
- * onnxruntime run (one graph with one MatMul chain per site, so no concatenation copy), either
- *   dense:    W' = W + W·Δ               out·d·d multiply-adds per site, or
+ * onnxruntime run (one graph with one product chain per site, so no concatenation copy), either
+ *   dense:    W' = W·M                   out·d·d multiply-adds per site, or
  *   low rank: W' = W + (W·Uᵀ)·Z          2·out·d·r, faster when r < 0.375·d (Woodbury solutions)
- * with ‖W' − W‖_F / ‖W‖_F per site from the same run.
+ * and, on request, ‖W' − W‖_F / ‖W‖_F per site from the same run (then the change W·Δ is formed
+ * explicitly, W' = W + W·Δ, so that the norm of a tiny change is exact; this costs extra passes over
+ * the weights).
  *
  * Weights are torch layout [out, d] (row-major). An ONNX export stores Wᵀ [d, out]; the model layer
  * transposes when it reads and writes.
@@ -24,8 +26,8 @@ export interface EditedSite {
   /** W' [out, d] row-major float32. */
   W: Float32Array;
   out: number;
-  /** ‖W' − W‖_F / ‖W‖_F. */
-  relativeChange: number;
+  /** ‖W' − W‖_F / ‖W‖_F, when `norms` was asked for. */
+  relativeChange?: number;
 }
 
 export interface ApplyOptions {
@@ -34,6 +36,8 @@ export interface ApplyOptions {
   gemm?: GemmEngine;
   /** Arrays to write W'_s into (same order and lengths as `weights`), e.g. reused between edits. */
   outputs?: readonly Float32Array[];
+  /** Also report ‖W' − W‖_F / ‖W‖_F per site (default false: it costs extra passes over the weights). */
+  norms?: boolean;
 }
 
 export interface ApplyResult {
@@ -65,6 +69,7 @@ export async function applyEdit(
     throw new EditError(`apply edit: ${options.outputs.length} output arrays for ${weights.length} sites`);
   }
   const form = chooseForm(solution, options.form ?? 'auto');
+  const norms = options.norms ?? false;
   const update: BatchedUpdate =
     form === 'lowRank' && solution.kind === 'woodbury'
       ? {
@@ -72,22 +77,25 @@ export async function applyEdit(
           u: matrix(solution.factors.u, solution.rank, d),
           v: matrix(solution.factors.z, solution.rank, d),
         }
-      : { kind: 'dense', delta: matrix(solution.delta, d, d) };
+      : norms
+        ? { kind: 'dense', delta: matrix(solution.delta, d, d) }
+        : { kind: 'product', m: matrix(solution.M, d, d) };
   const gemm = options.gemm ?? new GemmEngine();
   try {
     const res = await gemm.updateEach(
       weights.map((s, i) => matrix(s.W, shapes[i] as number, d)),
       update,
-      options.outputs,
+      { outputs: options.outputs, norms },
     );
     return {
       form,
-      sites: weights.map((s, i) => ({
-        name: s.name,
-        W: res.outputs[i] as Float32Array,
-        out: shapes[i] as number,
-        relativeChange: relative(res.changeSquared[i] as number, res.normSquared[i] as number),
-      })),
+      sites: weights.map((s, i) => {
+        const site: EditedSite = { name: s.name, W: res.outputs[i] as Float32Array, out: shapes[i] as number };
+        if (res.changeSquared && res.normSquared) {
+          site.relativeChange = relative(res.changeSquared[i] as number, res.normSquared[i] as number);
+        }
+        return site;
+      }),
     };
   } finally {
     if (!options.gemm) await gemm.dispose();

@@ -37,8 +37,11 @@ describe('applyEdit', () => {
 
   test("relativeChange is ‖W' − W‖_F / ‖W‖_F per site", async () => {
     const solution = await solveEdit(rows, { gemm, lambda: 0.5 });
-    const { sites: edited } = await applyEdit(sites, solution, { gemm });
+    const { sites: edited } = await applyEdit(sites, solution, { gemm, norms: true });
+    const plain = await applyEdit(sites, solution, { gemm, form: 'dense' });
     sites.forEach((s, i) => {
+      assert.equal(plain.sites[i]?.relativeChange, undefined, 'no norms unless asked for');
+      assert.ok(maxRelativeError(plain.sites[i]?.W as Float32Array, edited[i]?.W as Float32Array) < 1e-5);
       const e = edited[i] as { W: Float32Array; relativeChange: number };
       const expected = diffNorm(e.W, s.W) / norm(s.W);
       assert.ok(expected > 1e-3);

@@ -108,34 +108,53 @@ describe('GemmEngine.updateEach', () => {
   const random = rng(3);
   const k = 20;
   const xs = [7, 13, 5].map((rows) => matrix(gaussian32(random, rows * k), rows, k));
+  const r = 3;
+  const u = gaussian32(random, r * k);
+  const v = gaussian32(random, r * k, 0.1);
+  const delta = gaussian32(random, k * k, 0.1);
+  const m = Float32Array.from(delta, (x, i) => x + (i % (k + 1) === 0 ? 1 : 0)); // I + Δ
+  const cases = [
+    {
+      update: { kind: 'product' as const, m: matrix(m, k, k) },
+      change: (x: Float32Array, rows: number) => naiveMatmul(x, delta, rows, k, k),
+    },
+    {
+      update: { kind: 'dense' as const, delta: matrix(delta, k, k) },
+      change: (x: Float32Array, rows: number) => naiveMatmul(x, delta, rows, k, k),
+    },
+    {
+      update: { kind: 'lowRank' as const, u: matrix(u, r, k), v: matrix(v, r, k) },
+      change: (x: Float32Array, rows: number) =>
+        naiveMatmul(naiveMatmul(x, transpose(u, r, k), rows, k, r), v, rows, r, k),
+    },
+  ];
+  for (const { update, change } of cases) {
+    for (const norms of [false, true]) {
+      test(`${update.kind}${norms ? ' with norms' : ''}: Y_i = X_i + change_i, into given output arrays`, async () => {
+        const outputs = xs.map((x) => new Float32Array(x.rows * k));
+        const res = await engine.updateEach(xs, update, { outputs, norms });
+        xs.forEach((x, i) => {
+          assert.equal(res.outputs[i], outputs[i]);
+          const c = change(x.data, x.rows);
+          const expected = c.map((value, j) => value + (x.data[j] as number));
+          assert.ok(maxRelativeError(outputs[i] as Float32Array, expected) < 1e-5);
+          if (!norms) {
+            assert.equal(res.changeSquared, undefined);
+            return;
+          }
+          const changeSq = c.reduce((s, value) => s + value * value, 0);
+          const normSq = x.data.reduce((s, value) => s + value * value, 0);
+          assert.ok(Math.abs((res.changeSquared?.[i] as number) - changeSq) < 1e-4 * changeSq);
+          assert.ok(Math.abs((res.normSquared?.[i] as number) - normSq) < 1e-4 * normSq);
+        });
+      });
+    }
+  }
 
-  test('dense: Y_i = X_i + X_i·Δ, with ‖Y_i − X_i‖² and ‖X_i‖²', async () => {
-    const delta = gaussian32(random, k * k, 0.1);
+  test('new output arrays when none are given', async () => {
     const res = await engine.updateEach(xs, { kind: 'dense', delta: matrix(delta, k, k) });
-    xs.forEach((x, i) => {
-      const change = naiveMatmul(x.data, delta, x.rows, k, k);
-      const expected = change.map((v, j) => v + (x.data[j] as number));
-      assert.ok(maxRelativeError(res.outputs[i] as Float32Array, expected) < 1e-5);
-      const changeSq = change.reduce((s, v) => s + v * v, 0);
-      const normSq = x.data.reduce((s, v) => s + v * v, 0);
-      assert.ok(Math.abs((res.changeSquared[i] as number) - changeSq) < 1e-4 * changeSq);
-      assert.ok(Math.abs((res.normSquared[i] as number) - normSq) < 1e-4 * normSq);
-    });
-  });
-
-  test('low rank: Y_i = X_i + (X_i·Uᵀ)·V, into given output arrays', async () => {
-    const r = 3;
-    const u = gaussian32(random, r * k);
-    const v = gaussian32(random, r * k, 0.1);
-    const outputs = xs.map((x) => new Float32Array(x.rows * k));
-    const res = await engine.updateEach(xs, { kind: 'lowRank', u: matrix(u, r, k), v: matrix(v, r, k) }, outputs);
-    xs.forEach((x, i) => {
-      assert.equal(res.outputs[i], outputs[i]);
-      const p = naiveMatmul(x.data, transpose(u, r, k), x.rows, k, r);
-      const change = naiveMatmul(p, v, x.rows, r, k);
-      const expected = change.map((c, j) => c + (x.data[j] as number));
-      assert.ok(maxRelativeError(outputs[i] as Float32Array, expected) < 1e-5);
-    });
+    assert.equal(res.outputs.length, 3);
+    assert.equal(res.outputs[1]?.length, 13 * k);
   });
 
   test('shape errors are reported before onnxruntime runs', async () => {
@@ -145,6 +164,10 @@ describe('GemmEngine.updateEach', () => {
         delta: matrix(new Float32Array(16), 4, 4),
       }),
       /X_0 has 3 columns; the update acts on 4/,
+    );
+    await assert.rejects(
+      engine.updateEach([matrix(new Float32Array(6), 2, 3)], { kind: 'product', m: matrix(new Float32Array(6), 2, 3) }),
+      /the product matrix is 2×3; it must be square/,
     );
   });
 });
