@@ -12,6 +12,7 @@
  * Σ v* cᵀ, λI + Σ c cᵀ, one explicit 768×768 inverse, the product — with the same runtime (ORT
  * float32 GEMMs and ORT's Inverse kernel), so the ratio measures the method, not the library.
  */
+import { loadavg } from 'node:os';
 import { applyEdit } from '../src/edit/apply.js';
 import { buildRows, type EncodedRows, type RowSet } from '../src/edit/rows.js';
 import { solveEdit } from '../src/edit/solve.js';
@@ -178,6 +179,7 @@ function maxRelativeDifference(a: Float32Array[], b: Float32Array[]): number {
 }
 
 async function editCase(label: string, pairCount: number, target: number, runs: number, referenceRuns: number) {
+  const loadBefore = loadavg()[0] as number;
   const weights = sites();
   const { pairs, encode } = workload(pairCount);
   const gemm = new GemmEngine({ threads: THREADS });
@@ -223,6 +225,8 @@ async function editCase(label: string, pairCount: number, target: number, runs: 
   const otherApply = otherForm
     ? await timeRuns(() => applyEdit(weights, solution, { gemm, outputs, form: otherForm }), runs, 1)
     : undefined;
+  // With the per-site ‖ΔW‖/‖W‖ numbers (extra passes over the weights).
+  const withNorms = await timeRuns(() => applyEdit(weights, solution, { gemm, outputs, norms: true }), runs, 1);
 
   const refSession = await referenceSession();
   let refOut: Float32Array[] = [];
@@ -272,7 +276,10 @@ async function editCase(label: string, pairCount: number, target: number, runs: 
         referenceMinMs: reference.min,
         referenceMaxMs: reference.max,
         maxRelativeDifferenceVsReference: Number(agreement.toExponential(2)),
+        medianApplyWithNormsMs: round(median(withNorms)),
         outputsReused: true,
+        loadAverage1mBefore: round(loadBefore, 3),
+        loadAverage1mAfter: round(loadavg()[0] as number, 3),
         onnxruntimeThreads: THREADS ?? 'default',
       },
     },
