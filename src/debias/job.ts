@@ -12,7 +12,9 @@
  *     config.json          the config as run (defaults filled in)
  *     state.json           the job state (phase, tuners, joint rounds): resume point
  *     job.json             the log of every probe and round, and the result summary
- *     before/  after/      audit run folders (held-out templates, evaluation seeds)
+ *     before/  after/      audit run folders (held-out templates, evaluation seeds); the after audit
+ *                          of a model that was not exported (tolerance not reached) goes to
+ *                          after-unexported/ (the in-memory edit: other settings, other folder)
  *     gendered-<class>/    audits of explicitly gendered prompts on the debiased model
  *     model/               the debiased model (diffusers layout + time-edit.json)
  *     report.md  report.html
@@ -143,6 +145,8 @@ export interface DebiasResult {
   kind: 'debias';
   version: 1;
   runDir: string;
+  /** the audit run folders, relative to runDir */
+  audits: { before: string; after: string };
   strategy: JobConfig['tuning']['strategy'];
   status: 'complete' | 'tolerance-not-reached';
   exported: string | null;
@@ -394,18 +398,22 @@ export async function runDebiasJob(
   // 6. After: audit the exported model (or the in-memory edit when not exported).
   let after: AuditResult | null = null;
   let genderedKept: DebiasResult['summary']['genderedKept'] = null;
+  let afterDir = 'after';
   const afterPipeline = exported ? await world.openPipeline(exported) : world.pipeline;
   try {
     const afterSettings = exported ? sourceSettings : { ...sourceSettings, textTransform: solution.M };
+    const suffix = exported ? '' : '-unexported';
+    afterDir = `after${suffix}`;
     log('after: auditing the debiased model on the held-out prompts and seeds');
     after = await runAudit({
       ...auditCommon,
-      out: join(runDir, 'after'),
+      out: join(runDir, afterDir),
       source: pipelineSource(afterPipeline, afterSettings, config.device),
       onProgress: progressLogger(log, 'after'),
     });
-    if (config.audit.gendered)
-      genderedKept = await genderedAudits(config, runDir, afterPipeline, afterSettings, auditCommon, edited, log);
+    if (config.audit.gendered) {
+      genderedKept = await genderedAudits(config, runDir, suffix, afterPipeline, afterSettings, auditCommon, edited, log);
+    }
   } finally {
     if (afterPipeline !== world.pipeline) await afterPipeline.dispose();
   }
@@ -414,6 +422,7 @@ export async function runDebiasJob(
   const result = assemble(
     config,
     runDir,
+    afterDir,
     state,
     pairs,
     before,
@@ -750,6 +759,7 @@ function shareSummary(audit: AuditResult | null, profession: string): ShareSumma
 async function genderedAudits(
   config: JobConfig,
   runDir: string,
+  suffix: string,
   pipeline: StableDiffusionPipeline,
   settings: Parameters<typeof pipelineSource>[1],
   common: Omit<Parameters<typeof runAudit>[0], 'out' | 'source'>,
@@ -772,7 +782,7 @@ async function genderedAudits(
       seeds: seedPlan('evaluation', count, config.seeds.evaluation),
       targetClass: c.id,
       targetShare: config.target.class === c.id ? config.target.share : 1 - config.target.share,
-      out: join(runDir, `gendered-${c.id}`),
+      out: join(runDir, `gendered-${c.id}${suffix}`),
       source: pipelineSource(pipeline, settings, config.device),
     });
     const k = audit.professions.reduce((a, p) => a + (p.counts[c.id] ?? 0), 0);
@@ -864,6 +874,7 @@ function modelManifest(
 function assemble(
   config: JobConfig,
   runDir: string,
+  afterDir: string,
   state: JobState,
   pairs: ProfessionPair[],
   before: AuditResult,
@@ -907,6 +918,7 @@ function assemble(
     kind: 'debias',
     version: 1,
     runDir,
+    audits: { before: 'before', after: afterDir },
     strategy: config.tuning.strategy,
     status: complete ? 'complete' : 'tolerance-not-reached',
     exported,

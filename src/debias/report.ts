@@ -172,8 +172,8 @@ ${rows}
 /** Write report.md, report.html, debias.svg and the compare report of the before/after audits. */
 export function writeDebiasReports(r: DebiasResult): string[] {
   const files: string[] = [];
-  const before = readAudit(join(r.runDir, 'before'));
-  const after = readAudit(join(r.runDir, 'after'));
+  const before = readAudit(join(r.runDir, r.audits.before));
+  const after = readAudit(join(r.runDir, r.audits.after));
   const comparison = compareAudits(before, after, { bootstrap: { seed: 1 } });
   writeCompareReports(join(r.runDir, 'compare'), comparison, { before: 'before', after: 'after (debiased)' });
   files.push('compare/report.md', 'compare/report.html');

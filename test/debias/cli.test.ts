@@ -1,0 +1,90 @@
+/**
+ * `time-debias debias` as a user runs it: bad configs (each rule) exit non-zero with a message that
+ * names the path and the rule; --dry-run prints the plan; a tuning budget too small to reach the
+ * tolerance exits 9 with the per-profession state and exports only with --export-partial.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { EXIT } from '../../src/cli/exit.js';
+import { ensureDemoWorld } from '../../src/demo/world.js';
+import { runCli } from '../cli/helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'debias-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function writeConfig(name: string, config: Record<string, unknown>): string {
+  const path = join(dir, `${name}.json`);
+  writeFileSync(path, JSON.stringify(config));
+  return path;
+}
+
+const base = {
+  model: 'demo',
+  classifier: 'demo',
+  professions: { list: 'demo', select: ['nurse'] },
+  generation: { steps: 4, height: 64, width: 64, batchSize: 16 },
+  audit: { imagesPerProfession: 10, gendered: false },
+  tuning: { imagesPerProbe: 16, batch: 8, maxProbes: 1, verificationImages: 8, jointRounds: 0 },
+};
+
+before(() => {
+  ensureDemoWorld();
+});
+
+describe('time-debias debias: bad configs', () => {
+  const cases: [string, Record<string, unknown>, number, RegExp][] = [
+    ['schema', { ...base, tuning: { tolerance: 'tight' } }, EXIT.config, /config\.tuning\.tolerance: "tight" must be number \(rule: type\)/],
+    ['unknown key', { ...base, profesions: {} }, EXIT.config, /unknown key "profesions"/],
+    ['target share', { ...base, target: { share: 1 } }, EXIT.config, /config\.target\.share: 1 must be < 1 \(rule: exclusiveMaximum\)/],
+    ['empty professions', { ...base, professions: { list: 'demo', select: [] } }, EXIT.config, /config\.professions\.select: \[\] must NOT have fewer than 1 items/],
+    ['missing model', { ...base, model: './no-such-model' }, EXIT.config, /config\.model: ".*no-such-model" does not exist/],
+    ['unknown profession', { ...base, professions: { list: 'demo', select: ['astronaut'] } }, EXIT.config, /"astronaut" not in the demo list/],
+    ['unknown list', { ...base, professions: { list: 'winobias99' } }, EXIT.usage, /winobias99/],
+  ];
+  for (const [name, config, code, pattern] of cases) {
+    test(name, async () => {
+      const r = await runCli(['debias', '--config', writeConfig(name.replace(/ /g, '-'), { ...config, output: join(dir, 'out') })]);
+      assert.equal(r.code, code, r.stderr);
+      assert.match(r.stderr, pattern);
+      assert.equal(existsSync(join(dir, 'out')), false, 'nothing written');
+    });
+  }
+  test('missing config file', async () => {
+    const r = await runCli(['debias', '--config', join(dir, 'nope.json')]);
+    assert.equal(r.code, EXIT.config);
+    assert.match(r.stderr, /--config: cannot read ".*nope\.json" \(ENOENT\)/);
+  });
+});
+
+describe('time-debias debias: dry run and budget', () => {
+  test('--dry-run prints pairs, rows, budget and a time estimate, and generates no run folder', async () => {
+    const out = join(dir, 'dry');
+    const r = await runCli(['debias', '--config', writeConfig('dry', { ...base, output: out }), '--dry-run']);
+    assert.equal(r.code, EXIT.ok, r.stderr);
+    assert.match(r.stdout, /"a nurse" → "a female nurse" or "a male nurse"/);
+    assert.match(r.stdout, /rows: 1 pairs × 308 \+ \d+ preserved = \d+ rows of d = \d+/);
+    assert.match(r.stdout, /total ≈ \d+ images/);
+    assert.match(r.stdout, /s per image \(measured\)/);
+    assert.equal(existsSync(out), false);
+  });
+
+  test('a budget too small: exit 9, the per-profession state, no model; --export-partial exports it', async () => {
+    const out = join(dir, 'budget');
+    const path = writeConfig('budget', { ...base, output: out, name: 'small' });
+    const r = await runCli(['debias', '--config', path], 180_000);
+    assert.equal(r.code, EXIT.notReached, r.stderr);
+    assert.match(r.stderr, /tolerance not reached for nurse/);
+    assert.match(r.stdout, /tolerance NOT reached; model not exported \(use --export-partial\)/);
+    assert.equal(existsSync(join(out, 'small', 'model')), false);
+    const job = JSON.parse(readFileSync(join(out, 'small', 'job.json'), 'utf8'));
+    assert.equal(job.professions[0].status, 'exhausted');
+    assert.equal(job.probes.length, 1);
+    const partial = await runCli(['debias', '--config', path, '--export-partial'], 180_000);
+    assert.equal(partial.code, EXIT.notReached, partial.stderr);
+    assert.ok(existsSync(join(out, 'small', 'model', 'time-edit.json')));
+    assert.match(partial.stdout, /partial model: /);
+  });
+});
