@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { applyEdit, transformRows } from '../../src/edit/apply.js';
+import { buildRows } from '../../src/edit/rows.js';
 import { solveEdit } from '../../src/edit/solve.js';
 import { GemmEngine } from '../../src/linalg/gemm.js';
 import { EditError } from '../../src/util/errors.js';
 import { gaussian32, maxRelativeError, naiveMatmul, rng, transpose } from '../linalg/reference.js';
+import { fakeEncoder, TOKENS } from './fake-encoder.js';
 import { diffNorm, norm, randomRows, randomSites } from './problem.js';
 
 const gemm = new GemmEngine();
@@ -88,6 +90,25 @@ describe('applyEdit', () => {
     );
     await assert.rejects(applyEdit(sites, solution, { gemm, form: 'lowRank' }), /needs a Woodbury solution/);
     await assert.rejects(applyEdit(sites, solution, { gemm, outputs: [] }), /0 output arrays for 4 sites/);
+  });
+});
+
+describe('an edit that changes nothing', () => {
+  test("source = destination: rank 0, M = I, W' = W exactly", async () => {
+    const d = 32;
+    const { encode } = fakeEncoder(d, 10);
+    const rows = await buildRows(encode, { pairs: [{ source: 'a doctor', destination: 'a doctor' }], tokens: TOKENS });
+    const solution = await solveEdit(rows, { gemm });
+    assert.equal(solution.kind === 'woodbury' && solution.rank, 0);
+    assert.ok(solution.delta.every((v) => v === 0));
+    const sites = randomSites(rng(30), d, [6, 9]);
+    for (const norms of [false, true]) {
+      const { sites: edited } = await applyEdit(sites, solution, { gemm, norms });
+      edited.forEach((e, i) => {
+        assert.deepEqual(e.W, sites[i]?.W);
+        if (norms) assert.equal(e.relativeChange, 0);
+      });
+    }
   });
 });
 
