@@ -13,7 +13,7 @@ import { OutputError, show } from '../util/errors.js';
 import { buildClipFolder, type ClipFolderInfo } from './clip-model.js';
 import { DEMO_DESIGN, demoClipSpec, demoSdDesign } from './design.js';
 import { type DemoProfession, PROFESSIONS } from './professions.js';
-import { buildTinySdModel, sha256Hex, TINY_SD_VERSION, type TinySdManifest } from './sd-model.js';
+import { buildTinySdModel, SD1_SITE_LAYOUT, sha256Hex, TINY_SD_VERSION, type TinySdManifest } from './sd-model.js';
 import { demoWords } from './words.js';
 
 /** The generation settings the demo world is designed and calibrated for. */
@@ -101,15 +101,16 @@ export function buildDemoWorld(
   classifier: ClipFolderInfo;
 } {
   const words = demoWords();
-  const sites = 16;
+  const sites = SD1_SITE_LAYOUT.map((site, i) => ({ block: site.block, width: DEMO_DESIGN.siteWidths[i] as number }));
   const model = buildTinySdModel(join(dir, 'model'), {
     flavor: options.flavor ?? 'diffusers',
     precision: options.precision ?? 'float32',
     d: DEMO_DESIGN.d,
     sites,
+    heads: DEMO_DESIGN.heads,
     latentSize: DEMO_GENERATION.height / 8,
     words,
-    design: demoSdDesign(words, sites),
+    design: demoSdDesign(words, sites.length),
   });
   const classifier = buildClipFolder(join(dir, 'classifier'), demoClipSpec(words));
   return { model, classifier };
