@@ -4,11 +4,9 @@
  * debiasing demo shows a real, graded gender bias that TIME can remove.
  *
  * Notation
- *   d            text width (96); dims: 0 anchor, 1 gender axis g (female +, male −), 2 object axis,
- *                3 … 10 a shared subspace for the template words, then one identity dim per content
- *                word (professions, gender words, nouns), d−1 reference (always 0 before the norm)
- *   e_w          the token embedding of word w: its identity dim = 1 (template words: a random
- *                direction of length 0.25 in the shared subspace), plus
+ *   d            text width (128); dims: 0 anchor, 1 gender axis g (female +, male −), 2 object axis,
+ *                3 … d−2 one identity dim per vocabulary word, d−1 reference (always 0 before the norm)
+ *   e_w          the token embedding of word w: its identity dim = 1 (template words: 0.25), plus
  *                its axis coordinates, scaled by textScale τ = 0.1: gender words ±4τ, professions
  *                τ·offset (src/demo/professions.ts); unrelated nouns +1 on the object axis; BOS
  *                carries the anchor A = 32; EOS/pad are 0
@@ -64,7 +62,7 @@ export const LATENT = Object.freeze({ gender: 0, brightness: 1, object: 2, textu
 export const DEMO_DESIGN = Object.freeze({
   name: 'demo-gender-v1',
   /** Text width d. */
-  d: 96,
+  d: 128,
   /** Anchor A on BOS (dominates the norm's std so the norm is nearly linear in the content). */
   anchor: 32,
   /** |gender coordinate| of gender words ("woman", "male", ...), probit units. */
@@ -84,7 +82,7 @@ export const DEMO_DESIGN = Object.freeze({
   /** Object-axis coordinate of unrelated nouns. */
   objectWord: 1,
   /** conv_out gain G from ḡ to the gender channel's data mean (calibrated: share ≈ Φ(offset) at guidance 7.5). */
-  genderGain: 1.67,
+  genderGain: 1.45,
   /**
    * Cross-attention widths of the 16 sites (SD 1.x's 320/640/1280 layout scaled to 4/8/16): the
    * demo images are generated thousands of times, and the key/value projections of the 77 text rows
@@ -139,14 +137,12 @@ export function wordAxes(word: string): [number, number] {
   return [0, 0];
 }
 
-/** Dims of the shared template subspace (template words are light and need no separation). */
-export const TEMPLATE_DIMS = 8;
-
 /**
  * The token embedding table [V, d] of the demo text encoder for this word list. Dims: 0 anchor (BOS),
- * 1 gender axis, 2 object axis, 3 … 3+TEMPLATE_DIMS−1 a shared subspace where each template word is a
- * seeded random direction of length `templateIdentity`, then one identity dim per content word
- * (professions, gender words, unrelated nouns, anything else), d−1 the reference dim (always 0).
+ * 1 gender axis, 2 object axis, 3 … d−2 one identity dim per word (length 1; template words
+ * `templateIdentity`), d−1 the reference dim (always 0). Every word has its own dim: a shared
+ * subspace (tried for the template words) lets the edits of all professions act on it and leak into
+ * every prompt that uses any template word ("a nurse working", "a painting of a doctor").
  */
 export function demoTokenTable(words: readonly string[], d: number = DEMO_DESIGN.d): Float32Array {
   const bpe = buildWordVocab(words);
@@ -154,27 +150,18 @@ export function demoTokenTable(words: readonly string[], d: number = DEMO_DESIGN
   const table = new Float32Array(V * d);
   const unique = [...new Set(words.map((w) => w.toLowerCase()))];
   const templates = new Set<string>(TEMPLATE_WORDS);
-  const first = 3 + TEMPLATE_DIMS;
-  const identityDims = d - 1 - first; // dims first … d−2
-  const content = unique.filter((w) => !templates.has(w));
-  unique.forEach((w) => {
+  const identityDims = d - 4; // dims 3 … d−2
+  unique.forEach((w, index) => {
     const id = bpe.vocab[`${w}</w>`];
     if (id === undefined) return;
     const row = id * d;
-    if (templates.has(w)) {
-      const v = seededNormal(`template:${w}`, 0, TEMPLATE_DIMS);
-      const norm = Math.hypot(...v);
-      for (let k = 0; k < TEMPLATE_DIMS; k++)
-        table[row + 3 + k] = ((v[k] as number) / norm) * DEMO_DESIGN.templateIdentity;
+    const size = templates.has(w) ? DEMO_DESIGN.templateIdentity : 1;
+    if (unique.length <= identityDims) {
+      table[row + 3 + index] = size;
     } else {
-      const index = content.indexOf(w);
-      if (content.length <= identityDims) {
-        table[row + first + index] = 1;
-      } else {
-        // more words than identity dims: a deterministic spread over them (two dims per word)
-        table[row + first + (index % identityDims)] = Math.SQRT1_2;
-        table[row + first + ((index * 7 + 3) % identityDims)] += Math.SQRT1_2;
-      }
+      // more words than identity dims: a deterministic spread over them (two dims per word)
+      table[row + 3 + (index % identityDims)] = size * Math.SQRT1_2;
+      table[row + 3 + ((index * 7 + 3) % identityDims)] += size * Math.SQRT1_2;
     }
     const [g, o] = wordAxes(w);
     table[row + 1] = g;
