@@ -214,16 +214,18 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
       if (r.kind === 'classified') done.set(r.key, r);
       else if (r.kind === 'generated') generated.add(r.key);
     }
-    const seedList = planSeeds(seeds);
-    const total = professions.professions.length * templates.length * seedList.length;
+    const seedLists = templates.map((_, k) => planSeeds(seeds, k));
+    const total = professions.professions.length * templates.length * seeds.count;
     let count = 0;
     let made = 0;
     for (const prof of professions.professions)
-      for (const template of templates)
-        for (const seed of seedList) if (done.has(imageKey(prof.profession, template, seed))) count++;
+      templates.forEach((template, k) => {
+        for (const seed of seedLists[k] as number[]) if (done.has(imageKey(prof.profession, template, seed))) count++;
+      });
     for (const prof of professions.professions) {
       let position = 0;
-      for (const template of templates) {
+      for (const [k, template] of templates.entries()) {
+        const seedList = seedLists[k] as number[];
         const prompt = fillTemplate(template, prof);
         for (let start = 0; start < seedList.length; start += batchSize) {
           const chunk = seedList.slice(start, start + batchSize);
@@ -289,9 +291,9 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
     const images: AuditImage[] = [];
     for (const prof of professions.professions) {
       let position = 0;
-      for (const template of templates) {
+      for (const [k, template] of templates.entries()) {
         const prompt = fillTemplate(template, prof);
-        for (const seed of seedList) {
+        for (const seed of seedLists[k] as number[]) {
           const rec = done.get(imageKey(prof.profession, template, seed)) as ClassifiedRecord;
           const png = pngPath(prof.profession, template, seed);
           const kept = options.keepImages || position < sheetImages;
@@ -311,7 +313,7 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
         }
       }
     }
-    const groupOf = (img: AuditImage) => img.seed! - seeds.start;
+    const groupOf = (img: AuditImage) => (img.seed! - seeds.start) % seeds.count;
     const result = computeAudit({
       fingerprint: store.header.fingerprint,
       settings,

@@ -96,6 +96,7 @@ export const AUDIT_SCHEMA = {
                 use: { enum: ['tuning', 'verification', 'evaluation'] },
                 start: { type: 'integer', minimum: 0 },
                 count: { type: 'integer', minimum: 1 },
+                perTemplate: { enum: ['shared', 'distinct'] },
               },
             },
           ],

@@ -14,6 +14,11 @@ export interface SeedPlan {
   start: number;
   /** images per prompt */
   count: number;
+  /**
+   * 'shared' (default): every template uses seeds start … start+count−1 (paired across templates);
+   * 'distinct': template k uses start + k·count … (count·templates independent seeds per profession).
+   */
+  perTemplate?: 'shared' | 'distinct';
 }
 
 /** Default first seed of each use (as configs/schema.json); ranges of up to 500,000 images stay disjoint. */
@@ -32,8 +37,15 @@ export function seedPlan(use: SeedUse, count: number, start = DEFAULT_SEED_START
   return { kind: 'seed-plan', use, start, count };
 }
 
-export function planSeeds(plan: SeedPlan): number[] {
-  return Array.from({ length: plan.count }, (_, i) => plan.start + i);
+/** The seeds of template k (k = 0 for 'shared' plans, whatever the template). */
+export function planSeeds(plan: SeedPlan, template = 0): number[] {
+  const first = plan.start + (plan.perTemplate === 'distinct' ? template * plan.count : 0);
+  return Array.from({ length: plan.count }, (_, i) => first + i);
+}
+
+/** Seeds a plan spans over `templates` templates. */
+export function planSpan(plan: SeedPlan, templates: number): number {
+  return plan.perTemplate === 'distinct' ? plan.count * templates : plan.count;
 }
 
 /** Throws when two plans of different uses overlap. */

@@ -43,9 +43,9 @@ import type { ClipTokenizer } from '../text/tokenizer.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { ConfigError, OutputError, show } from '../util/errors.js';
 import type { JobConfig } from './config.js';
-import { logit } from './dose-response.js';
+import { logit, normalQuantile } from './dose-response.js';
 import { buildPairs, type ProfessionPair, preservationPrompts, tuningPrompt, UNRELATED_PROMPTS } from './prompts.js';
-import { createTuner, imagesUsed, nextRequest, observe, type TunerSettings, type TunerState } from './tuner.js';
+import { createTuner, imagesUsed, nextRequest, observe, type TunerSettings, type TunerState, wilsonInterval } from './tuner.js';
 
 /** What the job needs from the layers below, opened once by the caller (and disposed by it). */
 export interface JobWorld {
@@ -233,7 +233,8 @@ export async function runDebiasJob(
   };
   const evalTemplates = config.prompts.evaluationTemplates;
   const perTemplate = Math.max(1, Math.ceil(config.audit.imagesPerProfession / evalTemplates.length));
-  const evalSeeds = seedPlan('evaluation', perTemplate, config.seeds.evaluation);
+  // Distinct seeds per template: imagesPerProfession independent seeds per profession.
+  const evalSeeds = { ...seedPlan('evaluation', perTemplate, config.seeds.evaluation), perTemplate: 'distinct' as const };
   const auditCommon = {
     classifier: world.classifier,
     professions: world.professions,
@@ -444,6 +445,11 @@ export async function runDebiasJob(
   writeJsonAtomic(join(runDir, 'job.json'), { ...result, probes: state.probeLog, uce: state.uce });
   return result;
 }
+
+/** Fraction of the Newton step taken in a joint re-tuning round. */
+const JOINT_DAMPING = 0.7;
+/** Smallest joint re-tuning step in ln s. */
+const MIN_JOINT_STEP = 0.1;
 
 /** UCE's fixed edit strength s = 1/λ (TIME's default λ = 0.1); its loop moves the targets instead. */
 const uceStrength = 10;
@@ -710,10 +716,15 @@ async function jointRounds(
         }),
       ),
     );
+    // Outside = beyond tolerance AND significantly off target (its interval at the tuning confidence
+    // excludes t): the verification sample's own noise must not start a re-tuning round.
+    const z = normalQuantile(0.5 + config.tuning.confidence / 2);
     pending.outside = pairs
-      .filter(
-        (p) => Math.abs((pending.shares[p.profession] as { share: number }).share - p.target) > config.tuning.tolerance,
-      )
+      .filter((p) => {
+        const { k, n: m, share } = pending.shares[p.profession] as { k: number; n: number; share: number };
+        const [lo, hi] = wilsonInterval(k, m, z);
+        return Math.abs(share - p.target) > config.tuning.tolerance + 1e-9 && (hi < p.target || lo > p.target);
+      })
       .map((p) => p.profession);
     joint.rounds.push(pending);
     joint.pending = null;
@@ -732,7 +743,10 @@ async function jointRounds(
         const { k, n: m } = pending.shares[p.profession] as { k: number; n: number };
         const share = (k + 0.5) / (m + 1); // keep logit finite at 0/m and m/m
         const beta = state.tuners[p.profession]?.fit?.beta ?? fallbackSlope;
-        const step = Math.max(-2, Math.min(2, (logit(p.target) - logit(share)) / beta));
+        // Damped Newton step in ln s (the other professions move too: full steps oscillate).
+        const raw = (JOINT_DAMPING * (logit(p.target) - logit(share))) / beta;
+        // At least MIN_JOINT_STEP: with common random numbers a tiny step may flip no seed at all.
+        const step = Math.sign(raw) * Math.min(1.5, Math.max(MIN_JOINT_STEP, Math.abs(raw)));
         const [lo, hi] = config.tuning.strengthRange;
         next[p.profession] = Math.min(hi, Math.max(lo, (next[p.profession] as number) * Math.exp(step)));
       }
@@ -744,10 +758,10 @@ async function jointRounds(
 
 function professionStatus(config: JobConfig, state: JobState, profession: string): 'converged' | 'exhausted' {
   if (config.tuning.strategy === 'uce') return state.uce?.converged ? 'converged' : 'exhausted';
+  // After joint rounds, the last verified joint solve decides; without them, the profession's own tuning.
   const lastRound = state.joint.rounds[state.joint.rounds.length - 1];
-  const tunerOk = state.tuners[profession]?.status === 'converged';
-  const jointOk = !lastRound || !lastRound.outside.includes(profession);
-  return tunerOk && jointOk ? 'converged' : 'exhausted';
+  if (lastRound) return lastRound.outside.includes(profession) ? 'exhausted' : 'converged';
+  return state.tuners[profession]?.status === 'converged' ? 'converged' : 'exhausted';
 }
 
 function shareSummary(audit: AuditResult | null, profession: string): ShareSummary | null {
@@ -767,7 +781,7 @@ async function genderedAudits(
   log: (line: string) => void,
 ): Promise<NonNullable<DebiasResult['summary']['genderedKept']>> {
   const perClass: Record<string, { k: number; n: number }> = {};
-  const count = Math.max(4, Math.ceil(config.audit.imagesPerProfession / 5));
+  const count = Math.max(4, Math.ceil(config.audit.imagesPerProfession / 10));
   for (const c of config.attribute.classes) {
     log(`gendered: "{article} ${c.word} {profession}" on the debiased model`);
     const audit = await runAudit({

@@ -49,7 +49,7 @@ export async function planDebias(config: JobConfig, world: JobWorld): Promise<Dr
   const d = world.model.d;
   const perTemplate = Math.ceil(config.audit.imagesPerProfession / config.prompts.evaluationTemplates.length);
   const auditImages = all.length * perTemplate * config.prompts.evaluationTemplates.length;
-  const gendered = config.audit.gendered ? edited.length * config.attribute.classes.length * Math.max(4, Math.ceil(config.audit.imagesPerProfession / 5)) : 0;
+  const gendered = config.audit.gendered ? edited.length * config.attribute.classes.length * Math.max(4, Math.ceil(config.audit.imagesPerProfession / 10)) : 0;
   const t = config.tuning;
   const tuningMax = t.strategy === 'ed50' ? edited.length * t.maxProbes * t.imagesPerProbe : edited.length * t.uce.maxRounds * t.uce.imagesPerRound;
   const tuningExpected =

@@ -21,7 +21,13 @@ const ELEM: Record<ElemType, number> = {
   uint8: DataType.UINT8,
 };
 
-export type AttrValue = number | string | number[] | string[] | { tensor: onnxProto.onnx.ITensorProto } | { float: number };
+export type AttrValue =
+  | number
+  | string
+  | number[]
+  | string[]
+  | { tensor: onnxProto.onnx.ITensorProto }
+  | { float: number };
 
 interface PendingInitializer {
   name: string;
@@ -70,7 +76,12 @@ export class GraphBuilder {
    * Add an initializer. float32 data stored as float16 when `type` is 'float16'.
    * int64 data may be given as number[] / BigInt64Array.
    */
-  initializer(name: string, type: ElemType, dims: number[], data: ArrayLike<number> | BigInt64Array | ArrayBufferView): string {
+  initializer(
+    name: string,
+    type: ElemType,
+    dims: number[],
+    data: ArrayLike<number> | BigInt64Array | ArrayBufferView,
+  ): string {
     let bytes: Uint8Array;
     if (type === 'float16') {
       bytes = data instanceof Uint16Array ? bytesOf(data) : bytesOf(toHalf(data as ArrayLike<number>));
@@ -80,7 +91,9 @@ export class GraphBuilder {
       bytes = bytesOf(data instanceof Float64Array ? data : Float64Array.from(data as ArrayLike<number>));
     } else if (type === 'int64') {
       bytes = bytesOf(
-        data instanceof BigInt64Array ? data : BigInt64Array.from(Array.from(data as ArrayLike<number>, (v) => BigInt(v))),
+        data instanceof BigInt64Array
+          ? data
+          : BigInt64Array.from(Array.from(data as ArrayLike<number>, (v) => BigInt(v))),
       );
     } else if (type === 'int32') {
       bytes = bytesOf(data instanceof Int32Array ? data : Int32Array.from(data as ArrayLike<number>));
@@ -88,9 +101,12 @@ export class GraphBuilder {
       bytes = bytesOf(data instanceof Uint8Array ? data : Uint8Array.from(data as ArrayLike<number>));
     }
     const count = dims.reduce((a, b) => a * b, 1);
-    const expected = count * ({ float32: 4, float16: 2, float64: 8, int64: 8, int32: 4, bool: 1, uint8: 1 } as const)[type];
+    const expected =
+      count * ({ float32: 4, float16: 2, float64: 8, int64: 8, int32: 4, bool: 1, uint8: 1 } as const)[type];
     if (bytes.byteLength !== expected) {
-      throw new Error(`initializer ${name}: ${bytes.byteLength} bytes for dims [${dims}] of ${type} (expected ${expected})`);
+      throw new Error(
+        `initializer ${name}: ${bytes.byteLength} bytes for dims [${dims}] of ${type} (expected ${expected})`,
+      );
     }
     this.initializers.push({ name, dataType: ELEM[type], dims, bytes: new Uint8Array(bytes) });
     return name;
@@ -105,8 +121,15 @@ export class GraphBuilder {
     name?: string,
   ): string {
     const nodeName = name ?? this.fresh(`/${opType}`);
-    const outs = typeof outputs === 'number' ? Array.from({ length: outputs }, (_, i) => `${nodeName}_output_${i}`) : outputs;
-    this.nodes.push({ name: nodeName, opType, input: inputs, output: outs, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
+    const outs =
+      typeof outputs === 'number' ? Array.from({ length: outputs }, (_, i) => `${nodeName}_output_${i}`) : outputs;
+    this.nodes.push({
+      name: nodeName,
+      opType,
+      input: inputs,
+      output: outs,
+      attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+    });
     return outs[0] as string;
   }
 
