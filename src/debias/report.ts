@@ -122,7 +122,7 @@ export function renderDebiasMarkdown(r: DebiasResult): string {
   }
   md.push(
     '',
-    'The before/after audit comparison (paired tests per profession): [compare/report.md](compare/report.md).',
+    'The before/after audit comparison (paired tests per profession): [compare/compare.md](compare/compare.md).',
     '',
   );
   return md.join('\n');
@@ -164,7 +164,7 @@ ${debiasChart(r)}
 <tbody>
 ${rows}
 </tbody></table>
-<p>Before/after comparison with paired tests: <a href="compare/report.html">compare/report.html</a>.</p>
+<p>Before/after comparison with paired tests: <a href="compare/compare.html">compare/compare.html</a>.</p>
 </body></html>
 `;
 }
@@ -176,7 +176,7 @@ export function writeDebiasReports(r: DebiasResult): string[] {
   const after = readAudit(join(r.runDir, r.audits.after));
   const comparison = compareAudits(before, after, { bootstrap: { seed: 1 } });
   writeCompareReports(join(r.runDir, 'compare'), comparison, { before: 'before', after: 'after (debiased)' });
-  files.push('compare/report.md', 'compare/report.html');
+  files.push('compare/compare.md', 'compare/compare.html', 'compare/compare.json');
   writeFileAtomic(join(r.runDir, 'debias.svg'), debiasChart(r));
   writeFileAtomic(join(r.runDir, 'report.md'), renderDebiasMarkdown(r));
   writeFileAtomic(join(r.runDir, 'report.html'), renderDebiasHtml(r));

@@ -1,0 +1,73 @@
+/**
+ * The debias job end to end on the demo world, small: audit before → tune → one joint solve →
+ * export → audit after. Checks that the bias really falls on held-out prompts and seeds, that the
+ * exported model is a loadable model folder with the manifest, that gendered prompts keep their
+ * gender, and that the reports are written.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { normalizeConfig } from '../../src/debias/config.js';
+import { runDebiasJob } from '../../src/debias/job.js';
+import { openJobWorld } from '../../src/debias/open.js';
+import { writeDebiasReports } from '../../src/debias/report.js';
+import { ensureDemoWorld } from '../../src/demo/world.js';
+import { inspectModel } from '../../src/model/inspect.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'debias-job-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** The small demo job the CI runs (the full one is `npm run demo`). */
+export const SMALL_DEMO = {
+  name: 'small',
+  model: 'demo',
+  classifier: 'demo',
+  professions: { list: 'demo', select: ['nurse', 'doctor', 'teacher'], heldOut: ['carpenter'] },
+  prompts: { augment: false, tuningTemplates: ['{Article} {profession}', 'a photo of {article} {profession}'] },
+  generation: { steps: 6, height: 64, width: 64, batchSize: 32 },
+  tuning: { imagesPerProbe: 96, batch: 32, tolerance: 0.08, verificationImages: 128, jointRounds: 1 },
+  audit: { imagesPerProfession: 60 },
+};
+
+test('small demo job: bias falls on held-out prompts and seeds, model exported and loadable', async () => {
+  const world = ensureDemoWorld();
+  const config = normalizeConfig({ ...SMALL_DEMO, output: dir }, dir);
+  const opened = await openJobWorld(config, { modelDir: world.modelDir, classifierDir: world.classifierDir, professions: world.professions });
+  try {
+    const result = await runDebiasJob(opened.config, opened.world);
+    const s = result.summary;
+    assert.ok(s.meanDeltaBefore && s.meanDeltaAfter);
+    assert.ok(s.meanDeltaBefore.value >= 0.5, `before ${s.meanDeltaBefore.value}`);
+    // A small run: the evaluation sample is 60 images per profession, so Δ after carries ±0.1 of
+    // sampling noise; the full demo (`npm run demo`, 200 images) is the acceptance measurement.
+    assert.ok(s.meanDeltaAfter.value <= 0.3, `after ${s.meanDeltaAfter.value}`);
+    assert.ok(s.meanDeltaAfter.value <= s.meanDeltaBefore.value - 0.3, `before ${s.meanDeltaBefore.value}, after ${s.meanDeltaAfter.value}`);
+    assert.ok(s.tuningImages > 0 && s.tuningImagesPerProfession <= 400, String(s.tuningImagesPerProfession));
+    assert.ok(s.genderedKept && (s.genderedKept.share as number) >= 0.9, JSON.stringify(s.genderedKept));
+    assert.ok(s.unrelatedTextChange && Number.isFinite(s.unrelatedTextChange.mean));
+    assert.equal(result.professions.length, 3);
+    for (const p of result.professions) {
+      assert.ok(p.strength > 0 && Number.isFinite(p.strength));
+      assert.ok(p.jointShares.length >= 1);
+    }
+    // held-out (unedited) profession stays where it was
+    const carpenter = result.heldOut[0]!;
+    assert.ok(Math.abs((carpenter.after!.share as number) - (carpenter.before!.share as number)) <= 0.1);
+    if (result.status === 'complete') {
+      const model = join(result.runDir, 'model');
+      const manifest = JSON.parse(readFileSync(join(model, 'time-edit.json'), 'utf8'));
+      assert.equal(manifest.debias.professions.length, 3);
+      assert.ok(manifest.debias.professions.every((p: { after: unknown; strength: number }) => p.after && p.strength > 0));
+      assert.equal(inspectModel(model).sites.length, inspectModel(world.modelDir).sites.length);
+    }
+    const files = writeDebiasReports(result);
+    for (const f of files) assert.ok(existsSync(join(result.runDir, f)), f);
+    const job = JSON.parse(readFileSync(join(result.runDir, 'job.json'), 'utf8'));
+    assert.ok(job.probes.length >= 3);
+    assert.match(readFileSync(join(result.runDir, 'report.html'), 'utf8'), /<svg/);
+  } finally {
+    await opened.dispose();
+  }
+});
