@@ -346,17 +346,18 @@ export async function runDebiasJob(
   };
 
   // 3. Tuning.
+  const phase: PhaseContext = { config, state, pairs, professions: professionByName, solveFor, evaluate, save, log };
   if (config.tuning.strategy === 'ed50') {
-    await tuneEd50(config, state, pairs, professionByName, solveFor, evaluate, save, log);
+    await tuneEd50(phase);
   } else {
-    await tuneUce(config, state, pairs, professionByName, solveFor, evaluate, save, log);
+    await tuneUce(phase);
   }
 
   // 4. Joint commit and re-tuning rounds (ed50; UCE's loop is joint already).
   if (state.phase === 'tuning') state.phase = 'joint';
   save();
   if (config.tuning.strategy === 'ed50') {
-    await jointRounds(config, state, pairs, professionByName, solveFor, evaluate, save, log);
+    await jointRounds(phase);
   } else if (!state.joint.done) {
     state.joint.strengths = Object.fromEntries(pairs.map((p) => [p.profession, uceStrength]));
     state.joint.done = true;
@@ -530,6 +531,18 @@ export function subsetRows(rows: RowSet, pairIndices: readonly number[], interpo
   return { d, length: rows.length, n, sources, targets, groups: outGroups, pairCount: pairIndices.length };
 }
 
+/** What every tuning phase works with. */
+interface PhaseContext {
+  config: JobConfig;
+  state: JobState;
+  pairs: ProfessionPair[];
+  professions: Map<string, Profession>;
+  solveFor: Solver;
+  evaluate: Evaluator;
+  save: () => void;
+  log: (line: string) => void;
+}
+
 type Solver = (strengths: Record<string, number>, interpolation?: Record<string, number>) => Promise<EditSolution>;
 type Evaluator = (
   profession: Profession,
@@ -557,15 +570,9 @@ function tunerSettings(config: JobConfig, target: number): TunerSettings {
 }
 
 async function tuneEd50(
-  config: JobConfig,
-  state: JobState,
-  pairs: ProfessionPair[],
-  professions: Map<string, Profession>,
-  solveFor: Solver,
-  evaluate: Evaluator,
-  save: () => void,
-  log: (line: string) => void,
+  ctx: PhaseContext,
 ): Promise<void> {
+  const { config, state, pairs, professions, solveFor, evaluate, save, log } = ctx;
   const limit = pLimit(config.concurrency);
   await Promise.all(
     pairs.map((pair) =>
@@ -613,15 +620,9 @@ async function tuneEd50(
 
 /** UCE's fixed-step loop (mission.md §2) on the joint edit: w_p ← w_p + step·(t − measured). */
 async function tuneUce(
-  config: JobConfig,
-  state: JobState,
-  pairs: ProfessionPair[],
-  professions: Map<string, Profession>,
-  solveFor: Solver,
-  evaluate: Evaluator,
-  save: () => void,
-  log: (line: string) => void,
+  ctx: PhaseContext,
 ): Promise<void> {
+  const { config, state, pairs, professions, solveFor, evaluate, save, log } = ctx;
   const u = config.tuning.uce;
   state.uce ??= {
     round: 0,
@@ -676,15 +677,9 @@ async function tuneUce(
 
 /** Verification after the joint solve; Newton steps in ln s for professions outside tolerance. */
 async function jointRounds(
-  config: JobConfig,
-  state: JobState,
-  pairs: ProfessionPair[],
-  professions: Map<string, Profession>,
-  solveFor: Solver,
-  evaluate: Evaluator,
-  save: () => void,
-  log: (line: string) => void,
+  ctx: PhaseContext,
 ): Promise<void> {
+  const { config, state, pairs, professions, solveFor, evaluate, save, log } = ctx;
   const joint = state.joint;
   if (joint.done) return;
   if (Object.keys(joint.strengths).length === 0) {
