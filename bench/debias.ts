@@ -33,7 +33,11 @@ async function runStrategy(strategy: 'ed50' | 'uce', out: string) {
     },
     out,
   );
-  const opened = await openJobWorld(config, { modelDir: world.modelDir, classifierDir: world.classifierDir, professions: world.professions });
+  const opened = await openJobWorld(config, {
+    modelDir: world.modelDir,
+    classifierDir: world.classifierDir,
+    professions: world.professions,
+  });
   const t0 = Date.now();
   try {
     const r = await runDebiasJob(opened.config, opened.world);
@@ -74,7 +78,11 @@ export const benchmarks: Benchmark[] = [
         });
         return [
           row('debias.ed50', ours, {
-            reference: { name: 'debias.uce (UCE fixed-step loop)', median: round(per(uce)), unit: 'tuning images per profession' },
+            reference: {
+              name: 'debias.uce (UCE fixed-step loop)',
+              median: round(per(uce)),
+              unit: 'tuning images per profession',
+            },
             target: '≤ 1/3 of UCE and ≤ 300 per profession, held-out mean Δ ≤ UCE',
             meetsTarget: meets,
           }),

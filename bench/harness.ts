@@ -39,10 +39,16 @@ export async function timeRuns(fn: () => unknown | Promise<unknown>, runs: numbe
   return samples;
 }
 
-export function summarize(name: string, unit: string, samples: number[], extra: Partial<BenchResult> = {}): BenchResult {
+export function summarize(
+  name: string,
+  unit: string,
+  samples: number[],
+  extra: Partial<BenchResult> = {},
+): BenchResult {
   const sorted = [...samples].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
-  const median = sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+  const median =
+    sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
   return {
     name,
     unit,

@@ -55,12 +55,18 @@ function rows(node: Node, prefix: string, required: string[], out: string[]): vo
     if (key === '$schema') continue;
     const path = prefix ? `${prefix}.${key}` : key;
     const def =
-      child.default === undefined || (typeof child.default === 'object' && child.default !== null && !Array.isArray(child.default) && Object.keys(child.default).length === 0)
+      child.default === undefined ||
+      (typeof child.default === 'object' &&
+        child.default !== null &&
+        !Array.isArray(child.default) &&
+        Object.keys(child.default).length === 0)
         ? required.includes(key)
           ? '**required**'
           : ''
         : `\`${cell(JSON.stringify(child.default))}\``;
-    out.push(`| \`${path}\` | ${cell(typeOf(child))} | ${def} | ${cell([child.description ?? '', rules(child)].filter(Boolean).join(' — '))} |`);
+    out.push(
+      `| \`${path}\` | ${cell(typeOf(child))} | ${def} | ${cell([child.description ?? '', rules(child)].filter(Boolean).join(' — '))} |`,
+    );
     if (child.properties) rows(child, path, child.required ?? [], out);
   }
 }

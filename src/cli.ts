@@ -8,6 +8,7 @@ import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { exitCodeFor } from './cli/exit.js';
 
+// biome-ignore lint/suspicious/noExplicitAny: each command module has its own argument type
 type Loader = () => Promise<CommandModule<object, any>>;
 
 const COMMANDS: Record<string, Loader> = {

@@ -45,7 +45,15 @@ import { ConfigError, OutputError, show } from '../util/errors.js';
 import type { JobConfig } from './config.js';
 import { logit, normalQuantile } from './dose-response.js';
 import { buildPairs, type ProfessionPair, preservationPrompts, tuningPrompt, UNRELATED_PROMPTS } from './prompts.js';
-import { createTuner, imagesUsed, nextRequest, observe, type TunerSettings, type TunerState, wilsonInterval } from './tuner.js';
+import {
+  createTuner,
+  imagesUsed,
+  nextRequest,
+  observe,
+  type TunerSettings,
+  type TunerState,
+  wilsonInterval,
+} from './tuner.js';
 
 /** What the job needs from the layers below, opened once by the caller (and disposed by it). */
 export interface JobWorld {
@@ -234,7 +242,10 @@ export async function runDebiasJob(
   const evalTemplates = config.prompts.evaluationTemplates;
   const perTemplate = Math.max(1, Math.ceil(config.audit.imagesPerProfession / evalTemplates.length));
   // Distinct seeds per template: imagesPerProfession independent seeds per profession.
-  const evalSeeds = { ...seedPlan('evaluation', perTemplate, config.seeds.evaluation), perTemplate: 'distinct' as const };
+  const evalSeeds = {
+    ...seedPlan('evaluation', perTemplate, config.seeds.evaluation),
+    perTemplate: 'distinct' as const,
+  };
   const auditCommon = {
     classifier: world.classifier,
     professions: world.professions,
@@ -322,7 +333,9 @@ export async function runDebiasJob(
       });
       const images = result.images.map((img) => ({ width: img.width, height: img.height, data: img.rgb }));
       const labels = await classify(images, profession);
-      labels.forEach((l, j) => outcome.set(idx[j] as number, l.kind === 'label' && l.label === dest));
+      labels.forEach((l, j) => {
+        outcome.set(idx[j] as number, l.kind === 'label' && l.label === dest);
+      });
     }
     return indices.map((i) => outcome.get(i) as boolean);
   };
@@ -414,7 +427,16 @@ export async function runDebiasJob(
       onProgress: progressLogger(log, 'after'),
     });
     if (config.audit.gendered) {
-      genderedKept = await genderedAudits(config, runDir, suffix, afterPipeline, afterSettings, auditCommon, edited, log);
+      genderedKept = await genderedAudits(
+        config,
+        runDir,
+        suffix,
+        afterPipeline,
+        afterSettings,
+        auditCommon,
+        edited,
+        log,
+      );
     }
   } finally {
     if (afterPipeline !== world.pipeline) await afterPipeline.dispose();
@@ -569,9 +591,7 @@ function tunerSettings(config: JobConfig, target: number): TunerSettings {
   };
 }
 
-async function tuneEd50(
-  ctx: PhaseContext,
-): Promise<void> {
+async function tuneEd50(ctx: PhaseContext): Promise<void> {
   const { config, state, pairs, professions, solveFor, evaluate, save, log } = ctx;
   const limit = pLimit(config.concurrency);
   await Promise.all(
@@ -619,9 +639,7 @@ async function tuneEd50(
 }
 
 /** UCE's fixed-step loop (mission.md §2) on the joint edit: w_p ← w_p + step·(t − measured). */
-async function tuneUce(
-  ctx: PhaseContext,
-): Promise<void> {
+async function tuneUce(ctx: PhaseContext): Promise<void> {
   const { config, state, pairs, professions, solveFor, evaluate, save, log } = ctx;
   const u = config.tuning.uce;
   state.uce ??= {
@@ -676,9 +694,7 @@ async function tuneUce(
 }
 
 /** Verification after the joint solve; Newton steps in ln s for professions outside tolerance. */
-async function jointRounds(
-  ctx: PhaseContext,
-): Promise<void> {
+async function jointRounds(ctx: PhaseContext): Promise<void> {
   const { config, state, pairs, professions, solveFor, evaluate, save, log } = ctx;
   const joint = state.joint;
   if (joint.done) return;

@@ -18,7 +18,14 @@ export interface DryRunPlan {
     fixed: string | null;
   }[];
   heldOut: string[];
-  rows: { perPair: number; pairs: number; preserved: number; total: number; d: number; method: 'woodbury' | 'cholesky' };
+  rows: {
+    perPair: number;
+    pairs: number;
+    preserved: number;
+    total: number;
+    d: number;
+    method: 'woodbury' | 'cholesky';
+  };
   budget: {
     beforeAudit: number;
     afterAudit: number;
@@ -40,7 +47,9 @@ export async function planDebias(config: JobConfig, world: JobWorld): Promise<Dr
   const professions = edited.map((p) => ({
     profession: p.profession,
     source: fillJobTemplate(config.prompts.source, p),
-    destinations: Object.fromEntries(config.attribute.classes.map((c) => [c.id, fillJobTemplate(config.prompts.destination, p, c.word)])),
+    destinations: Object.fromEntries(
+      config.attribute.classes.map((c) => [c.id, fillJobTemplate(config.prompts.destination, p, c.word)]),
+    ),
     fixed: config.prompts.destinationClass[p.profession] ?? null,
   }));
   const perPair = (config.prompts.augment ? 4 : 1) * 77;
@@ -49,18 +58,33 @@ export async function planDebias(config: JobConfig, world: JobWorld): Promise<Dr
   const d = world.model.d;
   const perTemplate = Math.ceil(config.audit.imagesPerProfession / config.prompts.evaluationTemplates.length);
   const auditImages = all.length * perTemplate * config.prompts.evaluationTemplates.length;
-  const gendered = config.audit.gendered ? edited.length * config.attribute.classes.length * Math.max(4, Math.ceil(config.audit.imagesPerProfession / 10)) : 0;
+  const gendered = config.audit.gendered
+    ? edited.length * config.attribute.classes.length * Math.max(4, Math.ceil(config.audit.imagesPerProfession / 10))
+    : 0;
   const t = config.tuning;
-  const tuningMax = t.strategy === 'ed50' ? edited.length * t.maxProbes * t.imagesPerProbe : edited.length * t.uce.maxRounds * t.uce.imagesPerRound;
+  const tuningMax =
+    t.strategy === 'ed50'
+      ? edited.length * t.maxProbes * t.imagesPerProbe
+      : edited.length * t.uce.maxRounds * t.uce.imagesPerRound;
   const tuningExpected =
-    t.strategy === 'ed50' ? edited.length * Math.min(t.maxProbes * t.imagesPerProbe, 2 * t.imagesPerProbe) : edited.length * Math.min(t.uce.maxRounds, 10) * t.uce.imagesPerRound;
+    t.strategy === 'ed50'
+      ? edited.length * Math.min(t.maxProbes * t.imagesPerProbe, 2 * t.imagesPerProbe)
+      : edited.length * Math.min(t.uce.maxRounds, 10) * t.uce.imagesPerRound;
   const verification = t.strategy === 'ed50' ? edited.length * (t.jointRounds + 1) * t.verificationImages : 0;
   const totalExpected = 2 * auditImages + gendered + tuningExpected + verification;
   const totalMax = 2 * auditImages + gendered + tuningMax + verification;
   // One timed single-step, single-image generation (after a warm-up), scaled to the job's steps.
   const g = config.generation;
   const timed = async () => {
-    const r = await world.pipeline.generate({ prompt: professions[0]?.source ?? 'a photo', seeds: [0], steps: 1, scheduler: g.scheduler, guidance: g.guidance, height: g.height, width: g.width });
+    const r = await world.pipeline.generate({
+      prompt: professions[0]?.source ?? 'a photo',
+      seeds: [0],
+      steps: 1,
+      scheduler: g.scheduler,
+      guidance: g.guidance,
+      height: g.height,
+      width: g.width,
+    });
     return r.timing;
   };
   await timed();
@@ -71,7 +95,16 @@ export async function planDebias(config: JobConfig, world: JobWorld): Promise<Dr
     professions,
     heldOut: [...held],
     rows: { perPair, pairs: edited.length, preserved, total, d, method: total < d ? 'woodbury' : 'cholesky' },
-    budget: { beforeAudit: auditImages, afterAudit: auditImages, genderedAudit: gendered, tuningExpected, tuningMax, verification, totalExpected, totalMax },
+    budget: {
+      beforeAudit: auditImages,
+      afterAudit: auditImages,
+      genderedAudit: gendered,
+      tuningExpected,
+      tuningMax,
+      verification,
+      totalExpected,
+      totalMax,
+    },
     estimate: {
       secondsPerImage,
       expectedMinutes: (secondsPerImage * totalExpected) / 60,
@@ -84,18 +117,26 @@ export function renderPlan(plan: DryRunPlan): string {
   const lines: string[] = [];
   lines.push(`pairs (${plan.professions.length}):`);
   for (const p of plan.professions) {
-    const dest = p.fixed ? `"${p.destinations[p.fixed]}" (fixed)` : `${Object.values(p.destinations).map((d) => `"${d}"`).join(' or ')} (the under-represented class at baseline)`;
+    const dest = p.fixed
+      ? `"${p.destinations[p.fixed]}" (fixed)`
+      : `${Object.values(p.destinations)
+          .map((d) => `"${d}"`)
+          .join(' or ')} (the under-represented class at baseline)`;
     lines.push(`  "${p.source}" → ${dest}`);
   }
   if (plan.heldOut.length) lines.push(`held out (audited, not edited): ${plan.heldOut.join(', ')}`);
   const r = plan.rows;
-  lines.push(`rows: ${r.pairs} pairs × ${r.perPair} + ${r.preserved} preserved = ${r.total} rows of d = ${r.d} (${r.method})`);
+  lines.push(
+    `rows: ${r.pairs} pairs × ${r.perPair} + ${r.preserved} preserved = ${r.total} rows of d = ${r.d} (${r.method})`,
+  );
   const b = plan.budget;
   lines.push(
     `images: before ${b.beforeAudit}, tuning ≈ ${b.tuningExpected} (at most ${b.tuningMax}), verification ≤ ${b.verification}, after ${b.afterAudit}, gendered ${b.genderedAudit}`,
   );
   lines.push(`total ≈ ${b.totalExpected} images (at most ${b.totalMax})`);
   const e = plan.estimate;
-  lines.push(`time: ${e.secondsPerImage.toFixed(3)} s per image (measured) → ≈ ${e.expectedMinutes.toFixed(1)} min (at most ${e.maxMinutes.toFixed(1)} min)`);
+  lines.push(
+    `time: ${e.secondsPerImage.toFixed(3)} s per image (measured) → ≈ ${e.expectedMinutes.toFixed(1)} min (at most ${e.maxMinutes.toFixed(1)} min)`,
+  );
   return `${lines.join('\n')}\n`;
 }

@@ -32,9 +32,9 @@ export function fillJobTemplate(template: string, profession: Profession, attrib
       return `${which === 'Article' ? a[0]!.toUpperCase() + a.slice(1) : a}${space}`;
     },
   );
-  const filled = fillTemplate(direct.replace(/\{(article|Article)\}/g, '\u0000$1\u0000'), profession);
+  const filled = fillTemplate(direct.replace(/\{(article|Article)\}/g, '\uE000$1\uE000'), profession);
   return filled.replace(
-    /\u0000(article|Article)\u0000(\s*)(\S*)/g,
+    /\uE000(article|Article)\uE000(\s*)(\S*)/g,
     (_m, which: string, space: string, next: string) => {
       const a = articleFor(next);
       return `${which === 'Article' ? a[0]!.toUpperCase() + a.slice(1) : a}${space}${next}`;

@@ -36,17 +36,46 @@ before(() => {
 
 describe('time-debias debias: bad configs', () => {
   const cases: [string, Record<string, unknown>, number, RegExp][] = [
-    ['schema', { ...base, tuning: { tolerance: 'tight' } }, EXIT.config, /config\.tuning\.tolerance: "tight" must be number \(rule: type\)/],
+    [
+      'schema',
+      { ...base, tuning: { tolerance: 'tight' } },
+      EXIT.config,
+      /config\.tuning\.tolerance: "tight" must be number \(rule: type\)/,
+    ],
     ['unknown key', { ...base, profesions: {} }, EXIT.config, /unknown key "profesions"/],
-    ['target share', { ...base, target: { share: 1 } }, EXIT.config, /config\.target\.share: 1 must be < 1 \(rule: exclusiveMaximum\)/],
-    ['empty professions', { ...base, professions: { list: 'demo', select: [] } }, EXIT.config, /config\.professions\.select: \[\] must NOT have fewer than 1 items/],
-    ['missing model', { ...base, model: './no-such-model' }, EXIT.config, /config\.model: ".*no-such-model" does not exist/],
-    ['unknown profession', { ...base, professions: { list: 'demo', select: ['astronaut'] } }, EXIT.config, /"astronaut" not in the demo list/],
+    [
+      'target share',
+      { ...base, target: { share: 1 } },
+      EXIT.config,
+      /config\.target\.share: 1 must be < 1 \(rule: exclusiveMaximum\)/,
+    ],
+    [
+      'empty professions',
+      { ...base, professions: { list: 'demo', select: [] } },
+      EXIT.config,
+      /config\.professions\.select: \[\] must NOT have fewer than 1 items/,
+    ],
+    [
+      'missing model',
+      { ...base, model: './no-such-model' },
+      EXIT.config,
+      /config\.model: ".*no-such-model" does not exist/,
+    ],
+    [
+      'unknown profession',
+      { ...base, professions: { list: 'demo', select: ['astronaut'] } },
+      EXIT.config,
+      /"astronaut" not in the demo list/,
+    ],
     ['unknown list', { ...base, professions: { list: 'winobias99' } }, EXIT.usage, /winobias99/],
   ];
   for (const [name, config, code, pattern] of cases) {
     test(name, async () => {
-      const r = await runCli(['debias', '--config', writeConfig(name.replace(/ /g, '-'), { ...config, output: join(dir, 'out') })]);
+      const r = await runCli([
+        'debias',
+        '--config',
+        writeConfig(name.replace(/ /g, '-'), { ...config, output: join(dir, 'out') }),
+      ]);
       assert.equal(r.code, code, r.stderr);
       assert.match(r.stderr, pattern);
       assert.equal(existsSync(join(dir, 'out')), false, 'nothing written');

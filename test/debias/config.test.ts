@@ -32,7 +32,10 @@ test('defaults are filled in from the schema', () => {
 });
 
 test('relative paths resolve against the config folder', () => {
-  const c = normalizeConfig({ ...minimal, model: 'models/sd14', classifier: '/abs/clip', professions: { list: 'lists/p.csv' } }, '/base');
+  const c = normalizeConfig(
+    { ...minimal, model: 'models/sd14', classifier: '/abs/clip', professions: { list: 'lists/p.csv' } },
+    '/base',
+  );
   assert.equal(c.model, '/base/models/sd14');
   assert.equal(c.classifier, '/abs/clip');
   assert.equal(c.professions.list, '/base/lists/p.csv');
@@ -45,10 +48,19 @@ test('each schema rule is reported with its path, value and rule', () => {
     [{ ...minimal, target: { share: 0 } }, /config\.target\.share: 0 must be > 0 \(rule: exclusiveMinimum\)/],
     [{ ...minimal, target: { share: 1.5 } }, /config\.target\.share: 1\.5 must be < 1 \(rule: exclusiveMaximum\)/],
     [{ ...minimal, tuning: { tolerance: 'x' } }, /config\.tuning\.tolerance: "x" must be number \(rule: type\)/],
-    [{ ...minimal, tuning: { strategy: 'magic' } }, /config\.tuning\.strategy: "magic" must be equal to one of the allowed values \(rule: enum\)/],
-    [{ ...minimal, generation: { height: 500 } }, /config\.generation\.height: 500 must be multiple of 8 \(rule: multipleOf\)/],
+    [
+      { ...minimal, tuning: { strategy: 'magic' } },
+      /config\.tuning\.strategy: "magic" must be equal to one of the allowed values \(rule: enum\)/,
+    ],
+    [
+      { ...minimal, generation: { height: 500 } },
+      /config\.generation\.height: 500 must be multiple of 8 \(rule: multipleOf\)/,
+    ],
     [{ ...minimal, generation: { steps: 0 } }, /config\.generation\.steps: 0 must be >= 1 \(rule: minimum\)/],
-    [{ ...minimal, professions: { list: 'demo', select: [] } }, /config\.professions\.select: \[\] must NOT have fewer than 1 items \(rule: minItems\)/],
+    [
+      { ...minimal, professions: { list: 'demo', select: [] } },
+      /config\.professions\.select: \[\] must NOT have fewer than 1 items \(rule: minItems\)/,
+    ],
     [{ ...minimal, attribute: { classes: [{ id: 'a', word: 'a', labels: ['x'] }] } }, /rule: minItems/],
     [{ ...minimal, edit: { projections: ['to_q'] } }, /config\.edit\.projections\[0\].*rule: enum/],
     [{ ...minimal, name: 'has space' }, /config\.name: "has space".*rule: pattern/],
@@ -58,16 +70,34 @@ test('each schema rule is reported with its path, value and rule', () => {
 });
 
 test('cross-field rules', () => {
-  assert.match(errorOf({ ...minimal, target: { class: 'other' } }), /config\.target\.class: "other" is not one of the attribute's classes female, male/);
-  assert.match(errorOf({ ...minimal, tuning: { strengthRange: [10, 1] } }), /strengthRange: \[10, 1\] must be increasing/);
-  assert.match(errorOf({ ...minimal, tuning: { initialStrength: 5000 } }), /initialStrength: 5000 is outside strengthRange/);
-  assert.match(errorOf({ ...minimal, tuning: { batch: 64, imagesPerProbe: 32 } }), /batch: 64 exceeds tuning\.imagesPerProbe 32/);
-  assert.match(errorOf({ ...minimal, seeds: { evaluation: 100 } }), /tuning seeds \[0, 160\) overlap evaluation seeds \[100, 300\)/);
+  assert.match(
+    errorOf({ ...minimal, target: { class: 'other' } }),
+    /config\.target\.class: "other" is not one of the attribute's classes female, male/,
+  );
+  assert.match(
+    errorOf({ ...minimal, tuning: { strengthRange: [10, 1] } }),
+    /strengthRange: \[10, 1\] must be increasing/,
+  );
+  assert.match(
+    errorOf({ ...minimal, tuning: { initialStrength: 5000 } }),
+    /initialStrength: 5000 is outside strengthRange/,
+  );
+  assert.match(
+    errorOf({ ...minimal, tuning: { batch: 64, imagesPerProbe: 32 } }),
+    /batch: 64 exceeds tuning\.imagesPerProbe 32/,
+  );
+  assert.match(
+    errorOf({ ...minimal, seeds: { evaluation: 100 } }),
+    /tuning seeds \[0, 160\) overlap evaluation seeds \[100, 300\)/,
+  );
   assert.match(
     errorOf({ ...minimal, professions: { list: 'demo', select: ['nurse'], heldOut: ['nurse'] } }),
     /"nurse" is also selected for editing/,
   );
-  assert.match(errorOf({ ...minimal, prompts: { destinationClass: { nurse: 'robot' } } }), /destinationClass\.nurse: "robot" is not one of female, male/);
+  assert.match(
+    errorOf({ ...minimal, prompts: { destinationClass: { nurse: 'robot' } } }),
+    /destinationClass\.nurse: "robot" is not one of female, male/,
+  );
   assert.match(errorOf([1, 2]), /must be a JSON object/);
 });
 
@@ -91,8 +121,24 @@ test('loadConfig reports unreadable and non-JSON files by path', () => {
 
 test('the schema file is valid JSON with descriptions on every top-level key', () => {
   const schema = JSON.parse(readFileSync(SCHEMA_PATH, 'utf8'));
-  for (const [key, value] of Object.entries(schema.properties as Record<string, { description?: string; type?: string; properties?: unknown }>)) {
-    if (['attribute', 'target', 'prompts', 'edit', 'preserve', 'tuning', 'generation', 'audit', 'device', 'name'].includes(key)) continue;
+  for (const [key, value] of Object.entries(
+    schema.properties as Record<string, { description?: string; type?: string; properties?: unknown }>,
+  )) {
+    if (
+      [
+        'attribute',
+        'target',
+        'prompts',
+        'edit',
+        'preserve',
+        'tuning',
+        'generation',
+        'audit',
+        'device',
+        'name',
+      ].includes(key)
+    )
+      continue;
     assert.ok(value.description, `schema property ${key} has no description`);
   }
 });

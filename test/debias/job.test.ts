@@ -34,7 +34,11 @@ export const SMALL_DEMO = {
 test('small demo job: bias falls on held-out prompts and seeds, model exported and loadable', async () => {
   const world = ensureDemoWorld();
   const config = normalizeConfig({ ...SMALL_DEMO, output: dir }, dir);
-  const opened = await openJobWorld(config, { modelDir: world.modelDir, classifierDir: world.classifierDir, professions: world.professions });
+  const opened = await openJobWorld(config, {
+    modelDir: world.modelDir,
+    classifierDir: world.classifierDir,
+    professions: world.professions,
+  });
   try {
     const result = await runDebiasJob(opened.config, opened.world);
     const s = result.summary;
@@ -43,7 +47,10 @@ test('small demo job: bias falls on held-out prompts and seeds, model exported a
     // A small run: the evaluation sample is 60 images per profession, so Δ after carries ±0.1 of
     // sampling noise; the full demo (`npm run demo`, 200 images) is the acceptance measurement.
     assert.ok(s.meanDeltaAfter.value <= 0.3, `after ${s.meanDeltaAfter.value}`);
-    assert.ok(s.meanDeltaAfter.value <= s.meanDeltaBefore.value - 0.3, `before ${s.meanDeltaBefore.value}, after ${s.meanDeltaAfter.value}`);
+    assert.ok(
+      s.meanDeltaAfter.value <= s.meanDeltaBefore.value - 0.3,
+      `before ${s.meanDeltaBefore.value}, after ${s.meanDeltaAfter.value}`,
+    );
     assert.ok(s.tuningImages > 0 && s.tuningImagesPerProfession <= 400, String(s.tuningImagesPerProfession));
     assert.ok(s.genderedKept && (s.genderedKept.share as number) >= 0.9, JSON.stringify(s.genderedKept));
     assert.ok(s.unrelatedTextChange && Number.isFinite(s.unrelatedTextChange.mean));
@@ -59,7 +66,9 @@ test('small demo job: bias falls on held-out prompts and seeds, model exported a
       const model = join(result.runDir, 'model');
       const manifest = JSON.parse(readFileSync(join(model, 'time-edit.json'), 'utf8'));
       assert.equal(manifest.debias.professions.length, 3);
-      assert.ok(manifest.debias.professions.every((p: { after: unknown; strength: number }) => p.after && p.strength > 0));
+      assert.ok(
+        manifest.debias.professions.every((p: { after: unknown; strength: number }) => p.after && p.strength > 0),
+      );
       assert.equal(inspectModel(model).sites.length, inspectModel(world.modelDir).sites.length);
     }
     const files = writeDebiasReports(result);

@@ -37,7 +37,11 @@ function lines(path: string): number {
 
 function storeLines(runDir: string): number {
   const before = join(runDir, 'before');
-  return existsSync(before) ? readdirSync(before).filter((f) => f.endsWith('.jsonl')).reduce((a, f) => a + lines(join(before, f)), 0) : 0;
+  return existsSync(before)
+    ? readdirSync(before)
+        .filter((f) => f.endsWith('.jsonl'))
+        .reduce((a, f) => a + lines(join(before, f)), 0)
+    : 0;
 }
 
 function state(runDir: string): { phase: string; probeLog: unknown[] } | null {
@@ -51,10 +55,14 @@ function state(runDir: string): { phase: string; probeLog: unknown[] } | null {
 /** Run the job and SIGKILL it as soon as `when` holds (polled). Resolves whether it was killed. */
 function runUntil(path: string, when: () => boolean): Promise<boolean> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(REPO, 'bin', 'time-debias.js'), 'debias', '--config', path, '--quiet'], {
-      cwd: REPO,
-      stdio: 'ignore',
-    });
+    const child = spawn(
+      process.execPath,
+      [join(REPO, 'bin', 'time-debias.js'), 'debias', '--config', path, '--quiet'],
+      {
+        cwd: REPO,
+        stdio: 'ignore',
+      },
+    );
     let killed = false;
     const timer = setInterval(() => {
       if (!killed && when()) {
@@ -77,10 +85,21 @@ function comparable(runDir: string) {
   delete manifest.source;
   const job = JSON.parse(readFileSync(join(runDir, 'job.json'), 'utf8'));
   const strip = (s: string) => s.split(runDir).join('<run>');
-  return JSON.parse(strip(JSON.stringify({ manifest: { ...manifest, sourceFiles: undefined }, professions: job.professions, summary: job.summary, probes: job.probes })));
+  return JSON.parse(
+    strip(
+      JSON.stringify({
+        manifest: { ...manifest, sourceFiles: undefined },
+        professions: job.professions,
+        summary: job.summary,
+        probes: job.probes,
+      }),
+    ),
+  );
 }
 
-test('SIGKILL at three points, re-run: same manifest and results as an uninterrupted run', { timeout: 600_000 }, async () => {
+test('SIGKILL at three points, re-run: same manifest and results as an uninterrupted run', {
+  timeout: 600_000,
+}, async () => {
   ensureDemoWorld();
   const reference = await runCli(['debias', '--config', writeConfig('reference'), '--quiet'], 300_000);
   assert.ok(reference.code === 0 || reference.code === 9, reference.stderr);

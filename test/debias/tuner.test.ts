@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { crossing, fitLogistic, normalQuantile } from '../../src/debias/dose-response.js';
-import { createTuner, imagesUsed, nextRequest, observe, type TunerSettings, wilsonInterval } from '../../src/debias/tuner.js';
+import {
+  createTuner,
+  imagesUsed,
+  nextRequest,
+  observe,
+  type TunerSettings,
+  wilsonInterval,
+} from '../../src/debias/tuner.js';
 
 test('normalQuantile matches known values', () => {
   assert.ok(Math.abs(normalQuantile(0.975) - 1.959964) < 1e-5);
@@ -20,7 +27,11 @@ test('wilsonInterval matches a hand computation (k=8, n=20, 95%)', () => {
 test('fitLogistic recovers the parameters of exact binomial means', () => {
   const alpha = -1.5;
   const beta = 0.8;
-  const probes = [-2, 0, 1, 2, 4].map((x) => ({ x, n: 1000, k: Math.round(1000 / (1 + Math.exp(-(alpha + beta * x)))) }));
+  const probes = [-2, 0, 1, 2, 4].map((x) => ({
+    x,
+    n: 1000,
+    k: Math.round(1000 / (1 + Math.exp(-(alpha + beta * x)))),
+  }));
   const fit = fitLogistic(probes);
   assert.ok(fit);
   assert.ok(Math.abs(fit.alpha - alpha) < 0.05, String(fit.alpha));
@@ -32,7 +43,13 @@ test('fitLogistic recovers the parameters of exact binomial means', () => {
 
 test('fitLogistic refuses data without two distinct strengths or with a negative slope', () => {
   assert.equal(fitLogistic([{ x: 1, k: 3, n: 10 }]), null);
-  assert.equal(fitLogistic([{ x: 0, k: 9, n: 10 }, { x: 2, k: 1, n: 10 }]), null);
+  assert.equal(
+    fitLogistic([
+      { x: 0, k: 9, n: 10 },
+      { x: 2, k: 1, n: 10 },
+    ]),
+    null,
+  );
 });
 
 const settings: TunerSettings = {
@@ -56,7 +73,11 @@ function simulate(thresholds: number[], st: TunerSettings) {
     const req = nextRequest(state);
     if (!req) break;
     generated += req.generate.length;
-    observe(state, req, req.generate.map((i) => req.x > (thresholds[i] as number)));
+    observe(
+      state,
+      req,
+      req.generate.map((i) => req.x > (thresholds[i] as number)),
+    );
   }
   return { state, generated };
 }

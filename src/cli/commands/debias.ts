@@ -21,7 +21,11 @@ interface DebiasArgs {
 }
 
 /** The demo world's folders, built (or taken from the cache) only when a config names "demo". */
-export async function demoFoldersFor(config: { model: string; classifier: string; professions: { list: string } }): Promise<DemoFolders | undefined> {
+export async function demoFoldersFor(config: {
+  model: string;
+  classifier: string;
+  professions: { list: string };
+}): Promise<DemoFolders | undefined> {
   if (config.model !== 'demo' && config.classifier !== 'demo' && config.professions.list !== 'demo') return undefined;
   const { ensureDemoWorld } = await import('../../demo/world.js');
   const world = ensureDemoWorld();
@@ -34,13 +38,28 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
   builder: (yargs: Argv) =>
     yargs
       .option('config', { type: 'string', demandOption: true, describe: 'Job config (JSON, see configs/schema.json)' })
-      .option('dry-run', { type: 'boolean', default: false, describe: 'Print the pairs, rows, image budget and a time estimate; generate nothing' })
-      .option('restart', { type: 'boolean', default: false, describe: 'Discard the run folder of this config and start over' })
-      .option('export-partial', { type: 'boolean', default: false, describe: 'Export the model even when some profession did not reach the tolerance' })
+      .option('dry-run', {
+        type: 'boolean',
+        default: false,
+        describe: 'Print the pairs, rows, image budget and a time estimate; generate nothing',
+      })
+      .option('restart', {
+        type: 'boolean',
+        default: false,
+        describe: 'Discard the run folder of this config and start over',
+      })
+      .option('export-partial', {
+        type: 'boolean',
+        default: false,
+        describe: 'Export the model even when some profession did not reach the tolerance',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'Print the result as JSON' })
       .option('quiet', { type: 'boolean', default: false, describe: 'No progress lines on stderr' })
       .example('$0 debias --config configs/demo.json', 'the embedded demo, end to end')
-      .example('$0 debias --config configs/sd14-winobias35.json --dry-run', 'what the job would do') as unknown as Argv<DebiasArgs>,
+      .example(
+        '$0 debias --config configs/sd14-winobias35.json --dry-run',
+        'what the job would do',
+      ) as unknown as Argv<DebiasArgs>,
   handler: async (args) => {
     const config = loadConfig(args.config);
     const opened = await openJobWorld(config, await demoFoldersFor(config));
@@ -51,9 +70,17 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
         process.stdout.write(args.json ? `${JSON.stringify(plan, null, 2)}\n` : renderPlan(plan));
         return;
       }
-      const result = await runDebiasJob(opened.config, opened.world, { restart: args.restart, exportPartial: args.exportPartial, log });
+      const result = await runDebiasJob(opened.config, opened.world, {
+        restart: args.restart,
+        exportPartial: args.exportPartial,
+        log,
+      });
       writeDebiasReports(result);
-      process.stdout.write(args.json ? `${JSON.stringify(result, null, 2)}\n` : `${renderDebiasTable(result)}\n\nreport: ${result.runDir}/report.md\n`);
+      process.stdout.write(
+        args.json
+          ? `${JSON.stringify(result, null, 2)}\n`
+          : `${renderDebiasTable(result)}\n\nreport: ${result.runDir}/report.md\n`,
+      );
       if (result.status !== 'complete') process.exitCode = EXIT.notReached;
     } finally {
       await opened.dispose();
