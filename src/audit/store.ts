@@ -73,14 +73,30 @@ export function fingerprint(settings: unknown): string {
   return createHash('sha256').update(canonicalJson(settings)).digest('hex');
 }
 
+/**
+ * Digests computed in this process, keyed by folder and every file's path, size and mtime: a job
+ * that opens several audits of one model hashes its gigabytes once, and a changed file is hashed again.
+ */
+const digestCache = new Map<string, string>();
+
 /** sha256 over a folder's files (sorted relative paths and contents): the identity of a model folder. */
 export function folderDigest(dir: string): string {
-  const hash = createHash('sha256');
   const walk = (d: string): string[] =>
     readdirSync(d, { withFileTypes: true })
       .flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.isFile() ? [join(d, e.name)] : []))
       .sort();
-  for (const file of walk(dir)) {
+  const files = walk(dir);
+  const key = JSON.stringify([
+    dir,
+    files.map((f) => {
+      const st = statSync(f);
+      return [f, st.size, st.mtimeMs];
+    }),
+  ]);
+  const cached = digestCache.get(key);
+  if (cached) return cached;
+  const hash = createHash('sha256');
+  for (const file of files) {
     const rel = relative(dir, file).split('\\').join('/');
     hash.update(`${rel}\0${statSync(file).size}\0`);
     const fd = openSync(file, 'r');
@@ -95,7 +111,9 @@ export function folderDigest(dir: string): string {
       closeSync(fd);
     }
   }
-  return hash.digest('hex');
+  const digest = hash.digest('hex');
+  digestCache.set(key, digest);
+  return digest;
 }
 
 /** The settings that differ between two settings objects, as dotted paths. */

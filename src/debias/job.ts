@@ -836,14 +836,17 @@ async function unrelatedChange(
   let total = 0;
   let max = 0;
   let count = 0;
+  // Each site's weight is read once (not once per prompt).
+  const weights = sites.map((site) => {
+    const weight = readSiteWeight(world.model, site);
+    return matrix(weight, weight.length / d, d);
+  });
   for (const e of encoded) {
     const rowsCount = e.hidden.length / d;
     const X = matrix(e.hidden, rowsCount, d);
     // rows of (Δc)ᵀ = cᵀΔᵀ
     const DX = await gemm.gemm(X, matrix(solution.delta, d, d), { transB: true });
-    for (const site of sites) {
-      const weight = readSiteWeight(world.model, site);
-      const W = matrix(weight, weight.length / d, d);
+    for (const W of weights) {
       const wc = (await gemm.gemm(X, W, { transB: true })).data;
       const wd = (await gemm.gemm(DX, W, { transB: true })).data;
       let num = 0;
