@@ -35,7 +35,7 @@ export interface JobConfig {
     evaluationTemplates: string[];
   };
   edit: { projections: ('to_k' | 'to_v')[]; layers?: string[] };
-  preserve: { defaults: boolean; prompts: string[]; weight: number };
+  preserve: { defaults: boolean; prompts: string[]; weight: number; unrelatedWeight: number };
   tuning: {
     strategy: 'ed50' | 'uce';
     imagesPerProbe: number;
@@ -44,8 +44,10 @@ export interface JobConfig {
     tolerance: number;
     confidence: number;
     decisionConfidence: number;
-    initialStrength: number;
+    initialStrength: number | 'auto';
+    attributedShare: number;
     strengthRange: [number, number];
+    compensate: boolean;
     jointRounds: number;
     verificationImages: number;
     uce: { imagesPerRound: number; maxRounds: number; step: number };
@@ -126,7 +128,7 @@ export function normalizeConfig(raw: unknown, baseDir: string): JobConfig {
   const [lo, hi] = config.tuning.strengthRange;
   if (!(lo < hi)) problems.push(`config.tuning.strengthRange: [${lo}, ${hi}] must be increasing (rule: min < max)`);
   const s0 = config.tuning.initialStrength;
-  if (lo < hi && !(s0 >= lo && s0 <= hi)) {
+  if (s0 !== 'auto' && lo < hi && !(s0 >= lo && s0 <= hi)) {
     problems.push(`config.tuning.initialStrength: ${s0} is outside strengthRange [${lo}, ${hi}] (rule: within range)`);
   }
   if (config.tuning.batch > config.tuning.imagesPerProbe) {

@@ -44,7 +44,17 @@ import { writeJsonAtomic } from '../util/atomic.js';
 import { ConfigError, OutputError, show } from '../util/errors.js';
 import type { JobConfig } from './config.js';
 import { logit, normalQuantile } from './dose-response.js';
-import { buildPairs, type ProfessionPair, preservationPrompts, tuningPrompt, UNRELATED_PROMPTS } from './prompts.js';
+import { compensateInterference, editProgress, startingStrength } from './interference.js';
+import {
+  attributedPrompts,
+  buildPairs,
+  fillJobTemplate,
+  type ProfessionPair,
+  preservationPrompts,
+  tuningPrompt,
+  UNRELATED_HELD_OUT_PROMPTS,
+  UNRELATED_PROMPTS,
+} from './prompts.js';
 import {
   createTuner,
   imagesUsed,
@@ -111,6 +121,12 @@ export interface ProfessionOutcome {
   after: ShareSummary | null;
 }
 
+export interface TextChange {
+  mean: number;
+  max: number;
+  prompts: string[];
+}
+
 export interface ShareSummary {
   /** share of the config's target class */
   share: number | null;
@@ -122,7 +138,18 @@ export interface ShareSummary {
 
 export interface JointRound {
   round: number;
+  /** the joint solve's strengths s_p (after interference compensation, when on) */
   strengths: Record<string, number>;
+  /** σ_p: each profession's equivalent single-edit strength this round's solve was compensated for */
+  equivalent?: Record<string, number>;
+  /** text-side progress π_p (interference.ts eq. I1): its own edit's (target), the joint solve's at σ and at s */
+  compensation?: {
+    target: Record<string, number>;
+    uncompensated: Record<string, number>;
+    compensated: Record<string, number>;
+    residual: number;
+    iterations: number;
+  };
   shares: Record<string, { k: number; n: number; share: number }>;
   outside: string[];
 }
@@ -135,7 +162,14 @@ export interface JobState {
   pairs: ProfessionPair[] | null;
   tuners: Record<string, TunerState>;
   uce: UceState | null;
-  joint: { rounds: JointRound[]; strengths: Record<string, number>; pending: JointRound | null; done: boolean };
+  joint: {
+    rounds: JointRound[];
+    strengths: Record<string, number>;
+    /** σ_p for the next round (compensation on) */
+    equivalent?: Record<string, number>;
+    pending: JointRound | null;
+    done: boolean;
+  };
   probeLog: ProbeLog[];
 }
 
@@ -176,8 +210,12 @@ export interface DebiasResult {
       share: number | null;
       perClass: Record<string, { k: number; n: number }>;
     } | null;
-    /** ‖W'c − Wc‖/‖Wc‖ over the unrelated prompts' rows and all edited sites */
-    unrelatedTextChange: { mean: number; max: number; prompts: string[] } | null;
+    /**
+     * ‖W'c − Wc‖/‖Wc‖ per (prompt, edited site), mean and max: on the preserved unrelated prompts
+     * (the defaults' list, weight preserve.unrelatedWeight in the solve) and on unrelated prompts the
+     * solve never saw (heldOut)
+     */
+    unrelatedTextChange: (TextChange & { heldOut: TextChange }) | null;
     jointRounds: number;
   };
   joint: JointRound[];
@@ -279,6 +317,12 @@ export async function runDebiasJob(
   if (state.phase === 'baseline') state.phase = 'tuning';
   save();
   const preserve = preservationPrompts(config, edited);
+  // μ per preserved prompt: the explicitly attributed ones have preserve.weight, the unrelated ones
+  // (the defaults' list and the config's own prompts) preserve.unrelatedWeight.
+  const attributed = new Set(attributedPrompts(config, edited));
+  const unrelatedWeights = new Map(
+    preserve.filter((p) => !attributed.has(p)).map((p) => [p, config.preserve.unrelatedWeight]),
+  );
   const rows = await buildRows(world.encode, {
     pairs: pairs.map((p) => ({ source: p.source, destination: p.destination })),
     augment: config.prompts.augment,
@@ -288,6 +332,10 @@ export async function runDebiasJob(
   log(
     `rows: ${pairs.length} pairs${config.prompts.augment ? ' × 4 (augmented)' : ''} + ${preserve.length} preserved prompts = ${rows.n} rows of d = ${rows.d}`,
   );
+  const opposite =
+    config.tuning.strategy === 'ed50' && (config.tuning.compensate || config.tuning.initialStrength === 'auto')
+      ? await oppositeRows(config, world, edited, pairs, rows)
+      : null;
 
   const sites = selectJobSites(locateSites(world.model), config);
   const allSites = sites.length === locateSites(world.model).length;
@@ -354,12 +402,25 @@ export async function runDebiasJob(
     return solveEdit(subset, {
       lambda: names.map((n) => 1 / (strengths[n] as number)),
       mu: config.preserve.weight,
+      muByPrompt: unrelatedWeights,
       gemm,
     });
   };
 
   // 3. Tuning.
-  const phase: PhaseContext = { config, state, pairs, professions: professionByName, solveFor, evaluate, save, log };
+  const phase: PhaseContext = {
+    config,
+    state,
+    pairs,
+    professions: professionByName,
+    solveFor,
+    evaluate,
+    rows,
+    opposite,
+    baseline: baselineShare,
+    save,
+    log,
+  };
   if (config.tuning.strategy === 'ed50') {
     await tuneEd50(phase);
   } else {
@@ -441,7 +502,10 @@ export async function runDebiasJob(
   } finally {
     if (afterPipeline !== world.pipeline) await afterPipeline.dispose();
   }
-  const unrelated = await unrelatedChange(world, sites, solution, gemm);
+  const unrelated = {
+    ...(await unrelatedChange(world, sites, solution, gemm, UNRELATED_PROMPTS)),
+    heldOut: await unrelatedChange(world, sites, solution, gemm, UNRELATED_HELD_OUT_PROMPTS),
+  };
   await gemm.dispose();
   const result = assemble(
     config,
@@ -561,6 +625,12 @@ interface PhaseContext {
   professions: Map<string, Profession>;
   solveFor: Solver;
   evaluate: Evaluator;
+  /** the row set of every pair (pair order) and the preservation prompts */
+  rows: RowSet;
+  /** per pair row of `rows`: the other class's destination row (interference.ts eq. I1'), when compensating */
+  opposite: Float32Array | null;
+  /** share of the config's target class per profession at baseline */
+  baseline: ReadonlyMap<string, number | null>;
   save: () => void;
   log: (line: string) => void;
 }
@@ -574,7 +644,7 @@ type Evaluator = (
   dest: string,
 ) => Promise<boolean[]>;
 
-function tunerSettings(config: JobConfig, target: number): TunerSettings {
+function tunerSettings(config: JobConfig, target: number, initialStrength: number): TunerSettings {
   const t = config.tuning;
   return {
     target,
@@ -584,11 +654,36 @@ function tunerSettings(config: JobConfig, target: number): TunerSettings {
     batch: t.batch,
     imagesPerProbe: t.imagesPerProbe,
     maxProbes: t.maxProbes,
-    x0: Math.log(t.initialStrength),
+    x0: Math.log(initialStrength),
     step: 1.5,
     xMin: Math.log(t.strengthRange[0]),
     xMax: Math.log(t.strengthRange[1]),
   };
+}
+
+/** The first probe's strength: the config's, or the text-side prediction (interference.ts eq. I3). */
+async function initialStrength(ctx: PhaseContext, pair: ProfessionPair): Promise<number> {
+  const { config, rows, opposite, baseline, pairs, solveFor, log } = ctx;
+  const fixed = config.tuning.initialStrength;
+  if (fixed !== 'auto') return fixed;
+  const share = baseline.get(pair.profession);
+  if (share === undefined || share === null || !opposite) return 1;
+  const b = pair.destinationClass === config.target.class ? share : 1 - share;
+  const index = pairs.indexOf(pair);
+  const start = await startingStrength({
+    pair: index,
+    baseline: b,
+    target: pair.target,
+    attributed: config.tuning.attributedShare,
+    solveSingle: (s) => solveFor({ [pair.profession]: s }),
+    rows,
+    opposite,
+    range: config.tuning.strengthRange,
+  });
+  log(
+    `tune ${pair.profession} → ${pair.destinationClass}: first probe s=${fmt(start.strength)} (text side: baseline ${fmt(b)}, progress ${fmt(start.progress)} for ${fmt(pair.target)})`,
+  );
+  return start.strength;
 }
 
 async function tuneEd50(ctx: PhaseContext): Promise<void> {
@@ -597,7 +692,11 @@ async function tuneEd50(ctx: PhaseContext): Promise<void> {
   await Promise.all(
     pairs.map((pair) =>
       limit(async () => {
-        state.tuners[pair.profession] ??= createTuner(tunerSettings(config, pair.target));
+        if (!state.tuners[pair.profession]) {
+          const s0 = await initialStrength(ctx, pair);
+          state.tuners[pair.profession] = createTuner(tunerSettings(config, pair.target, s0));
+          save();
+        }
         const tuner = state.tuners[pair.profession] as TunerState;
         const profession = professions.get(pair.profession) as Profession;
         let cached: { x: number; M: Float32Array } | null = null;
@@ -703,6 +802,8 @@ async function jointRounds(ctx: PhaseContext): Promise<void> {
       pairs.map((p) => [p.profession, state.tuners[p.profession]!.result!.strength]),
     );
   }
+  // σ_p: the equivalent single-edit strengths; re-tuning rounds move them (compensation on).
+  joint.equivalent ??= { ...joint.strengths };
   const slopes = pairs
     .map((p) => state.tuners[p.profession]?.fit?.beta)
     .filter((b): b is number => b !== undefined && b > 0);
@@ -712,17 +813,37 @@ async function jointRounds(ctx: PhaseContext): Promise<void> {
   const limit = pLimit(config.concurrency);
   while (!joint.done) {
     const round = joint.rounds.length;
-    const pending: JointRound = joint.pending ?? { round, strengths: { ...joint.strengths }, shares: {}, outside: [] };
-    joint.pending = pending;
-    const M = (await solveFor(pending.strengths)).M;
+    let pending = joint.pending;
+    if (!pending) {
+      pending = { round, strengths: { ...joint.strengths }, shares: {}, outside: [] };
+      if (config.tuning.compensate && pairs.length > 1) {
+        const equivalent = { ...(joint.equivalent as Record<string, number>) };
+        const c = await compensate(ctx, equivalent);
+        pending.strengths = c.strengths;
+        pending.equivalent = equivalent;
+        pending.compensation = c.record;
+        log(
+          `joint round ${round}: interference compensation (text side), progress ${pairs
+            .map(
+              (p) =>
+                `${p.profession} ${fmt(c.record.uncompensated[p.profession] as number)}→${fmt(c.record.compensated[p.profession] as number)}/${fmt(c.record.target[p.profession] as number)}`,
+            )
+            .join(', ')}`,
+        );
+      }
+      joint.pending = pending;
+      save();
+    }
+    const current = pending;
+    const M = (await solveFor(current.strengths)).M;
     await Promise.all(
       pairs.map((pair) =>
         limit(async () => {
-          if (pending.shares[pair.profession]) return;
+          if (current.shares[pair.profession]) return;
           const profession = professions.get(pair.profession) as Profession;
           const outcomes = await evaluate(profession, M, config.seeds.verification, indices, pair.destinationClass);
           const k = outcomes.filter(Boolean).length;
-          pending.shares[pair.profession] = { k, n: outcomes.length, share: k / outcomes.length };
+          current.shares[pair.profession] = { k, n: outcomes.length, share: k / outcomes.length };
           save();
         }),
       ),
@@ -730,41 +851,121 @@ async function jointRounds(ctx: PhaseContext): Promise<void> {
     // Outside = beyond tolerance AND significantly off target (its interval at the tuning confidence
     // excludes t): the verification sample's own noise must not start a re-tuning round.
     const z = normalQuantile(0.5 + config.tuning.confidence / 2);
-    pending.outside = pairs
+    current.outside = pairs
       .filter((p) => {
-        const { k, n: m, share } = pending.shares[p.profession] as { k: number; n: number; share: number };
+        const { k, n: m, share } = current.shares[p.profession] as { k: number; n: number; share: number };
         const [lo, hi] = wilsonInterval(k, m, z);
         return Math.abs(share - p.target) > config.tuning.tolerance + 1e-9 && (hi < p.target || lo > p.target);
       })
       .map((p) => p.profession);
-    joint.rounds.push(pending);
+    joint.rounds.push(current);
     joint.pending = null;
     log(
-      `joint round ${round}: ${pairs.map((p) => `${p.profession} ${fmt(pending.shares[p.profession]!.share)}`).join(', ')}` +
-        (pending.outside.length ? ` — outside tolerance: ${pending.outside.join(', ')}` : ' — all within tolerance'),
+      `joint round ${round}: ${pairs.map((p) => `${p.profession} ${fmt(current.shares[p.profession]!.share)}`).join(', ')}` +
+        (current.outside.length ? ` — outside tolerance: ${current.outside.join(', ')}` : ' — all within tolerance'),
     );
-    if (pending.outside.length === 0 || joint.rounds.length > config.tuning.jointRounds) {
+    if (current.outside.length === 0 || joint.rounds.length > config.tuning.jointRounds) {
       // Keep the strengths of the last verified solve.
-      joint.strengths = { ...pending.strengths };
+      joint.strengths = { ...current.strengths };
       joint.done = true;
     } else {
-      const next = { ...pending.strengths };
+      // Damped Newton steps in ln s for the professions outside: on σ_p (the tuner's slope is a
+      // single-edit slope) when compensating, else on the joint strength itself.
+      const base = config.tuning.compensate ? (current.equivalent ?? current.strengths) : current.strengths;
+      const next = { ...base };
       for (const p of pairs) {
-        if (!pending.outside.includes(p.profession)) continue;
-        const { k, n: m } = pending.shares[p.profession] as { k: number; n: number };
+        if (!current.outside.includes(p.profession)) continue;
+        const { k, n: m } = current.shares[p.profession] as { k: number; n: number };
         const share = (k + 0.5) / (m + 1); // keep logit finite at 0/m and m/m
         const beta = state.tuners[p.profession]?.fit?.beta ?? fallbackSlope;
-        // Damped Newton step in ln s (the other professions move too: full steps oscillate).
+        // Damped (the other professions move too: full steps oscillate).
         const raw = (JOINT_DAMPING * (logit(p.target) - logit(share))) / beta;
         // At least MIN_JOINT_STEP: with common random numbers a tiny step may flip no seed at all.
         const step = Math.sign(raw) * Math.min(1.5, Math.max(MIN_JOINT_STEP, Math.abs(raw)));
         const [lo, hi] = config.tuning.strengthRange;
         next[p.profession] = Math.min(hi, Math.max(lo, (next[p.profession] as number) * Math.exp(step)));
       }
-      joint.strengths = next;
+      if (config.tuning.compensate) joint.equivalent = next;
+      else joint.strengths = next;
     }
     save();
   }
+}
+
+/**
+ * For every pair row of `rows`, the row of the pair's destination prompt with the OTHER class word
+ * ("a male doctor" for "a doctor" → "a female doctor"), aligned to the source like the target row
+ * (interference.ts eq. I1': the attribute direction is c*_i − c°_i).
+ */
+async function oppositeRows(
+  config: JobConfig,
+  world: JobWorld,
+  professions: readonly Profession[],
+  pairs: readonly ProfessionPair[],
+  rows: RowSet,
+): Promise<Float32Array> {
+  const byName = new Map(professions.map((p) => [p.profession, p]));
+  const other = await buildRows(world.encode, {
+    pairs: pairs.map((p) => {
+      const word = config.attribute.classes.find((c) => c.id !== p.destinationClass)!.word;
+      return {
+        source: p.source,
+        destination: fillJobTemplate(config.prompts.destination, byName.get(p.profession)!, word),
+      };
+    }),
+    augment: config.prompts.augment,
+    tokens: alignTokensOf(world.tokenizer),
+  });
+  const { d } = rows;
+  const out = new Float32Array(rows.n * d);
+  const otherGroups = other.groups.filter((g) => g.kind === 'pair');
+  let k = 0;
+  for (const g of rows.groups) {
+    if (g.kind !== 'pair') continue;
+    const o = otherGroups[k++];
+    if (!o || o.kind !== 'pair' || o.pair !== g.pair || o.count !== g.count) {
+      throw new Error(`opposite rows: group ${k - 1} does not match the pair rows (pair ${g.pair})`);
+    }
+    out.set(other.targets.subarray(o.start * d, (o.start + o.count) * d), g.start * d);
+  }
+  return out;
+}
+
+/**
+ * Joint strengths compensated for interference (interference.ts): targets π*_p from each
+ * profession's own edit at σ_p, then eq. I2 on the joint solve.
+ */
+async function compensate(
+  ctx: PhaseContext,
+  equivalent: Record<string, number>,
+): Promise<{ strengths: Record<string, number>; record: NonNullable<JointRound['compensation']> }> {
+  const { config, pairs, rows, opposite, solveFor } = ctx;
+  const names = pairs.map((p) => p.profession);
+  const targets: number[] = [];
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i] as string;
+    const own = await solveFor({ [name]: equivalent[name] as number });
+    targets.push(editProgress(rows, own, { opposite: opposite ?? undefined, pairs: [i] })[i] as number);
+  }
+  const result = await compensateInterference({
+    equivalent: names.map((n) => equivalent[n] as number),
+    targets,
+    rows,
+    range: config.tuning.strengthRange,
+    progress: { opposite: opposite ?? undefined },
+    solveJoint: (s) => solveFor(Object.fromEntries(names.map((n, i) => [n, s[i] as number]))),
+  });
+  const byName = (xs: readonly number[]) => Object.fromEntries(names.map((n, i) => [n, xs[i] as number]));
+  return {
+    strengths: byName(result.strengths),
+    record: {
+      target: byName(result.targets),
+      uncompensated: byName(result.before),
+      compensated: byName(result.after),
+      residual: result.residual,
+      iterations: result.iterations,
+    },
+  };
 }
 
 function professionStatus(config: JobConfig, state: JobState, profession: string): 'converged' | 'exhausted' {
@@ -829,8 +1030,9 @@ async function unrelatedChange(
   sites: readonly EditSite[],
   solution: EditSolution,
   gemm: GemmEngine,
-): Promise<DebiasResult['summary']['unrelatedTextChange']> {
-  const prompts = [...UNRELATED_PROMPTS];
+  list: readonly string[],
+): Promise<TextChange> {
+  const prompts = [...list];
   const encoded = await world.encode(prompts);
   const { d } = solution;
   let total = 0;
@@ -882,7 +1084,7 @@ function modelManifest(
       attribute: config.attribute,
       target: config.target,
       augment: config.prompts.augment,
-      preserve: { prompts: preserve, weight: config.preserve.weight },
+      preserve: { prompts: preserve, weight: config.preserve.weight, unrelatedWeight: config.preserve.unrelatedWeight },
       professions: pairs.map((p) => ({
         profession: p.profession,
         source: p.source,

@@ -93,6 +93,21 @@ export function buildPairs(
   });
 }
 
+/**
+ * Unrelated prompts NOT preserved: the text-side change is also reported on them, so that the
+ * report does not rest only on prompts the solve was told to keep.
+ */
+export const UNRELATED_HELD_OUT_PROMPTS = Object.freeze([
+  'a photo of a mountain',
+  'a river',
+  'a bird',
+  'an apple',
+  'a book',
+  'a chair',
+  'a photo of a beach',
+  'a horse',
+]);
+
 /** Unrelated prompts whose images must not change (also the text-side change report). */
 export const UNRELATED_PROMPTS = Object.freeze([
   'a photo of a dog',
@@ -111,14 +126,22 @@ export const UNRELATED_PROMPTS = Object.freeze([
 export function preservationPrompts(config: JobConfig, professions: readonly Profession[]): string[] {
   const out: string[] = [];
   if (config.preserve.defaults) {
-    for (const c of config.attribute.classes) {
-      out.push(`${articleFor(c.word)} ${c.word} person`);
-      for (const p of professions) out.push(fillJobTemplate('{article} {attribute} {profession}', p, c.word));
-    }
+    out.push(...attributedPrompts(config, professions));
     out.push(...UNRELATED_PROMPTS);
   }
   out.push(...config.preserve.prompts);
   return [...new Set(out)];
+}
+
+/** The default preserved prompts that name a class: "a female person", "a male doctor", ... */
+export function attributedPrompts(config: JobConfig, professions: readonly Profession[]): string[] {
+  const out: string[] = [];
+  if (!config.preserve.defaults) return out;
+  for (const c of config.attribute.classes) {
+    out.push(`${articleFor(c.word)} ${c.word} person`);
+    for (const p of professions) out.push(fillJobTemplate('{article} {attribute} {profession}', p, c.word));
+  }
+  return out;
 }
 
 /** Tuning prompt of seed-pool index i: template i mod T. */

@@ -35,7 +35,7 @@ function summaryLines(r: DebiasResult): string[] {
   }
   if (s.unrelatedTextChange) {
     lines.push(
-      `unrelated prompts' text-side change ‖W'c − Wc‖/‖Wc‖: mean ${pct(s.unrelatedTextChange.mean)}, max ${pct(s.unrelatedTextChange.max)}`,
+      `unrelated prompts' text-side change ‖W'c − Wc‖/‖Wc‖: mean ${pct(s.unrelatedTextChange.mean)}, max ${pct(s.unrelatedTextChange.max)} (preserved); mean ${pct(s.unrelatedTextChange.heldOut.mean)}, max ${pct(s.unrelatedTextChange.heldOut.max)} (not preserved)`,
     );
   }
   lines.push(

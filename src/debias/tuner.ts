@@ -200,12 +200,33 @@ function proposeX(state: TunerState): number {
   }
   if (lo !== null && hi !== null) return (lo + hi) / 2; // non-monotone noise: split the difference
   if (lo !== null) {
-    const x = fitX !== null && fitX > lo ? Math.min(fitX, lo + 2 * s.step) : lo + s.step;
+    const x = fitX !== null && fitX > lo ? Math.min(fitX, lo + 2 * s.step) : lo + oneSidedStep(state, lo);
     return clamp(x, s.xMin, s.xMax);
   }
   const x =
-    fitX !== null && fitX < (hi as number) ? Math.max(fitX, (hi as number) - 2 * s.step) : (hi as number) - s.step;
+    fitX !== null && fitX < (hi as number)
+      ? Math.max(fitX, (hi as number) - 2 * s.step)
+      : (hi as number) - oneSidedStep(state, hi as number);
   return clamp(x, s.xMin, s.xMax);
+}
+
+/** Slope of logit π in ln s assumed before a fit exists (one row: exactly 1, interference.ts eq. I1). */
+const PRIOR_SLOPE = 1;
+/** Smallest step in ln s while one side is known (with common random numbers, smaller moves flip few seeds). */
+const MIN_STEP = 0.15;
+
+/**
+ * Size of the next step (> 0) in ln s from the probe at `x` while only one side of the crossing is
+ * known: a Newton step on logit π with the prior slope, from that probe's estimate, between MIN_STEP
+ * and `step` (a probe decided on few images far from t takes the full step).
+ */
+function oneSidedStep(state: TunerState, x: number): number {
+  const s = state.settings;
+  const probe = state.probes.find((p) => p.x === x);
+  if (!probe) return s.step;
+  const share = (probe.k + 0.5) / (probe.n + 1);
+  const newton = Math.abs(Math.log(s.target / (1 - s.target)) - Math.log(share / (1 - share))) / PRIOR_SLOPE;
+  return Math.min(s.step, Math.max(MIN_STEP, newton));
 }
 
 function bestSoFar(state: TunerState): TunerState['result'] {

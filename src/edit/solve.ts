@@ -57,6 +57,8 @@ export interface EditStrengths {
   lambda?: number | readonly number[];
   /** μ > 0, the weight of preservation rows. Default 1. */
   mu?: number;
+  /** μ_q > 0 for the preservation rows of particular prompts (the others have `mu`). */
+  muByPrompt?: ReadonlyMap<string, number>;
 }
 
 export interface SolveOptions extends EditStrengths {
@@ -107,9 +109,17 @@ export function rowWeights(rows: RowSet, strengths: EditStrengths = {}): Float64
   if (hasPreserve && (typeof mu !== 'number' || !Number.isFinite(mu) || mu <= 0)) {
     throw new EditError(`preservation weight μ: ${show(mu)} is not valid; μ must be a finite number > 0`);
   }
+  for (const [prompt, m] of strengths.muByPrompt ?? []) {
+    if (typeof m !== 'number' || !Number.isFinite(m) || m <= 0) {
+      throw new EditError(
+        `preservation weight of ${show(prompt)}: ${show(m)} is not valid; μ must be a finite number > 0`,
+      );
+    }
+  }
   const w = new Float64Array(rows.n);
   for (const g of rows.groups) {
-    w.fill(g.kind === 'pair' ? 1 / (lambdas[g.pair] as number) : mu, g.start, g.start + g.count);
+    const weight = g.kind === 'pair' ? 1 / (lambdas[g.pair] as number) : (strengths.muByPrompt?.get(g.prompt) ?? mu);
+    w.fill(weight, g.start, g.start + g.count);
   }
   return w;
 }

@@ -102,7 +102,10 @@ describe('time-debias debias: dry run and budget', () => {
 
   test('a budget too small: exit 9, the per-profession state, no model; --export-partial exports it', async () => {
     const out = join(dir, 'budget');
-    const path = writeConfig('budget', { ...base, output: out, name: 'small' });
+    // One probe, far from the crossing (s = 1000): the tuning cannot get there, and the joint
+    // verification (32 images) sees it.
+    const small = { ...base.tuning, initialStrength: 1000, verificationImages: 32 };
+    const path = writeConfig('budget', { ...base, tuning: small, output: out, name: 'small' });
     const r = await runCli(['debias', '--config', path], 180_000);
     assert.equal(r.code, EXIT.notReached, r.stderr);
     assert.match(r.stderr, /tolerance not reached for nurse/);

@@ -1,7 +1,8 @@
 /**
  * Resume: the job is SIGKILLed at three points (during the before audit, during tuning, after the
  * joint commit), re-run each time with the same command, and ends with the same manifest and the
- * same results as an uninterrupted run.
+ * same results as an uninterrupted run. (`--export-partial`: this small, noisy job need not reach the
+ * tolerance; the model is exported either way, so the manifests can be compared.)
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -57,7 +58,7 @@ function runUntil(path: string, when: () => boolean): Promise<boolean> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
-      [join(REPO, 'bin', 'time-debias.js'), 'debias', '--config', path, '--quiet'],
+      [join(REPO, 'bin', 'time-debias.js'), 'debias', '--config', path, '--quiet', '--export-partial'],
       {
         cwd: REPO,
         stdio: 'ignore',
@@ -91,7 +92,11 @@ function comparable(runDir: string) {
         manifest: { ...manifest, sourceFiles: undefined },
         professions: job.professions,
         summary: job.summary,
-        probes: job.probes,
+        // professions are tuned concurrently: the log's interleaving depends on timing, not its entries
+        probes: [...job.probes].sort(
+          (x: { profession: string; probe: number }, y: { profession: string; probe: number }) =>
+            x.profession.localeCompare(y.profession) || x.probe - y.probe,
+        ),
       }),
     ),
   );
@@ -101,7 +106,10 @@ test('SIGKILL at three points, re-run: same manifest and results as an uninterru
   timeout: 600_000,
 }, async () => {
   ensureDemoWorld();
-  const reference = await runCli(['debias', '--config', writeConfig('reference'), '--quiet'], 300_000);
+  const reference = await runCli(
+    ['debias', '--config', writeConfig('reference'), '--quiet', '--export-partial'],
+    300_000,
+  );
   assert.ok(reference.code === 0 || reference.code === 9, reference.stderr);
   const runDir = join(dir, 'runs', 'resumed');
   const path = writeConfig('resumed');
@@ -113,7 +121,7 @@ test('SIGKILL at three points, re-run: same manifest and results as an uninterru
   let killedCount = 0;
   for (const when of kills) if (await runUntil(path, when)) killedCount++;
   assert.ok(killedCount >= 3, `killed ${killedCount} times`);
-  const final = await runCli(['debias', '--config', path, '--quiet'], 300_000);
+  const final = await runCli(['debias', '--config', path, '--quiet', '--export-partial'], 300_000);
   assert.equal(final.code, reference.code, final.stderr);
   const a = comparable(join(dir, 'runs', 'reference'));
   const b = comparable(runDir);

@@ -78,6 +78,35 @@ describe("golden math: W' equals the direct normal-equation solution (float64, G
       });
     }
   });
+
+  test('μ per preserved prompt (muByPrompt): each preserved group has its own weight', async () => {
+    const random = rng(78);
+    const rows = randomRows(random, { d: 20, L: 3, pairs: 2, preserve: 3 });
+    const lambdas = [0.1, 0.5];
+    const sites = randomSites(random, 20, [7]);
+    const muByPrompt = new Map([
+      ['keep0', 5],
+      ['keep2', 0.02],
+    ]);
+    const solution = await solveEdit(rows, { lambda: lambdas, mu: 0.3, muByPrompt, gemm });
+    const { sites: edited } = await applyEdit(sites, solution, { gemm });
+    const w = weightsOf(rows, lambdas, 0.3);
+    for (const g of rows.groups) {
+      if (g.kind === 'preserve' && muByPrompt.has(g.prompt))
+        w.fill(muByPrompt.get(g.prompt) as number, g.start, g.start + g.count);
+    }
+    const ref = referenceWeighted((sites[0] as { W: Float32Array }).W, rows, w);
+    const got = (edited[0] as { W: Float32Array }).W;
+    assert.ok(maxRelativeError(got, ref) < 1e-5, `W' error ${maxRelativeError(got, ref)}`);
+    assert.deepEqual(
+      [...rowWeights(rows, { lambda: lambdas, mu: 0.3, muByPrompt })].slice(6),
+      [5, 5, 5, 0.3, 0.3, 0.3, 0.02, 0.02, 0.02],
+    );
+    await assert.rejects(
+      solveEdit(rows, { lambda: lambdas, muByPrompt: new Map([['keep1', -1]]), gemm }),
+      /preservation weight of "keep1": -1 is not valid/,
+    );
+  });
 });
 
 describe('Woodbury and Cholesky agree', () => {
