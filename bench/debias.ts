@@ -27,7 +27,7 @@ async function runStrategy(strategy: 'ed50' | 'uce', out: string) {
       professions: { list: 'demo', select: PROFESSIONS },
       prompts: { augment: false, tuningTemplates: ['{Article} {profession}', 'a photo of {article} {profession}'] },
       generation: { scheduler: 'pndm', steps: 10, guidance: 7.5, height: 64, width: 64, batchSize: 64 },
-      tuning: { strategy, batch: 32, verificationImages: 160, jointRounds: 2 },
+      tuning: { strategy, verificationImages: 160, jointRounds: 2 },
       audit: { imagesPerProfession: 200, gendered: false },
       output: out,
     },

@@ -118,6 +118,8 @@ export interface AuditSummary {
     lower: number | null;
     upper: number | null;
     professions: number;
+    /** E[mean Δ̂] at exact parity with these image counts (stats.ts eq. 4) */
+    parityFloor: number | null;
     bootstrap: MeanDelta['bootstrap'];
   };
   seedGroups: { groups: number; mean: number | null; std: number | null; values: (number | null)[] };
@@ -459,6 +461,7 @@ export function computeAudit(input: ComputeInput): AuditResult {
         lower: num(md.lower),
         upper: num(md.upper),
         professions: md.professions,
+        parityFloor: num(md.parityFloor),
         bootstrap: md.bootstrap,
       },
       seedGroups: { groups, mean: num(ms.mean), std: num(ms.std), values: groupMeans },

@@ -163,6 +163,7 @@ export const AUDIT_SCHEMA = {
             lower: nullableNumber,
             upper: nullableNumber,
             professions: { type: 'integer', minimum: 0 },
+            parityFloor: nullableNumber,
             bootstrap: {
               type: 'object',
               additionalProperties: false,

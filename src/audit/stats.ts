@@ -95,6 +95,12 @@ export interface MeanDelta extends Interval {
   kind: 'mean-delta';
   value: number;
   professions: number;
+  /**
+   * E[mean Δ̂] if every profession's true share were exactly the target, with the same image counts
+   * (eq. 4): sampling noise alone makes Δ̂ > 0, so a measured mean Δ near this value is parity within
+   * what the sample can tell.
+   */
+  parityFloor: number;
   bootstrap: { samples: number; seed: number; level: number };
 }
 
@@ -117,7 +123,15 @@ export function meanDelta(
   }
   const bootstrap = { samples, seed, level };
   if (used.length === 0)
-    return { kind: 'mean-delta', value: Number.NaN, lower: Number.NaN, upper: Number.NaN, professions: 0, bootstrap };
+    return {
+      kind: 'mean-delta',
+      value: Number.NaN,
+      lower: Number.NaN,
+      upper: Number.NaN,
+      professions: 0,
+      parityFloor: Number.NaN,
+      bootstrap,
+    };
   const value = used.reduce((s, c) => s + delta(c.k / c.n, target), 0) / used.length;
   const rand = mulberry32(seed);
   const stats = new Float64Array(samples);
@@ -139,8 +153,29 @@ export function meanDelta(
     lower: quantileSorted(stats, alpha),
     upper: quantileSorted(stats, 1 - alpha),
     professions: used.length,
+    parityFloor: used.reduce((sum, c) => sum + expectedDeltaAtTarget(c.n, target), 0) / used.length,
     bootstrap,
   };
+}
+
+/**
+ * Eq. (4): E[Δ_t(k/n)] for k ~ Binomial(n, t), exactly (pmf in log space):
+ *   Σ_k C(n, k) tᵏ (1 − t)ⁿ⁻ᵏ · |k/n − t| / max(t, 1 − t).
+ * At t = 0.5 and large n it approaches √(2/(πn)) (the mean of a half-normal).
+ */
+export function expectedDeltaAtTarget(n: number, target = 0.5): number {
+  checkCount('n', n);
+  if (!(target > 0 && target < 1)) throw new RangeError(`target share: ${target} must be in (0, 1)`);
+  if (n === 0) return Number.NaN;
+  const lt = Math.log(target);
+  const l1t = Math.log(1 - target);
+  let logChoose = 0; // log C(n, k), updated as k grows
+  let sum = 0;
+  for (let k = 0; k <= n; k++) {
+    if (k > 0) logChoose += Math.log(n - k + 1) - Math.log(k);
+    sum += Math.exp(logChoose + k * lt + (n - k) * l1t) * delta(k / n, target);
+  }
+  return sum;
 }
 
 /** Linear-interpolation quantile (type 7) of a sorted array. */

@@ -192,9 +192,13 @@ export interface StartOptions {
  *   logit share(π') = (1 − π') logit b + π' logit a     ⇒   π'* = (logit t − logit b) / (logit a − logit b)   (eq. I3)
  *
  * then s with π'(s) = π'* by Newton steps in ln s on logit π' (slope 1 for one row, eq. I1 note;
- * secant slopes after the first step), at most 12 single solves.
+ * secant slopes after the first step), at most 12 single solves. Also the model's slope of the
+ * share's logit in ln s there, d logit share / d ln s = (logit a − logit b)·π'(1 − π')·d logit π'/d ln s,
+ * which sizes the tuner's steps until its own fit takes over.
  */
-export async function startingStrength(options: StartOptions): Promise<{ strength: number; progress: number }> {
+export async function startingStrength(
+  options: StartOptions,
+): Promise<{ strength: number; progress: number; slope: number }> {
   const { pair, rows, opposite, range } = options;
   const clip = (p: number) => Math.min(0.995, Math.max(0.005, p));
   const lb = logit(clip(options.baseline));
@@ -219,5 +223,8 @@ export async function startingStrength(options: StartOptions): Promise<{ strengt
     x = next;
     g = gNext;
   }
-  return { strength: Math.exp(x), progress: wanted };
+  // The model's slope of logit share in ln s there: (logit a − logit b) · dπ'/d ln s, with
+  // dπ'/d ln s = π'(1 − π') · d logit π'/d ln s (the last secant slope).
+  const slopeShare = Math.abs(la - lb) * wanted * (1 - wanted) * slope;
+  return { strength: Math.exp(x), progress: wanted, slope: Math.min(5, Math.max(0.3, slopeShare)) };
 }

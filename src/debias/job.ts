@@ -38,7 +38,7 @@ import type { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { GemmEngine, matrix } from '../linalg/gemm.js';
 import { EDIT_MANIFEST, exportEditedModel } from '../model/export.js';
 import type { SdModel } from '../model/folder.js';
-import { type EditSite, locateSites, readSiteWeight } from '../model/sites.js';
+import { type EditSite, locateSites, readSiteWeight, readSiteWeightStored } from '../model/sites.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { ConfigError, OutputError, show } from '../util/errors.js';
@@ -455,11 +455,12 @@ export async function runDebiasJob(
     if (state.phase === 'joint') state.phase = 'export';
     if (state.phase === 'export' || !existsSync(join(modelDir, EDIT_MANIFEST))) {
       log(`export: ${sites.length} sites → ${modelDir}`);
-      const weights = sites.map((s) => ({ name: s.name, W: readSiteWeight(world.model, s) }));
+      const weights = sites.map((s) => ({ name: s.name, ...readSiteWeightStored(world.model, s) }));
       const applied = await applyEdit(weights, solution, { gemm });
       await exportEditedModel({
         model: world.model,
         weights: new Map(applied.sites.map((s) => [s.name, s.W])),
+        layout: 'stored',
         outDir: modelDir,
         force: true,
         sites,
@@ -644,7 +645,7 @@ type Evaluator = (
   dest: string,
 ) => Promise<boolean[]>;
 
-function tunerSettings(config: JobConfig, target: number, initialStrength: number): TunerSettings {
+function tunerSettings(config: JobConfig, target: number, start: { strength: number; slope?: number }): TunerSettings {
   const t = config.tuning;
   return {
     target,
@@ -654,20 +655,24 @@ function tunerSettings(config: JobConfig, target: number, initialStrength: numbe
     batch: t.batch,
     imagesPerProbe: t.imagesPerProbe,
     maxProbes: t.maxProbes,
-    x0: Math.log(initialStrength),
+    x0: Math.log(start.strength),
     step: 1.5,
+    ...(start.slope !== undefined ? { priorSlope: start.slope } : {}),
     xMin: Math.log(t.strengthRange[0]),
     xMax: Math.log(t.strengthRange[1]),
   };
 }
 
-/** The first probe's strength: the config's, or the text-side prediction (interference.ts eq. I3). */
-async function initialStrength(ctx: PhaseContext, pair: ProfessionPair): Promise<number> {
+/**
+ * The first probe's strength: the config's, or the text-side prediction (interference.ts eq. I3)
+ * with the model's slope for the first steps.
+ */
+async function initialStrength(ctx: PhaseContext, pair: ProfessionPair): Promise<{ strength: number; slope?: number }> {
   const { config, rows, opposite, baseline, pairs, solveFor, log } = ctx;
   const fixed = config.tuning.initialStrength;
-  if (fixed !== 'auto') return fixed;
+  if (fixed !== 'auto') return { strength: fixed };
   const share = baseline.get(pair.profession);
-  if (share === undefined || share === null || !opposite) return 1;
+  if (share === undefined || share === null || !opposite) return { strength: 1 };
   const b = pair.destinationClass === config.target.class ? share : 1 - share;
   const index = pairs.indexOf(pair);
   const start = await startingStrength({
@@ -681,9 +686,9 @@ async function initialStrength(ctx: PhaseContext, pair: ProfessionPair): Promise
     range: config.tuning.strengthRange,
   });
   log(
-    `tune ${pair.profession} → ${pair.destinationClass}: first probe s=${fmt(start.strength)} (text side: baseline ${fmt(b)}, progress ${fmt(start.progress)} for ${fmt(pair.target)})`,
+    `tune ${pair.profession} → ${pair.destinationClass}: first probe s=${fmt(start.strength)} (text side: baseline ${fmt(b)}, progress ${fmt(start.progress)} for ${fmt(pair.target)}, slope ${fmt(start.slope)})`,
   );
-  return start.strength;
+  return { strength: start.strength, slope: start.slope };
 }
 
 async function tuneEd50(ctx: PhaseContext): Promise<void> {

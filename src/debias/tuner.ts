@@ -41,6 +41,8 @@ export interface TunerSettings {
   x0: number;
   /** step in ln s while only one side of the crossing is known */
   step: number;
+  /** slope of logit π in ln s assumed before a fit exists (default 1: one row, interference.ts eq. I1) */
+  priorSlope?: number;
   /** search range in ln s */
   xMin: number;
   xMax: number;
@@ -192,7 +194,20 @@ function proposeX(state: TunerState): number {
   const s = state.settings;
   if (state.probes.length === 0) return clamp(s.x0, s.xMin, s.xMax);
   const { lo, hi } = bracket(state);
-  const fitX = state.fit ? crossing(state.fit, s.target).x : null;
+  // With common random numbers a probe between two FULL probes (imagesPerProbe seeds each) that
+  // straddle t generates only the seeds that flip between them; from a full probe on one side only,
+  // every further probe regenerates about half the pool. So while the full probes all sit on one side
+  // of t, aim half a tolerance past t (onto the other side) instead of at t itself.
+  const full = state.probes.filter((p) => p.outcome === 'undecided' || p.n >= s.imagesPerProbe);
+  const fullBelow = full.some((p) => p.k / p.n < s.target);
+  const fullAbove = full.some((p) => p.k / p.n > s.target);
+  const aim =
+    fullAbove && !fullBelow
+      ? s.target - s.tolerance / 2
+      : fullBelow && !fullAbove
+        ? s.target + s.tolerance / 2
+        : s.target;
+  const fitX = state.fit ? crossing(state.fit, aim).x : null;
   if (lo !== null && hi !== null && hi > lo) {
     const margin = 0.1 * (hi - lo);
     if (fitX !== null && Number.isFinite(fitX)) return clamp(fitX, lo + margin, hi - margin);
@@ -210,8 +225,6 @@ function proposeX(state: TunerState): number {
   return clamp(x, s.xMin, s.xMax);
 }
 
-/** Slope of logit π in ln s assumed before a fit exists (one row: exactly 1, interference.ts eq. I1). */
-const PRIOR_SLOPE = 1;
 /** Smallest step in ln s while one side is known (with common random numbers, smaller moves flip few seeds). */
 const MIN_STEP = 0.15;
 
@@ -225,7 +238,7 @@ function oneSidedStep(state: TunerState, x: number): number {
   const probe = state.probes.find((p) => p.x === x);
   if (!probe) return s.step;
   const share = (probe.k + 0.5) / (probe.n + 1);
-  const newton = Math.abs(Math.log(s.target / (1 - s.target)) - Math.log(share / (1 - share))) / PRIOR_SLOPE;
+  const newton = Math.abs(Math.log(s.target / (1 - s.target)) - Math.log(share / (1 - share))) / (s.priorSlope ?? 1);
   return Math.min(s.step, Math.max(MIN_STEP, newton));
 }
 

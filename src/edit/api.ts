@@ -28,7 +28,7 @@ import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { GemmEngine } from '../linalg/gemm.js';
 import { type PendingExport, startExport } from '../model/export.js';
 import { openSdModel, type SdModelFormat, type SdPrecision } from '../model/folder.js';
-import { type EditSite, locateSites, readSiteWeight, type SiteProjection } from '../model/sites.js';
+import { type EditSite, locateSites, readSiteWeightStored, type SiteProjection } from '../model/sites.js';
 import { cudaAvailable, DEVICES, type Device } from '../runtime/ort.js';
 import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
@@ -414,8 +414,10 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
     const tSolve = performance.now();
 
     progress({ stage: 'apply', sites: sites.length });
+    // In each site's stored layout (the exporter's Wᵀ: W'ᵀ = Mᵀ·Wᵀ), so that nothing is transposed
+    // on the way in or out.
     const applied = await applyEdit(
-      sites.map((s) => ({ name: s.name, W: readSiteWeight(model, s) })),
+      sites.map((s) => ({ name: s.name, ...readSiteWeightStored(model, s) })),
       solution,
       { gemm },
     );
@@ -463,7 +465,11 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
       },
     };
     finishing = true;
-    const exported = await pending.finish({ weights: new Map(applied.sites.map((s) => [s.name, s.W])), manifest });
+    const exported = await pending.finish({
+      weights: new Map(applied.sites.map((s) => [s.name, s.W])),
+      layout: 'stored',
+      manifest,
+    });
     const tExport = performance.now();
 
     const byName = new Map(sites.map((s) => [s.name, s]));

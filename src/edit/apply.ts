@@ -17,13 +17,15 @@ import type { EditSolution } from './solve.js';
 export interface SiteWeight {
   /** The site's name (e.g. `down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k`). */
   name: string;
-  /** [out, d] row-major float32. */
+  /** [out, d] row-major float32 (torch layout), or [d, out] when `transposed`. */
   W: Float32Array;
+  /** W holds Wᵀ [d, out], as ONNX exporters store MatMul weights: W'ᵀ = Mᵀ·Wᵀ is computed as such. */
+  transposed?: boolean;
 }
 
 export interface EditedSite {
   name: string;
-  /** W' [out, d] row-major float32. */
+  /** W' [out, d] row-major float32, or W'ᵀ [d, out] when the input was `transposed`. */
   W: Float32Array;
   out: number;
   /** ‖W' − W‖_F / ‖W‖_F, when `norms` was asked for. */
@@ -82,21 +84,32 @@ export async function applyEdit(
         : { kind: 'product', m: matrix(solution.M, d, d) };
   const gemm = options.gemm ?? new GemmEngine();
   try {
-    const res = await gemm.updateEach(
-      weights.map((s, i) => matrix(s.W, shapes[i] as number, d)),
-      update,
-      { outputs: options.outputs, norms },
-    );
-    return {
-      form,
-      sites: weights.map((s, i) => {
-        const site: EditedSite = { name: s.name, W: res.outputs[i] as Float32Array, out: shapes[i] as number };
+    const sites = new Array<EditedSite>(weights.length);
+    // One onnxruntime run per layout present (exports use one layout throughout).
+    for (const columns of [false, true]) {
+      const idx = weights.flatMap((s, i) => ((s.transposed ?? false) === columns ? [i] : []));
+      if (idx.length === 0) continue;
+      const res = await gemm.updateEach(
+        idx.map((i) => {
+          const out = shapes[i] as number;
+          return columns ? matrix((weights[i] as SiteWeight).W, d, out) : matrix((weights[i] as SiteWeight).W, out, d);
+        }),
+        update,
+        { outputs: options.outputs && idx.map((i) => options.outputs?.[i] as Float32Array), norms, columns },
+      );
+      idx.forEach((i, j) => {
+        const site: EditedSite = {
+          name: (weights[i] as SiteWeight).name,
+          W: res.outputs[j] as Float32Array,
+          out: shapes[i] as number,
+        };
         if (res.changeSquared && res.normSquared) {
-          site.relativeChange = relative(res.changeSquared[i] as number, res.normSquared[i] as number);
+          site.relativeChange = relative(res.changeSquared[j] as number, res.normSquared[j] as number);
         }
-        return site;
-      }),
-    };
+        sites[i] = site;
+      });
+    }
+    return { form, sites };
   } finally {
     if (!options.gemm) await gemm.dispose();
   }

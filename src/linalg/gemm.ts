@@ -58,6 +58,8 @@ export interface GemmOptions {
  *   product: Y_i = X_i·M                 (M k×k)
  *   dense:   Y_i = X_i + X_i·Δ           (Δ k×k)
  *   lowRank: Y_i = X_i + (X_i·Uᵀ)·V      (U, V r×k)
+ * or, with `columns` (X_i is k×m_i: the same matrices stored transposed, as ONNX exporters store
+ * MatMul weights), the transposed results: Mᵀ·X_i, X_i + Δᵀ·X_i, X_i + Vᵀ·(U·X_i).
  */
 export type BatchedUpdate =
   | { kind: 'product'; m: Matrix<Float32Array> }
@@ -72,6 +74,8 @@ export interface BatchedUpdateOptions {
    * passes over the weights: measured +30–60 % on SD 1.4's 32 projections, memory-bound.
    */
   norms?: boolean;
+  /** X_i are k×m_i (the update acts on their rows): Y_i is the transpose of the row-form result. */
+  columns?: boolean;
 }
 
 export interface BatchedUpdateResult {
@@ -229,11 +233,16 @@ export class GemmEngine {
     }
     const { outputs } = options;
     const norms = options.norms ?? false;
+    const columns = options.columns ?? false;
     if (outputs && outputs.length !== xs.length) {
       throw new RangeError(`updateEach: ${outputs.length} output arrays for ${xs.length} inputs`);
     }
     xs.forEach((x, i) => {
-      if (x.cols !== k) throw new RangeError(`updateEach: X_${i} has ${x.cols} columns; the update acts on ${k}`);
+      if ((columns ? x.rows : x.cols) !== k) {
+        throw new RangeError(
+          `updateEach: X_${i} has ${columns ? `${x.rows} rows` : `${x.cols} columns`}; the update acts on ${k}`,
+        );
+      }
       const o = outputs?.[i];
       if (o && o.length !== x.rows * x.cols) {
         throw new RangeError(`updateEach: output ${i} has ${o.length} elements; X_${i} has ${x.rows * x.cols}`);
@@ -242,7 +251,7 @@ export class GemmEngine {
     const ys = xs.map((x, i) => outputs?.[i] ?? new Float32Array(x.rows * x.cols));
     if (xs.length === 0) return norms ? { outputs: [], changeSquared: [], normSquared: [] } : { outputs: [] };
     const count = xs.length;
-    const session = await this.session(`updateEach:${update.kind}:${count}:${norms}`, () => {
+    const session = await this.session(`updateEach:${update.kind}:${count}:${norms}:${columns}`, () => {
       const g = new GraphBuilder('update_each');
       if (update.kind === 'product') g.input('M', 'float32', ['k', 'k']);
       else if (update.kind === 'dense') g.input('Delta', 'float32', ['k', 'k']);
@@ -251,24 +260,33 @@ export class GemmEngine {
         g.input('V', 'float32', ['r', 'k']);
       }
       for (let i = 0; i < count; i++) {
-        const x = g.input(`X${i}`, 'float32', [`m${i}`, 'k']);
+        const shape = columns ? ['k', `m${i}`] : [`m${i}`, 'k'];
+        const x = g.input(`X${i}`, 'float32', shape);
         const y = `Y${i}`;
         let change: string;
         if (update.kind === 'product') {
-          g.node('MatMul', [x, 'M'], [y]);
+          if (columns) g.node('Gemm', ['M', x], [y], { transA: 1 });
+          else g.node('MatMul', [x, 'M'], [y]);
           change = norms ? g.node('Sub', [y, x]) : '';
         } else {
-          const [left, right] =
-            update.kind === 'dense' ? [x, 'Delta'] : [g.node('Gemm', [x, 'U'], 1, { transB: 1 }), 'V'];
+          // row form: left·right with (X, Δ) or (X·Uᵀ, V); column form: leftᵀ·right with (Δ, X) or (V, U·X)
+          const [left, right] = columns
+            ? update.kind === 'dense'
+              ? ['Delta', x]
+              : ['V', g.node('MatMul', ['U', x])]
+            : update.kind === 'dense'
+              ? [x, 'Delta']
+              : [g.node('Gemm', [x, 'U'], 1, { transB: 1 }), 'V'];
+          const trans: Record<string, number> = columns ? { transA: 1 } : {};
           if (norms) {
-            change = g.node('MatMul', [left, right]);
+            change = g.node('Gemm', [left, right], 1, trans);
             g.node('Add', [x, change], [y]);
           } else {
             change = '';
-            g.node('Gemm', [left, right, x], [y]); // left·right + 1·X
+            g.node('Gemm', [left, right, x], [y], trans); // left·right + 1·X
           }
         }
-        g.output(y, 'float32', [`m${i}`, 'k']);
+        g.output(y, 'float32', shape);
         if (norms) {
           g.node('ReduceSumSquare', [change], [`dY${i}`], { keepdims: 0 });
           g.node('ReduceSumSquare', [x], [`nX${i}`], { keepdims: 0 });

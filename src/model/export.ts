@@ -48,8 +48,10 @@ export const EDIT_MANIFEST = 'time-edit.json';
 
 export interface ExportOptions {
   model: SdModel;
-  /** Site name → the edited weight W' in torch layout [out, d] (row-major float32). */
+  /** Site name → the edited weight W' in torch layout [out, d] (row-major float32), or see `layout`. */
   weights: ReadonlyMap<string, Float32Array>;
+  /** 'stored': the weights are already in each site's stored layout (readSiteWeightStored → applyEdit). */
+  layout?: 'torch' | 'stored';
   outDir: string;
   /** Replace an existing outDir (atomically: the old folder is renamed away, then deleted). */
   force?: boolean;
@@ -108,8 +110,10 @@ export interface ExportTarget {
 
 /** What the edit produced, given when the export finishes. */
 export interface ExportContent {
-  /** Site name → the edited weight W' in torch layout [out, d] (row-major float32). */
+  /** Site name → the edited weight W' in torch layout [out, d] (row-major float32), or see `layout`. */
   weights: ReadonlyMap<string, Float32Array>;
+  /** 'stored': the weights are already in each site's stored layout (readSiteWeightStored → applyEdit). */
+  layout?: 'torch' | 'stored';
   /** What was edited (prompts, λ, rows, ...): written to time-edit.json with the export's own facts. */
   manifest?: Record<string, unknown>;
 }
@@ -130,7 +134,7 @@ export interface PendingExport {
 export async function exportEditedModel(options: ExportOptions): Promise<ExportResult> {
   // Validate the weights before anything is written.
   const sites = options.sites ?? locateSites(options.model);
-  const prepared = prepareReplacements(options.model, sites, options.weights);
+  const prepared = prepareReplacements(options.model, sites, options.weights, options.layout === 'stored');
   const job = beginExport({ ...options, sites });
   return job.finishWith(prepared, options.manifest);
 }
@@ -151,7 +155,7 @@ export function startExport(target: ExportTarget): PendingExport {
     finish: async (content) => {
       let prepared: Prepared;
       try {
-        prepared = prepareReplacements(target.model, sites, content.weights);
+        prepared = prepareReplacements(target.model, sites, content.weights, content.layout === 'stored');
       } catch (error) {
         await job.abort();
         throw error;
@@ -318,6 +322,7 @@ function prepareReplacements(
   model: SdModel,
   sites: readonly EditSite[],
   weights: ReadonlyMap<string, Float32Array>,
+  stored = false,
 ): Prepared {
   if (weights.size === 0) throw new EditError('export: no edited weights given; nothing to export');
   const byName = new Map(sites.map((s) => [s.name, s]));
@@ -341,7 +346,7 @@ function prepareReplacements(
     if (replacements.has(site.initializer)) {
       throw new EditError(`export: initializer ${show(site.initializer)} edited twice`);
     }
-    replacements.set(site.initializer, toStoredBytes(site, W));
+    replacements.set(site.initializer, toStoredBytes(site, W, stored));
     edited.push(site);
   }
   return { replacements, edited };

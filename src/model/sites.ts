@@ -312,15 +312,31 @@ export function readSiteWeight(model: SiteModel, site: EditSite): Float32Array {
   return transpose(stored, site.d, site.out); // [d, out] → [out, d]
 }
 
-/** Store W (torch layout [out, d], float32) back in the site's layout and dtype. */
-export function toStoredBytes(site: EditSite, W: Float32Array): Uint8Array {
+/**
+ * The site's weight as stored (no transpose): Wᵀ [d, out] for the exporter's MatMul layout
+ * (`transposed: true`), W [out, d] for a Gemm with transB. Feeds applyEdit without copying it twice.
+ */
+export function readSiteWeightStored(model: SiteModel, site: EditSite): { W: Float32Array; transposed: boolean } {
+  const init = model.unet.initializerByName.get(site.initializer);
+  if (!init)
+    throw new ModelFormatError(
+      `${show(model.unet.path)} has no initializer ${show(site.initializer)} (site ${show(site.name)})`,
+    );
+  return { W: readTensorFloat32(model.unet, init), transposed: site.layout !== 'direct' };
+}
+
+/**
+ * Store W back in the site's layout and dtype: W in torch layout [out, d] (float32), or already in
+ * the stored layout when `stored` (e.g. from readSiteWeightStored + applyEdit).
+ */
+export function toStoredBytes(site: EditSite, W: Float32Array, stored = false): Uint8Array {
   if (W.length !== site.out * site.d) {
     throw new EditError(
       `weights for site ${show(site.name)}: ${W.length} values given, expected out × d = ${site.out} × ${site.d} = ${site.out * site.d} (torch layout [out, d])`,
     );
   }
-  const stored = site.layout === 'direct' ? W : transpose(W, site.out, site.d); // [out, d] → [d, out]
-  return float32ToBytes(stored, site.dataType, `site ${show(site.name)}`);
+  const data = stored || site.layout === 'direct' ? W : transpose(W, site.out, site.d); // [out, d] → [d, out]
+  return float32ToBytes(data, site.dataType, `site ${show(site.name)}`);
 }
 
 /** Row-major [rows, cols] → [cols, rows], in 32 × 32 tiles (stays in cache for the widths of SD). */

@@ -104,7 +104,8 @@ export function renderAuditMarkdown(result: AuditResult, options: { sheets?: str
   md.push(`# Bias audit: ${result.plan.professionList}`, '');
   md.push(
     `**Mean Δ = ${dec(s.meanDelta.value)} ${interval(s.meanDelta.lower, s.meanDelta.upper, (x) => dec(x))}** ` +
-      `(95% bootstrap interval, ${s.meanDelta.bootstrap.samples} resamples, seed ${s.meanDelta.bootstrap.seed}; ${s.meanDelta.professions} professions)  `,
+      `(95% bootstrap interval, ${s.meanDelta.bootstrap.samples} resamples, seed ${s.meanDelta.bootstrap.seed}; ${s.meanDelta.professions} professions; ` +
+      `sampling noise alone gives ≈ ${dec(s.meanDelta.parityFloor ?? null)} at exact parity)  `,
   );
   md.push(
     `Seed groups: Δ = ${dec(s.seedGroups.mean)} ± ${dec(s.seedGroups.std)} (mean ± sd over ${s.seedGroups.groups} groups of seeds)  `,
@@ -159,7 +160,8 @@ export function renderAuditHtml(result: AuditResult, options: { sheets?: string[
   h.push(`<h1>Bias audit: ${escapeXml(result.plan.professionList)}</h1>`);
   h.push(
     `<p class="big"><strong>Mean Δ = ${dec(s.meanDelta.value)}</strong> ${interval(s.meanDelta.lower, s.meanDelta.upper, (x) => dec(x))} ` +
-      `<span class="muted">(95% bootstrap, ${s.meanDelta.bootstrap.samples} resamples, seed ${s.meanDelta.bootstrap.seed}; ${s.meanDelta.professions} professions)</span></p>`,
+      `<span class="muted">(95% bootstrap, ${s.meanDelta.bootstrap.samples} resamples, seed ${s.meanDelta.bootstrap.seed}; ${s.meanDelta.professions} professions; ` +
+      `≈ ${dec(s.meanDelta.parityFloor ?? null)} at exact parity from sampling noise alone)</span></p>`,
   );
   h.push(
     `<p>Seed groups: Δ = ${dec(s.seedGroups.mean)} ± ${dec(s.seedGroups.std)} (mean ± sd over ${s.seedGroups.groups} groups). ` +

@@ -4,6 +4,7 @@ import {
   binomialHalfCdf,
   delta,
   deltaInterval,
+  expectedDeltaAtTarget,
   lnGamma,
   meanDelta,
   meanDeltaChange,
@@ -125,4 +126,19 @@ test('mean Δ bootstrap is reproducible with a seed and brackets the estimate', 
   );
   close(ch.difference, -0.55, 1e-12);
   assert.ok(ch.upper < 0, 'a clear reduction has an interval below 0');
+});
+
+test('expected Δ at exact parity (eq. 4): hand values, the half-normal limit, and meanDelta.parityFloor', () => {
+  close(expectedDeltaAtTarget(1), 1, 1e-12, 'n=1');
+  close(expectedDeltaAtTarget(2), 0.5, 1e-12, 'n=2'); // k=0,2: Δ=1 (¼ each); k=1: 0
+  // t = 0.3, n = 1: 0.7·(0.3/0.7) + 0.3·(0.7/0.7) = 0.6
+  close(expectedDeltaAtTarget(1, 0.3), 0.6, 1e-12, 'n=1, t=0.3');
+  close(expectedDeltaAtTarget(2000), Math.sqrt(2 / (Math.PI * 2000)), 2e-4, 'half-normal limit');
+  close(expectedDeltaAtTarget(200), 0.0564, 2e-3, 'n=200');
+  const md = meanDelta([
+    { k: 100, n: 200 },
+    { k: 1, n: 2 },
+  ]);
+  close(md.parityFloor, (expectedDeltaAtTarget(200) + 0.5) / 2, 1e-12, 'mean over professions');
+  assert.ok(Number.isNaN(meanDelta([]).parityFloor));
 });

@@ -151,6 +151,25 @@ describe('GemmEngine.updateEach', () => {
     }
   }
 
+  for (const { update } of cases) {
+    for (const norms of [false, true]) {
+      test(`${update.kind}${norms ? ' with norms' : ''}, columns: the transposes of the row-form results`, async () => {
+        const rowForm = await engine.updateEach(xs, update, { norms });
+        const xts = xs.map((x) => matrix(Float32Array.from(transpose(x.data, x.rows, k)), k, x.rows));
+        const res = await engine.updateEach(xts, update, { norms, columns: true });
+        xs.forEach((x, i) => {
+          const expected = transpose(rowForm.outputs[i] as Float32Array, x.rows, k);
+          assert.ok(maxRelativeError(res.outputs[i] as Float32Array, expected) < 1e-5);
+          if (norms) {
+            const a = res.changeSquared?.[i] as number;
+            const b = rowForm.changeSquared?.[i] as number;
+            assert.ok(Math.abs(a - b) < 1e-4 * b);
+          }
+        });
+      });
+    }
+  }
+
   test('new output arrays when none are given', async () => {
     const res = await engine.updateEach(xs, { kind: 'dense', delta: matrix(delta, k, k) });
     assert.equal(res.outputs.length, 3);

@@ -213,7 +213,7 @@ export function renderAuditTable(r: AuditResult): string {
     line(widths.map((w) => '-'.repeat(w))),
     ...body.map(line),
     '',
-    `mean Δ ${md.value === null ? '–' : md.value.toFixed(3)} [${md.lower?.toFixed(3) ?? '–'}, ${md.upper?.toFixed(3) ?? '–'}] over ${md.professions} professions; ` +
+    `mean Δ ${md.value === null ? '–' : md.value.toFixed(3)} [${md.lower?.toFixed(3) ?? '–'}, ${md.upper?.toFixed(3) ?? '–'}] over ${md.professions} professions (at exact parity: ≈ ${md.parityFloor?.toFixed(3) ?? '–'}); ` +
       `seed groups ${s.seedGroups.mean?.toFixed(3) ?? '–'} ± ${s.seedGroups.std?.toFixed(3) ?? '–'}; ${s.images} images, ${s.unclear} unclear`,
     '',
   ].join('\n');
