@@ -302,14 +302,8 @@ function rejectPackedModules(unet: OnnxModelFile, index: GraphIndex, sites: Edit
 
 /** The site's weight in TORCH layout [out, d] (row-major), as float32. Reads only that tensor. */
 export function readSiteWeight(model: SiteModel, site: EditSite): Float32Array {
-  const init = model.unet.initializerByName.get(site.initializer);
-  if (!init)
-    throw new ModelFormatError(
-      `${show(model.unet.path)} has no initializer ${show(site.initializer)} (site ${show(site.name)})`,
-    );
-  const stored = readTensorFloat32(model.unet, init);
-  if (site.layout === 'direct') return stored;
-  return transpose(stored, site.d, site.out); // [d, out] → [out, d]
+  const { W, transposed } = readSiteWeightStored(model, site);
+  return transposed ? transpose(W, site.d, site.out) : W; // [d, out] → [out, d]
 }
 
 /**

@@ -15,7 +15,7 @@ import { after, describe, test } from 'node:test';
 import { buildTinySdModel, type TinySdOptions } from '../../src/demo/sd-model.js';
 import { EDIT_MANIFEST, exportEditedModel, relativeChange, startExport } from '../../src/model/export.js';
 import { openSdModel, type SdModel } from '../../src/model/folder.js';
-import { type EditSite, locateSites, readSiteWeight } from '../../src/model/sites.js';
+import { type EditSite, locateSites, readSiteWeight, readSiteWeightStored } from '../../src/model/sites.js';
 import { readTensorBytes } from '../../src/onnx/model-file.js';
 import { Session, tensor } from '../../src/runtime/ort.js';
 import { EditError, ModelFormatError, OutputError } from '../../src/util/errors.js';
@@ -187,6 +187,33 @@ describe('exportEditedModel end to end on the tiny models', () => {
     delete b[EDIT_MANIFEST];
     assert.deepEqual(b, a);
     assert.ok(result.editedSites.every((s) => s.relativeChange === 0));
+  });
+
+  test("layout 'stored': weights as readSiteWeightStored gives them export the same bytes as torch layout", async () => {
+    const { model, sites } = tiny({ precision: 'float16' });
+    const torch = editedWeights(model, sites, 71);
+    const stored = new Map(
+      sites.map((s) => {
+        const { transposed } = readSiteWeightStored(model, s);
+        assert.equal(transposed, s.layout === 'transposed');
+        const W = torch.get(s.name) as Float32Array;
+        // torch [out, d] → stored [d, out] for the exporter's layout
+        const T = new Float32Array(W.length);
+        if (transposed)
+          for (let o = 0; o < s.out; o++) for (let k = 0; k < s.d; k++) T[k * s.out + o] = W[o * s.d + k] as number;
+        else T.set(W);
+        return [s.name, T];
+      }),
+    );
+    const a = join(tmp.dir, `out${counter++}`);
+    const b = join(tmp.dir, `out${counter++}`);
+    await exportEditedModel({ model, weights: torch, outDir: a });
+    await exportEditedModel({ model, weights: stored, layout: 'stored', outDir: b });
+    const ca = checksums(a);
+    const cb = checksums(b);
+    delete ca[EDIT_MANIFEST];
+    delete cb[EDIT_MANIFEST];
+    assert.deepEqual(cb, ca);
   });
 
   test('symlinked files in the input are copied as files', async () => {
