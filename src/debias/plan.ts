@@ -30,9 +30,14 @@ export interface DryRunPlan {
     beforeAudit: number;
     afterAudit: number;
     genderedAudit: number;
-    /** expected tuning images (≈ 300 per profession for ed50; rounds × images per round for uce), and the most possible */
+    /**
+     * expected tuning images (ed50: ≈ 1.75 × imagesPerProbe per profession with the text-side first
+     * probe, as measured on the demo world, 2 × without; uce: rounds × images per round), and the most possible
+     */
     tuningExpected: number;
     tuningMax: number;
+    /** verification images: one round expected with interference compensation (two without), every round at most */
+    verificationExpected: number;
     verification: number;
     totalExpected: number;
     totalMax: number;
@@ -68,17 +73,28 @@ export async function planDebias(config: JobConfig, world: JobWorld): Promise<Dr
       : edited.length * t.uce.maxRounds * t.uce.imagesPerRound;
   const tuningExpected =
     t.strategy === 'ed50'
-      ? edited.length * Math.min(t.maxProbes * t.imagesPerProbe, 2 * t.imagesPerProbe)
+      ? edited.length *
+        Math.min(
+          t.maxProbes * t.imagesPerProbe,
+          Math.ceil((t.initialStrength === 'auto' ? 1.75 : 2) * t.imagesPerProbe),
+        )
       : edited.length * Math.min(t.uce.maxRounds, 10) * t.uce.imagesPerRound;
-  const verification = t.strategy === 'ed50' ? edited.length * (t.jointRounds + 1) * t.verificationImages : 0;
-  const totalExpected = 2 * auditImages + gendered + tuningExpected + verification;
+  const rounds = t.jointRounds + 1;
+  const verification = t.strategy === 'ed50' ? edited.length * rounds * t.verificationImages : 0;
+  const verificationExpected =
+    t.strategy === 'ed50' ? edited.length * Math.min(rounds, t.compensate ? 1 : 2) * t.verificationImages : 0;
+  const totalExpected = 2 * auditImages + gendered + tuningExpected + verificationExpected;
   const totalMax = 2 * auditImages + gendered + tuningMax + verification;
-  // One timed single-step, single-image generation (after a warm-up), scaled to the job's steps.
+  // One timed single-step generation of a batch as the job runs them (after a warm-up), per image,
+  // scaled to the job's steps. (Batches amortize the UNet's fixed cost: a single image would
+  // overestimate small models several times.)
   const g = config.generation;
+  const batch = Math.max(1, Math.min(g.batchSize, 32));
   const timed = async () => {
     const r = await world.pipeline.generate({
       prompt: professions[0]?.source ?? 'a photo',
-      seeds: [0],
+      seeds: Array.from({ length: batch }, (_, i) => i),
+      batchSize: batch,
       steps: 1,
       scheduler: g.scheduler,
       guidance: g.guidance,
@@ -89,7 +105,7 @@ export async function planDebias(config: JobConfig, world: JobWorld): Promise<Dr
   };
   await timed();
   const timing = await timed();
-  const secondsPerImage = (timing.textMs + timing.loopMs * g.steps + timing.decodeMs) / 1000;
+  const secondsPerImage = (timing.textMs + timing.loopMs * g.steps + timing.decodeMs) / 1000 / batch;
   return {
     kind: 'debias-plan',
     professions,
@@ -101,6 +117,7 @@ export async function planDebias(config: JobConfig, world: JobWorld): Promise<Dr
       genderedAudit: gendered,
       tuningExpected,
       tuningMax,
+      verificationExpected,
       verification,
       totalExpected,
       totalMax,
@@ -131,7 +148,7 @@ export function renderPlan(plan: DryRunPlan): string {
   );
   const b = plan.budget;
   lines.push(
-    `images: before ${b.beforeAudit}, tuning ≈ ${b.tuningExpected} (at most ${b.tuningMax}), verification ≤ ${b.verification}, after ${b.afterAudit}, gendered ${b.genderedAudit}`,
+    `images: before ${b.beforeAudit}, tuning ≈ ${b.tuningExpected} (at most ${b.tuningMax}), verification ≈ ${b.verificationExpected} (at most ${b.verification}), after ${b.afterAudit}, gendered ${b.genderedAudit}`,
   );
   lines.push(`total ≈ ${b.totalExpected} images (at most ${b.totalMax})`);
   const e = plan.estimate;

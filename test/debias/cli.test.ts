@@ -95,6 +95,10 @@ describe('time-debias debias: dry run and budget', () => {
     assert.equal(r.code, EXIT.ok, r.stderr);
     assert.match(r.stdout, /"a nurse" → "a female nurse" or "a male nurse"/);
     assert.match(r.stdout, /rows: 1 pairs × 308 \+ \d+ preserved = \d+ rows of d = \d+/);
+    // base: 1 edited profession, one probe of at most 16 images (the expected 1.75 × 16 is capped by
+    // it), 8 verification images per round, one round (jointRounds 0)
+    assert.match(r.stdout, /tuning ≈ 16 \(at most 16\)/);
+    assert.match(r.stdout, /verification ≈ 8 \(at most 8\)/);
     assert.match(r.stdout, /total ≈ \d+ images/);
     assert.match(r.stdout, /s per image \(measured\)/);
     assert.equal(existsSync(out), false);
