@@ -25,7 +25,7 @@ function summaryLines(r: DebiasResult): string[] {
   const lines = [
     `mean Δ before ${dec(b?.value)} [${dec(b?.lower)}, ${dec(b?.upper)}] → after ${dec(a?.value)} [${dec(a?.lower)}, ${dec(a?.upper)}] ` +
       `(${s.professions} professions, held-out prompts and seeds; 95% bootstrap); max Δ after ${dec(s.maxDeltaAfter)}`,
-    `  (sampling noise alone: at exact parity these image counts would measure mean Δ ≈ ${dec(a?.parityFloor ?? b?.parityFloor)} on average)`,
+    `parity floor: with these image counts, sampling noise alone gives mean Δ ≈ ${dec(a?.parityFloor ?? b?.parityFloor)} at exact parity`,
     `tuning (${r.strategy}): ${s.tuningImages} images, ${dec(s.tuningImagesPerProfession, 0)} per profession; joint rounds ${s.jointRounds}`,
   ];
   if (s.genderedKept) {
