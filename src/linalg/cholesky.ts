@@ -16,7 +16,7 @@
  */
 import { EditError } from '../util/errors.js';
 import type { GemmEngine } from './gemm.js';
-import { copyBlock, dot, subtractProduct } from './kernels.js';
+import { copyBlock, dot, subtractCombination, subtractProduct } from './kernels.js';
 
 export interface CholeskyOptions {
   /** Run the large block updates through onnxruntime (float64). Without it everything runs in JS. */
@@ -141,34 +141,10 @@ export class Cholesky {
       return;
     }
     for (let i = r0; i < r1; i++) {
-      const yi = i * m;
-      const li = i * n;
-      let k = r0;
-      for (; k + 3 < i; k += 4) {
-        const a0 = L[li + k] as number;
-        const a1 = L[li + k + 1] as number;
-        const a2 = L[li + k + 2] as number;
-        const a3 = L[li + k + 3] as number;
-        const y0 = k * m;
-        const y1 = y0 + m;
-        const y2 = y1 + m;
-        const y3 = y2 + m;
-        for (let j = 0; j < m; j++) {
-          b[yi + j] =
-            (b[yi + j] as number) -
-            a0 * (b[y0 + j] as number) -
-            a1 * (b[y1 + j] as number) -
-            a2 * (b[y2 + j] as number) -
-            a3 * (b[y3 + j] as number);
-        }
-      }
-      for (; k < i; k++) {
-        const a = L[li + k] as number;
-        const yk = k * m;
-        for (let j = 0; j < m; j++) b[yi + j] = (b[yi + j] as number) - a * (b[yk + j] as number);
-      }
-      const inv = 1 / (L[li + i] as number);
-      for (let j = 0; j < m; j++) b[yi + j] = (b[yi + j] as number) * inv;
+      // y_i −= Σ_{r0≤k<i} L[i,k]·y_k (coefficients along row i of L), then y_i /= L[i,i]
+      subtractCombination(b, i * m, m, L, i * n + r0, 1, b, r0 * m, i - r0);
+      const inv = 1 / (L[i * n + i] as number);
+      for (let j = 0; j < m; j++) b[i * m + j] = (b[i * m + j] as number) * inv;
     }
   }
 
@@ -194,33 +170,10 @@ export class Cholesky {
       return;
     }
     for (let i = r1 - 1; i >= r0; i--) {
-      const xi = i * m;
-      let k = i + 1;
-      for (; k + 3 < r1; k += 4) {
-        const a0 = L[k * n + i] as number;
-        const a1 = L[(k + 1) * n + i] as number;
-        const a2 = L[(k + 2) * n + i] as number;
-        const a3 = L[(k + 3) * n + i] as number;
-        const x0 = k * m;
-        const x1 = x0 + m;
-        const x2 = x1 + m;
-        const x3 = x2 + m;
-        for (let j = 0; j < m; j++) {
-          b[xi + j] =
-            (b[xi + j] as number) -
-            a0 * (b[x0 + j] as number) -
-            a1 * (b[x1 + j] as number) -
-            a2 * (b[x2 + j] as number) -
-            a3 * (b[x3 + j] as number);
-        }
-      }
-      for (; k < r1; k++) {
-        const a = L[k * n + i] as number;
-        const xk = k * m;
-        for (let j = 0; j < m; j++) b[xi + j] = (b[xi + j] as number) - a * (b[xk + j] as number);
-      }
+      // x_i −= Σ_{i<k<r1} L[k,i]·x_k (coefficients down column i of L), then x_i /= L[i,i]
+      subtractCombination(b, i * m, m, L, (i + 1) * n + i, n, b, (i + 1) * m, r1 - i - 1);
       const inv = 1 / (L[i * n + i] as number);
-      for (let j = 0; j < m; j++) b[xi + j] = (b[xi + j] as number) * inv;
+      for (let j = 0; j < m; j++) b[i * m + j] = (b[i * m + j] as number) * inv;
     }
   }
 

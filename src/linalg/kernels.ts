@@ -49,34 +49,7 @@ export async function subtractProduct(
 
 /** C[i,:] −= Σ_t A[i,t]·B[t,:] — axpy over contiguous rows of B. */
 function subtractNN(c: Float64Array, a: Float64Array, b: Float64Array, m: number, k: number, n: number): void {
-  for (let i = 0; i < m; i++) {
-    const ci = i * n;
-    const ai = i * k;
-    let t = 0;
-    for (; t + 3 < k; t += 4) {
-      const a0 = a[ai + t] as number;
-      const a1 = a[ai + t + 1] as number;
-      const a2 = a[ai + t + 2] as number;
-      const a3 = a[ai + t + 3] as number;
-      const b0 = t * n;
-      const b1 = b0 + n;
-      const b2 = b1 + n;
-      const b3 = b2 + n;
-      for (let j = 0; j < n; j++) {
-        c[ci + j] =
-          (c[ci + j] as number) -
-          a0 * (b[b0 + j] as number) -
-          a1 * (b[b1 + j] as number) -
-          a2 * (b[b2 + j] as number) -
-          a3 * (b[b3 + j] as number);
-      }
-    }
-    for (; t < k; t++) {
-      const at = a[ai + t] as number;
-      const bt = t * n;
-      for (let j = 0; j < n; j++) c[ci + j] = (c[ci + j] as number) - at * (b[bt + j] as number);
-    }
-  }
+  for (let i = 0; i < m; i++) subtractCombination(c, i * n, n, a, i * k, 1, b, 0, k);
 }
 
 /** C[i,j] −= A[i,:]·B[j,:] — dot products of contiguous rows. */
@@ -90,32 +63,49 @@ function subtractNT(c: Float64Array, a: Float64Array, b: Float64Array, m: number
 
 /** C[i,:] −= Σ_t A[t,i]·B[t,:] — axpy with the scalar read down a column of A. */
 function subtractTN(c: Float64Array, a: Float64Array, b: Float64Array, m: number, k: number, n: number): void {
-  for (let i = 0; i < m; i++) {
-    const ci = i * n;
-    let t = 0;
-    for (; t + 3 < k; t += 4) {
-      const a0 = a[t * m + i] as number;
-      const a1 = a[(t + 1) * m + i] as number;
-      const a2 = a[(t + 2) * m + i] as number;
-      const a3 = a[(t + 3) * m + i] as number;
-      const b0 = t * n;
-      const b1 = b0 + n;
-      const b2 = b1 + n;
-      const b3 = b2 + n;
-      for (let j = 0; j < n; j++) {
-        c[ci + j] =
-          (c[ci + j] as number) -
-          a0 * (b[b0 + j] as number) -
-          a1 * (b[b1 + j] as number) -
-          a2 * (b[b2 + j] as number) -
-          a3 * (b[b3 + j] as number);
-      }
+  for (let i = 0; i < m; i++) subtractCombination(c, i * n, n, a, i, m, b, 0, k);
+}
+
+/**
+ * One row minus a combination of rows: y[yo + j] −= Σ_{t<count} coef[co + t·cs] · x[xo + t·len + j]
+ * for j < len (the rows of x are contiguous, `len` apart; the coefficients `cs` apart). Unrolled by
+ * four so that one load/store of the target row serves four multiply-adds. The products above, and
+ * the triangular solves of the Cholesky leaves (cholesky.ts), are this loop.
+ */
+export function subtractCombination(
+  y: Float64Array,
+  yo: number,
+  len: number,
+  coef: Float64Array,
+  co: number,
+  cs: number,
+  x: Float64Array,
+  xo: number,
+  count: number,
+): void {
+  let t = 0;
+  let c = co;
+  let x0 = xo;
+  for (; t + 3 < count; t += 4, c += 4 * cs, x0 += 4 * len) {
+    const a0 = coef[c] as number;
+    const a1 = coef[c + cs] as number;
+    const a2 = coef[c + 2 * cs] as number;
+    const a3 = coef[c + 3 * cs] as number;
+    const x1 = x0 + len;
+    const x2 = x1 + len;
+    const x3 = x2 + len;
+    for (let j = 0; j < len; j++) {
+      y[yo + j] =
+        (y[yo + j] as number) -
+        a0 * (x[x0 + j] as number) -
+        a1 * (x[x1 + j] as number) -
+        a2 * (x[x2 + j] as number) -
+        a3 * (x[x3 + j] as number);
     }
-    for (; t < k; t++) {
-      const at = a[t * m + i] as number;
-      const bt = t * n;
-      for (let j = 0; j < n; j++) c[ci + j] = (c[ci + j] as number) - at * (b[bt + j] as number);
-    }
+  }
+  for (; t < count; t++, c += cs, x0 += len) {
+    const a = coef[c] as number;
+    for (let j = 0; j < len; j++) y[yo + j] = (y[yo + j] as number) - a * (x[x0 + j] as number);
   }
 }
 
