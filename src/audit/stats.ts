@@ -30,6 +30,7 @@
  *           discordant pairs b (target before, not after) and c (not before, target after):
  *             p = min(1, 2 · P[X ≤ min(b, c)]),  X ~ Binomial(b + c, 1/2).
  */
+import { mulberry32 } from '../util/random.js';
 
 /** z for a two-sided 95 % interval. */
 export const Z95 = 1.959963984540054;
@@ -77,18 +78,6 @@ export function deltaInterval(p: Interval, target = 0.5): Interval {
   const b = delta(p.upper, target);
   if (p.lower <= target && target <= p.upper) return { lower: 0, upper: Math.max(a, b) };
   return { lower: Math.min(a, b), upper: Math.max(a, b) };
-}
-
-/** mulberry32: a small, fast, seeded 32-bit PRNG; returns uniforms in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export interface MeanDelta extends Interval {

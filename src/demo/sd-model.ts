@@ -42,6 +42,7 @@ import { join } from 'node:path';
 import { type AttrValue, GraphBuilder } from '../onnx/build.js';
 import { BOS_TOKEN, type BpeVocab, buildWordVocab, EOS_TOKEN } from '../text/bpe-files.js';
 import { show, UsageError } from '../util/errors.js';
+import { mulberry32 } from '../util/random.js';
 import { demoWords } from './words.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -318,16 +319,10 @@ function streamSeed(key: string, seed: number): number {
   return h >>> 0;
 }
 
-/** mulberry32 uniform stream in (0, 1). */
+/** mulberry32 uniforms shifted by half a step into (0, 1) (Box–Muller takes their logarithm). */
 function uniforms(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
+  const next = mulberry32(seed);
+  return () => next() + 0.5 / 4294967296;
 }
 
 /** Gaussian values N(0, std²) from a per-key stream (Box–Muller). */
