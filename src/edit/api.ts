@@ -23,16 +23,15 @@
  * it directly as the pair's `lambda` instead. Preservation rows (prompts mapped to themselves) have
  * weight μ.
  */
-import { existsSync, lstatSync, realpathSync } from 'node:fs';
-import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { resolve } from 'node:path';
 import { GemmEngine } from '../linalg/gemm.js';
-import { type PendingExport, startExport } from '../model/export.js';
+import { checkExportTarget, type PendingExport, startExport } from '../model/export.js';
 import { openSdModel, type SdModelFormat, type SdPrecision } from '../model/folder.js';
 import { type EditSite, locateSites, readSiteWeightStored, type SiteProjection } from '../model/sites.js';
 import { cudaAvailable, DEVICES, type Device } from '../runtime/ort.js';
 import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
-import { ModelFormatError, OutputError, show, UsageError } from '../util/errors.js';
+import { ModelFormatError, show, UsageError } from '../util/errors.js';
 import { type AlignTokens, alignTokens } from './align.js';
 import { applyEdit } from './apply.js';
 import { augmentPrompts, buildRows, type EncodedRows } from './rows.js';
@@ -317,11 +316,10 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
   const progress = request.onProgress ?? (() => {});
   // 0. The request.
   const req = normalizeEditRequest(request);
-  checkOutput(req.outDir, req.force);
+  checkExportTarget(req.modelDir, req.outDir, req.force);
 
   // 1. The model folder and its sites.
   const model = openSdModel(req.modelDir);
-  checkOutputAgainstInput(req.outDir, model.dir);
   const allSites = locateSites(model);
   const sites = selectSites(allSites, req.projections, req.layers);
   progress({
@@ -590,40 +588,6 @@ function expandPairs(req: NormalizedRequest): { source: string; destination: str
     const destinations = req.augment ? augmentPrompts(p.destination) : [p.destination];
     return sources.map((source, k) => ({ source, destination: destinations[k] as string }));
   });
-}
-
-/** The output must not exist (unless force); checked again by the export right before it writes. */
-function checkOutput(outDir: string, force: boolean): void {
-  let exists = existsSync(outDir);
-  try {
-    exists ||= lstatSync(outDir).isSymbolicLink();
-  } catch {
-    // does not exist
-  }
-  if (exists && !force) {
-    throw new OutputError(`--out ${show(outDir)} already exists; choose another folder or pass --force to replace it`);
-  }
-}
-
-/** The output must be neither the input, inside it, nor around it (--force would delete the input). */
-function checkOutputAgainstInput(outDir: string, modelDir: string): void {
-  const real = (p: string) => (existsSync(p) ? realpathSync(p) : p);
-  const inside = (path: string, dir: string) => {
-    const rel = relative(dir, path);
-    return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
-  };
-  const out = real(outDir);
-  const input = real(modelDir);
-  if (inside(out, input) || inside(outDir, modelDir)) {
-    throw new OutputError(
-      `--out ${show(outDir)} is the model folder or inside it (${show(modelDir)}); the input is never modified, choose a folder outside it`,
-    );
-  }
-  if (inside(input, out) || inside(modelDir, outDir)) {
-    throw new OutputError(
-      `--out ${show(outDir)} contains the model folder ${show(modelDir)}; writing there (or replacing it with --force) would destroy the input`,
-    );
-  }
 }
 
 function round(ms: number): number {

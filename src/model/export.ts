@@ -177,23 +177,7 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
   finishWith: (prepared: Prepared, manifest?: Record<string, unknown>) => Promise<ExportResult>;
 } {
   const { model, sites } = target;
-  const outDir = resolve(target.outDir);
-  const inputReal = realpathSync(model.dir);
-  const outReal = realpathNear(outDir);
-  if (isSameOrInside(outReal, inputReal) || isSameOrInside(outDir, model.dir)) {
-    throw new OutputError(
-      `--out ${show(outDir)} is the input folder or inside it (${show(model.dir)}); choose a folder outside the input`,
-    );
-  }
-  if (isSameOrInside(inputReal, outReal) || isSameOrInside(model.dir, outDir)) {
-    throw new OutputError(
-      `--out ${show(outDir)} contains the input folder ${show(model.dir)}; replacing it would delete the input`,
-    );
-  }
-  const exists = existsSync(outDir) || isSymlink(outDir);
-  if (exists && !target.force) {
-    throw new OutputError(`--out ${show(outDir)} already exists; choose another folder or pass --force to replace it`);
-  }
+  const { outDir, exists } = checkExportTarget(model.dir, target.outDir, target.force ?? false);
   const parent = dirname(outDir);
   mkdirSync(parent, { recursive: true });
   const tmp = `${outDir}.tmp-${randomBytes(6).toString('hex')}`;
@@ -315,6 +299,37 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
     }
   };
   return { outDir, tmpDir: tmp, finishWith, abort };
+}
+
+/**
+ * Where an export may go: `outDir` must be neither the input folder nor inside it, must not contain
+ * it (`force` would delete the input), and must not exist unless `force`. OutputError otherwise.
+ * The edit command checks this before any heavy work; the export again right before it writes.
+ */
+export function checkExportTarget(
+  modelDir: string,
+  outDirIn: string,
+  force: boolean,
+): { outDir: string; exists: boolean } {
+  const outDir = resolve(outDirIn);
+  const input = resolve(modelDir);
+  const inputReal = realpathNear(input);
+  const outReal = realpathNear(outDir);
+  if (isSameOrInside(outReal, inputReal) || isSameOrInside(outDir, input)) {
+    throw new OutputError(
+      `--out ${show(outDir)} is the input folder or inside it (${show(input)}); the input is never modified, choose a folder outside it`,
+    );
+  }
+  if (isSameOrInside(inputReal, outReal) || isSameOrInside(input, outDir)) {
+    throw new OutputError(
+      `--out ${show(outDir)} contains the input model folder ${show(input)}; replacing it would delete the input`,
+    );
+  }
+  const exists = existsSync(outDir) || isSymlink(outDir);
+  if (exists && !force) {
+    throw new OutputError(`--out ${show(outDir)} already exists; choose another folder or pass --force to replace it`);
+  }
+  return { outDir, exists };
 }
 
 /** Weights → stored bytes per initializer; EditError for unknown sites, wrong sizes, non-finite values. */

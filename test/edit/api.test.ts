@@ -429,7 +429,7 @@ describe('editModel rejects bad requests before writing anything', () => {
     });
     assert.deepEqual(listFiles(existing), ['keep.txt']);
     await assert.rejects(editModel({ ...base, outDir: join(dir, 'edited') }), OutputError);
-    await assert.rejects(editModel({ ...base, outDir: root, force: true }), /contains the model folder/);
+    await assert.rejects(editModel({ ...base, outDir: root, force: true }), /contains the input model folder/);
     assert.deepEqual(checksums(dir), inputSums);
   });
 
