@@ -420,6 +420,12 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
       { gemm },
     );
     const tApply = performance.now();
+    const computeTimings = {
+      check: round(tCheck - t0),
+      encode: round(tEncode - tCheck),
+      solve: round(tSolve - tEncode),
+      apply: round(tApply - tSolve),
+    };
 
     // Rows per pair / preservation, from the row set's provenance.
     const pairRows = new Array<number>(req.pairs.length).fill(0);
@@ -455,12 +461,7 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
       d: rows.d,
       sites: sites.map((s) => s.name),
       warnings,
-      timingsMs: {
-        check: round(tCheck - t0),
-        encode: round(tEncode - tCheck),
-        solve: round(tSolve - tEncode),
-        apply: round(tApply - tSolve),
-      },
+      timingsMs: computeTimings,
     };
     finishing = true;
     const exported = await pending.finish({
@@ -501,14 +502,7 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
       sitesInModel: allSites.length,
       parameters: [...byName.values()].reduce((sum, s) => sum + s.out * s.d, 0),
       warnings,
-      timings: {
-        check: round(tCheck - t0),
-        encode: round(tEncode - tCheck),
-        solve: round(tSolve - tEncode),
-        apply: round(tApply - tSolve),
-        export: round(tExport - tApply),
-        total: round(tExport - t0),
-      },
+      timings: { ...computeTimings, export: round(tExport - tApply), total: round(tExport - t0) },
     };
   } catch (error) {
     // finish() cleans up after itself; before it, the pending clone is removed here.
