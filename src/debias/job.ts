@@ -38,7 +38,7 @@ import type { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { GemmEngine, matrix } from '../linalg/gemm.js';
 import { EDIT_MANIFEST, exportEditedModel } from '../model/export.js';
 import type { SdModel } from '../model/folder.js';
-import { type EditSite, locateSites, readSiteWeight, readSiteWeightStored } from '../model/sites.js';
+import { type EditSite, locateSites, readSiteWeightStored } from '../model/sites.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { ConfigError, OutputError, show } from '../util/errors.js';
@@ -335,10 +335,11 @@ export async function runDebiasJob(
   const opposite =
     config.tuning.strategy === 'ed50' && (config.tuning.compensate || config.tuning.initialStrength === 'auto')
       ? await oppositeRows(config, world, edited, pairs, rows)
-      : null;
+      : undefined;
 
-  const sites = selectJobSites(locateSites(world.model), config);
-  const allSites = sites.length === locateSites(world.model).length;
+  const located = locateSites(world.model);
+  const sites = selectJobSites(located, config);
+  const allSites = sites.length === located.length;
   if (!allSites) {
     throw new ConfigError(
       `config.edit: tuning edits of a subset of sites (${sites.length} sites) need a UNet per probe; this version tunes edits of every to_k/to_v site only (use the default projections and layers)`,
@@ -503,10 +504,11 @@ export async function runDebiasJob(
   } finally {
     if (afterPipeline !== world.pipeline) await afterPipeline.dispose();
   }
-  const unrelated = {
-    ...(await unrelatedChange(world, sites, solution, gemm, UNRELATED_PROMPTS)),
-    heldOut: await unrelatedChange(world, sites, solution, gemm, UNRELATED_HELD_OUT_PROMPTS),
-  };
+  const [preserved, heldOut] = await unrelatedChange(world, sites, solution, gemm, [
+    UNRELATED_PROMPTS,
+    UNRELATED_HELD_OUT_PROMPTS,
+  ]);
+  const unrelated = { ...(preserved as TextChange), heldOut: heldOut as TextChange };
   await gemm.dispose();
   const result = assemble(
     config,
@@ -530,7 +532,10 @@ export async function runDebiasJob(
   }
   state.phase = 'done';
   save();
-  writeJsonAtomic(join(runDir, 'job.json'), { ...result, probes: state.probeLog, uce: state.uce });
+  // Probes by profession and number: professions are tuned concurrently, so the order they were
+  // logged in depends on timing, and a resumed run must write the same file as an uninterrupted one.
+  const probes = [...state.probeLog].sort((a, b) => a.profession.localeCompare(b.profession) || a.probe - b.probe);
+  writeJsonAtomic(join(runDir, 'job.json'), { ...result, probes, uce: state.uce });
   return result;
 }
 
@@ -629,7 +634,7 @@ interface PhaseContext {
   /** the row set of every pair (pair order) and the preservation prompts */
   rows: RowSet;
   /** per pair row of `rows`: the other class's destination row (interference.ts eq. I1'), when compensating */
-  opposite: Float32Array | null;
+  opposite: Float32Array | undefined;
   /** share of the config's target class per profession at baseline */
   baseline: ReadonlyMap<string, number | null>;
   save: () => void;
@@ -928,7 +933,7 @@ async function oppositeRows(
   for (const g of rows.groups) {
     if (g.kind !== 'pair') continue;
     const o = otherGroups[k++];
-    if (!o || o.kind !== 'pair' || o.pair !== g.pair || o.count !== g.count) {
+    if (o?.kind !== 'pair' || o.pair !== g.pair || o.count !== g.count) {
       throw new Error(`opposite rows: group ${k - 1} does not match the pair rows (pair ${g.pair})`);
     }
     out.set(other.targets.subarray(o.start * d, (o.start + o.count) * d), g.start * d);
@@ -950,14 +955,14 @@ async function compensate(
   for (let i = 0; i < names.length; i++) {
     const name = names[i] as string;
     const own = await solveFor({ [name]: equivalent[name] as number });
-    targets.push(editProgress(rows, own, { opposite: opposite ?? undefined, pairs: [i] })[i] as number);
+    targets.push(editProgress(rows, own, { opposite, pairs: [i] })[i] as number);
   }
   const result = await compensateInterference({
     equivalent: names.map((n) => equivalent[n] as number),
     targets,
     rows,
     range: config.tuning.strengthRange,
-    progress: { opposite: opposite ?? undefined },
+    progress: { opposite },
     solveJoint: (s) => solveFor(Object.fromEntries(names.map((n, i) => [n, s[i] as number]))),
   });
   const byName = (xs: readonly number[]) => Object.fromEntries(names.map((n, i) => [n, xs[i] as number]));
@@ -1035,40 +1040,44 @@ async function unrelatedChange(
   sites: readonly EditSite[],
   solution: EditSolution,
   gemm: GemmEngine,
-  list: readonly string[],
-): Promise<TextChange> {
-  const prompts = [...list];
-  const encoded = await world.encode(prompts);
+  lists: readonly (readonly string[])[],
+): Promise<TextChange[]> {
   const { d } = solution;
-  let total = 0;
-  let max = 0;
-  let count = 0;
-  // Each site's weight is read once (not once per prompt).
+  // Each site's weight is read once, as stored (Wᵀ [d, out] for the exporter's layout: X·Wᵀ needs no
+  // transpose), for every prompt of every list.
   const weights = sites.map((site) => {
-    const weight = readSiteWeight(world.model, site);
-    return matrix(weight, weight.length / d, d);
+    const { W, transposed } = readSiteWeightStored(world.model, site);
+    return { W: transposed ? matrix(W, d, W.length / d) : matrix(W, W.length / d, d), transB: !transposed };
   });
-  for (const e of encoded) {
-    const rowsCount = e.hidden.length / d;
-    const X = matrix(e.hidden, rowsCount, d);
-    // rows of (Δc)ᵀ = cᵀΔᵀ
-    const DX = await gemm.gemm(X, matrix(solution.delta, d, d), { transB: true });
-    for (const W of weights) {
-      const wc = (await gemm.gemm(X, W, { transB: true })).data;
-      const wd = (await gemm.gemm(DX, W, { transB: true })).data;
-      let num = 0;
-      let den = 0;
-      for (let i = 0; i < wc.length; i++) {
-        num += (wd[i] as number) ** 2;
-        den += (wc[i] as number) ** 2;
+  const out: TextChange[] = [];
+  for (const list of lists) {
+    const prompts = [...list];
+    const encoded = await world.encode(prompts);
+    let total = 0;
+    let max = 0;
+    let count = 0;
+    for (const e of encoded) {
+      const X = matrix(e.hidden, e.hidden.length / d, d);
+      // rows of (Δc)ᵀ = cᵀΔᵀ
+      const DX = await gemm.gemm(X, matrix(solution.delta, d, d), { transB: true });
+      for (const { W, transB } of weights) {
+        const wc = (await gemm.gemm(X, W, { transB })).data;
+        const wd = (await gemm.gemm(DX, W, { transB })).data;
+        let num = 0;
+        let den = 0;
+        for (let k = 0; k < wc.length; k++) {
+          num += (wd[k] as number) ** 2;
+          den += (wc[k] as number) ** 2;
+        }
+        const ratio = den > 0 ? Math.sqrt(num / den) : 0;
+        total += ratio;
+        max = Math.max(max, ratio);
+        count++;
       }
-      const ratio = den > 0 ? Math.sqrt(num / den) : 0;
-      total += ratio;
-      max = Math.max(max, ratio);
-      count++;
     }
+    out.push({ mean: count ? total / count : 0, max, prompts });
   }
-  return { mean: count ? total / count : 0, max, prompts };
+  return out;
 }
 
 function modelManifest(

@@ -92,11 +92,7 @@ function comparable(runDir: string) {
         manifest: { ...manifest, sourceFiles: undefined },
         professions: job.professions,
         summary: job.summary,
-        // professions are tuned concurrently: the log's interleaving depends on timing, not its entries
-        probes: [...job.probes].sort(
-          (x: { profession: string; probe: number }, y: { profession: string; probe: number }) =>
-            x.profession.localeCompare(y.profession) || x.probe - y.probe,
-        ),
+        probes: job.probes,
       }),
     ),
   );
