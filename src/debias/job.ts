@@ -46,7 +46,6 @@ import type { JobConfig } from './config.js';
 import { logit, normalQuantile } from './dose-response.js';
 import { compensateInterference, editProgress, startingStrength } from './interference.js';
 import {
-  attributedPrompts,
   buildPairs,
   fillJobTemplate,
   type ProfessionPair,
@@ -54,6 +53,7 @@ import {
   tuningPrompt,
   UNRELATED_HELD_OUT_PROMPTS,
   UNRELATED_PROMPTS,
+  unrelatedPreservationWeights,
 } from './prompts.js';
 import {
   createTuner,
@@ -317,12 +317,7 @@ export async function runDebiasJob(
   if (state.phase === 'baseline') state.phase = 'tuning';
   save();
   const preserve = preservationPrompts(config, edited);
-  // μ per preserved prompt: the explicitly attributed ones have preserve.weight, the unrelated ones
-  // (the defaults' list and the config's own prompts) preserve.unrelatedWeight.
-  const attributed = new Set(attributedPrompts(config, edited));
-  const unrelatedWeights = new Map(
-    preserve.filter((p) => !attributed.has(p)).map((p) => [p, config.preserve.unrelatedWeight]),
-  );
+  const unrelatedWeights = unrelatedPreservationWeights(config, edited);
   const rows = await buildRows(world.encode, {
     pairs: pairs.map((p) => ({ source: p.source, destination: p.destination })),
     augment: config.prompts.augment,

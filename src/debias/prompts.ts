@@ -133,6 +133,22 @@ export function preservationPrompts(config: JobConfig, professions: readonly Pro
   return [...new Set(out)];
 }
 
+/**
+ * μ of the preserved prompts that name no class (the defaults' unrelated list and the config's own
+ * prompts): preserve.unrelatedWeight. The attributed ones keep the solve's μ = preserve.weight.
+ */
+export function unrelatedPreservationWeights(
+  config: JobConfig,
+  professions: readonly Profession[],
+): Map<string, number> {
+  const attributed = new Set(attributedPrompts(config, professions));
+  return new Map(
+    preservationPrompts(config, professions)
+      .filter((p) => !attributed.has(p))
+      .map((p) => [p, config.preserve.unrelatedWeight]),
+  );
+}
+
 /** The default preserved prompts that name a class: "a female person", "a male doctor", ... */
 export function attributedPrompts(config: JobConfig, professions: readonly Profession[]): string[] {
   const out: string[] = [];
