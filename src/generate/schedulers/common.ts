@@ -520,3 +520,61 @@ export function scaleBySigma(sample: Float32Array, sigma: number): Float32Array 
   for (let i = 0; i < out.length; i++) out[i] = (sample[i] as number) * c;
   return out;
 }
+
+/**
+ * What the σ-view schedulers (Euler, Euler ancestral, LMS) share: the noise schedule resolved from
+ * the config, σ_train, the inference σ's from the (possibly fractional) timesteps, the initial noise
+ * scale, c_in = 1/√(σ² + 1), and the step index found from the first timestep the loop passes.
+ * Each subclass adds its own `step`.
+ */
+export abstract class SigmaScheduler<C extends NoiseScheduleConfig> {
+  readonly className: string;
+  readonly config: Readonly<C>;
+  readonly alphasCumprod: Float64Array;
+  /** σ_train[t] for t = 0 … T−1 (ascending). */
+  readonly trainSigmas: Float64Array;
+  timesteps: number[] = [];
+  /** σ_0 > σ_1 > … > σ_n = 0 after setTimesteps. */
+  sigmas: Float64Array;
+  numInferenceSteps: number | null = null;
+  protected stepIndex: number | null = null;
+
+  constructor(className: string, defaults: C, rules: ConfigRules<C>, config: Partial<C>) {
+    this.className = className;
+    this.config = Object.freeze(resolveConfig(className, defaults, rules, config as SchedulerConfigJson));
+    this.alphasCumprod = alphasCumprodFrom(betasFor(this.config));
+    this.trainSigmas = sigmasFrom(this.alphasCumprod);
+    this.sigmas = Float64Array.from([...this.trainSigmas].reverse().concat([0]));
+  }
+
+  get initNoiseSigma(): number {
+    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
+  }
+
+  toConfig(): SchedulerConfigJson {
+    return configJson(this.className, this.config);
+  }
+
+  /** How σ is interpolated between training timesteps (Euler's config may ask for log-linear). */
+  protected get sigmaInterpolation(): 'linear' | 'log_linear' {
+    return 'linear';
+  }
+
+  setTimesteps(numInferenceSteps: number): void {
+    const c = this.config;
+    checkSteps(this.className, numInferenceSteps, c.num_train_timesteps);
+    this.numInferenceSteps = numInferenceSteps;
+    this.timesteps = continuousTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset);
+    this.sigmas = inferenceSigmas(this.trainSigmas, this.timesteps, this.sigmaInterpolation);
+    this.stepIndex = null;
+  }
+
+  protected indexFor(timestep: number): number {
+    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.timesteps, timestep, this.className);
+    return this.stepIndex;
+  }
+
+  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
+    return scaleBySigma(sample, this.sigmas[this.indexFor(timestep)] as number);
+  }
+}

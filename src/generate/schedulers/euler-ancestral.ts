@@ -12,27 +12,17 @@
  */
 import { GenerationError } from '../../util/errors.js';
 import {
-  alphasCumprodFrom,
-  betasFor,
   type ConfigRules,
   checkSameLength,
-  checkSteps,
-  configJson,
-  continuousTimesteps,
-  indexForTimestep,
-  inferenceSigmas,
   NOISE_SCHEDULE_RULES,
   type NoiseScheduleConfig,
   requireTimesteps,
-  resolveConfig,
   type Scheduler,
   type SchedulerConfigJson,
   type SchedulerStepResult,
+  SigmaScheduler,
   type StepOptions,
-  scaleBySigma,
-  sigmaInitNoise,
   sigmaPredictX0,
-  sigmasFrom,
 } from './common.js';
 
 export type EulerAncestralConfig = NoiseScheduleConfig;
@@ -51,60 +41,21 @@ export const EULER_ANCESTRAL_DEFAULTS: Readonly<EulerAncestralConfig> = Object.f
 
 const RULES: ConfigRules<EulerAncestralConfig> = NOISE_SCHEDULE_RULES;
 
-export class EulerAncestralScheduler implements Scheduler {
+export class EulerAncestralScheduler extends SigmaScheduler<EulerAncestralConfig> implements Scheduler {
   readonly id = 'euler-ancestral' as const;
-  readonly className = 'EulerAncestralDiscreteScheduler';
-  readonly config: Readonly<EulerAncestralConfig>;
-  readonly alphasCumprod: Float64Array;
-  readonly trainSigmas: Float64Array;
   readonly stochastic = true;
-  timesteps: number[] = [];
-  sigmas: Float64Array;
-  numInferenceSteps: number | null = null;
-  private stepIndex: number | null = null;
 
   constructor(config: Partial<EulerAncestralConfig> = {}) {
-    this.config = Object.freeze(
-      resolveConfig(this.className, EULER_ANCESTRAL_DEFAULTS, RULES, config as SchedulerConfigJson),
-    );
+    super('EulerAncestralDiscreteScheduler', EULER_ANCESTRAL_DEFAULTS, RULES, config);
     if (this.config.prediction_type === 'sample') {
       throw new GenerationError(
         `${this.className} config prediction_type: "sample" is not supported (epsilon or v_prediction)`,
       );
     }
-    this.alphasCumprod = alphasCumprodFrom(betasFor(this.config));
-    this.trainSigmas = sigmasFrom(this.alphasCumprod);
-    this.sigmas = Float64Array.from([...this.trainSigmas].reverse().concat([0]));
   }
 
   static fromConfig(json: SchedulerConfigJson): EulerAncestralScheduler {
     return new EulerAncestralScheduler(json as Partial<EulerAncestralConfig>);
-  }
-
-  get initNoiseSigma(): number {
-    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
-  }
-
-  toConfig(): SchedulerConfigJson {
-    return configJson(this.className, this.config);
-  }
-
-  setTimesteps(numInferenceSteps: number): void {
-    const c = this.config;
-    checkSteps(this.className, numInferenceSteps, c.num_train_timesteps);
-    this.numInferenceSteps = numInferenceSteps;
-    this.timesteps = continuousTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset);
-    this.sigmas = inferenceSigmas(this.trainSigmas, this.timesteps);
-    this.stepIndex = null;
-  }
-
-  private indexFor(timestep: number): number {
-    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.timesteps, timestep, this.className);
-    return this.stepIndex;
-  }
-
-  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    return scaleBySigma(sample, this.sigmas[this.indexFor(timestep)] as number);
   }
 
   step(

@@ -13,27 +13,17 @@
  *   x_0 ~ init_noise_sigma · N(0, I)
  */
 import {
-  alphasCumprodFrom,
-  betasFor,
   type ConfigRules,
   checkSameLength,
-  checkSteps,
-  configJson,
-  continuousTimesteps,
-  indexForTimestep,
-  inferenceSigmas,
   NOISE_SCHEDULE_RULES,
   type NoiseScheduleConfig,
   requireTimesteps,
   requireValue,
-  resolveConfig,
   type Scheduler,
   type SchedulerConfigJson,
   type SchedulerStepResult,
-  scaleBySigma,
-  sigmaInitNoise,
+  SigmaScheduler,
   sigmaPredictX0,
-  sigmasFrom,
 } from './common.js';
 
 export interface EulerConfig extends NoiseScheduleConfig {
@@ -61,56 +51,21 @@ const RULES: ConfigRules<EulerConfig> = {
   use_karras_sigmas: { kind: 'boolean' },
 };
 
-export class EulerScheduler implements Scheduler {
+export class EulerScheduler extends SigmaScheduler<EulerConfig> implements Scheduler {
   readonly id = 'euler' as const;
-  readonly className = 'EulerDiscreteScheduler';
-  readonly config: Readonly<EulerConfig>;
-  readonly alphasCumprod: Float64Array;
-  /** σ_train[t] for t = 0 … T−1 (ascending). */
-  readonly trainSigmas: Float64Array;
   readonly stochastic = false;
-  timesteps: number[] = [];
-  /** σ_0 > σ_1 > … > σ_n = 0 after setTimesteps. */
-  sigmas: Float64Array;
-  numInferenceSteps: number | null = null;
-  private stepIndex: number | null = null;
 
   constructor(config: Partial<EulerConfig> = {}) {
-    this.config = Object.freeze(resolveConfig(this.className, EULER_DEFAULTS, RULES, config as SchedulerConfigJson));
+    super('EulerDiscreteScheduler', EULER_DEFAULTS, RULES, config);
     requireValue(this.className, this.config, 'use_karras_sigmas', false);
-    this.alphasCumprod = alphasCumprodFrom(betasFor(this.config));
-    this.trainSigmas = sigmasFrom(this.alphasCumprod);
-    this.sigmas = Float64Array.from([...this.trainSigmas].reverse().concat([0]));
   }
 
   static fromConfig(json: SchedulerConfigJson): EulerScheduler {
     return new EulerScheduler(json as Partial<EulerConfig>);
   }
 
-  get initNoiseSigma(): number {
-    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
-  }
-
-  toConfig(): SchedulerConfigJson {
-    return configJson(this.className, this.config);
-  }
-
-  setTimesteps(numInferenceSteps: number): void {
-    const c = this.config;
-    checkSteps(this.className, numInferenceSteps, c.num_train_timesteps);
-    this.numInferenceSteps = numInferenceSteps;
-    this.timesteps = continuousTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset);
-    this.sigmas = inferenceSigmas(this.trainSigmas, this.timesteps, c.interpolation_type);
-    this.stepIndex = null;
-  }
-
-  private indexFor(timestep: number): number {
-    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.timesteps, timestep, this.className);
-    return this.stepIndex;
-  }
-
-  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    return scaleBySigma(sample, this.sigmas[this.indexFor(timestep)] as number);
+  protected override get sigmaInterpolation(): 'linear' | 'log_linear' {
+    return this.config.interpolation_type;
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array): SchedulerStepResult {

@@ -13,27 +13,17 @@
  * rounding; diffusers uses scipy's adaptive quad (epsrel 1e-4), exact for these polynomials too.
  */
 import {
-  alphasCumprodFrom,
-  betasFor,
   type ConfigRules,
   checkSameLength,
-  checkSteps,
-  configJson,
-  continuousTimesteps,
-  indexForTimestep,
-  inferenceSigmas,
   NOISE_SCHEDULE_RULES,
   type NoiseScheduleConfig,
   requireTimesteps,
   requireValue,
-  resolveConfig,
   type Scheduler,
   type SchedulerConfigJson,
   type SchedulerStepResult,
-  scaleBySigma,
-  sigmaInitNoise,
+  SigmaScheduler,
   sigmaPredictX0,
-  sigmasFrom,
 } from './common.js';
 
 export interface LmsConfig extends NoiseScheduleConfig {
@@ -59,59 +49,26 @@ const RULES: ConfigRules<LmsConfig> = { ...NOISE_SCHEDULE_RULES, use_karras_sigm
 const GL_NODES = [-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526];
 const GL_WEIGHTS = [0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538];
 
-export class LmsScheduler implements Scheduler {
+export class LmsScheduler extends SigmaScheduler<LmsConfig> implements Scheduler {
   readonly id = 'lms' as const;
-  readonly className = 'LMSDiscreteScheduler';
-  readonly config: Readonly<LmsConfig>;
-  readonly alphasCumprod: Float64Array;
-  readonly trainSigmas: Float64Array;
   readonly stochastic = false;
   /** The maximum order m (diffusers' step(order=4)). */
   readonly order: number;
-  timesteps: number[] = [];
-  sigmas: Float64Array;
-  numInferenceSteps: number | null = null;
-  private stepIndex: number | null = null;
   private derivatives: Float32Array[] = [];
 
   constructor(config: Partial<LmsConfig> = {}, options: { order?: number } = {}) {
-    this.config = Object.freeze(resolveConfig(this.className, LMS_DEFAULTS, RULES, config as SchedulerConfigJson));
+    super('LMSDiscreteScheduler', LMS_DEFAULTS, RULES, config);
     requireValue(this.className, this.config, 'use_karras_sigmas', false);
     this.order = options.order ?? 4;
-    this.alphasCumprod = alphasCumprodFrom(betasFor(this.config));
-    this.trainSigmas = sigmasFrom(this.alphasCumprod);
-    this.sigmas = Float64Array.from([...this.trainSigmas].reverse().concat([0]));
   }
 
   static fromConfig(json: SchedulerConfigJson): LmsScheduler {
     return new LmsScheduler(json as Partial<LmsConfig>);
   }
 
-  get initNoiseSigma(): number {
-    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
-  }
-
-  toConfig(): SchedulerConfigJson {
-    return configJson(this.className, this.config);
-  }
-
-  setTimesteps(numInferenceSteps: number): void {
-    const c = this.config;
-    checkSteps(this.className, numInferenceSteps, c.num_train_timesteps);
-    this.numInferenceSteps = numInferenceSteps;
-    this.timesteps = continuousTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset);
-    this.sigmas = inferenceSigmas(this.trainSigmas, this.timesteps);
-    this.stepIndex = null;
+  override setTimesteps(numInferenceSteps: number): void {
+    super.setTimesteps(numInferenceSteps);
     this.derivatives = [];
-  }
-
-  private indexFor(timestep: number): number {
-    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.timesteps, timestep, this.className);
-    return this.stepIndex;
-  }
-
-  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    return scaleBySigma(sample, this.sigmas[this.indexFor(timestep)] as number);
   }
 
   /** c_k = ∫_{σ_i}^{σ_{i+1}} ℓ_k(τ) dτ for the order-m Lagrange basis at step i. */
