@@ -246,6 +246,20 @@ type FieldRule =
 
 export type ConfigRules<C> = { readonly [K in keyof C]: FieldRule };
 
+/**
+ * The noise-schedule defaults every diffusers scheduler class shares (DDPM's linear β from 1e-4 to
+ * 0.02 over 1000 steps, ε prediction, no offset); the classes differ in their timestep spacing.
+ */
+export const NOISE_SCHEDULE_DEFAULTS: Readonly<Omit<NoiseScheduleConfig, 'timestep_spacing'>> = Object.freeze({
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: 'linear',
+  trained_betas: null,
+  prediction_type: 'epsilon',
+  steps_offset: 0,
+});
+
 export const NOISE_SCHEDULE_RULES: ConfigRules<NoiseScheduleConfig> = {
   num_train_timesteps: { kind: 'number', integer: true, min: 1 },
   beta_start: { kind: 'number', min: 0 },

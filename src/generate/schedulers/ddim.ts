@@ -20,6 +20,7 @@ import {
   checkSteps,
   configJson,
   discreteTimesteps,
+  NOISE_SCHEDULE_DEFAULTS,
   NOISE_SCHEDULE_RULES,
   type NoiseScheduleConfig,
   predictX0AndEps,
@@ -42,14 +43,8 @@ export interface DdimConfig extends NoiseScheduleConfig {
 
 /** diffusers' DDIMScheduler defaults. */
 export const DDIM_DEFAULTS: Readonly<DdimConfig> = Object.freeze({
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
-  prediction_type: 'epsilon',
+  ...NOISE_SCHEDULE_DEFAULTS,
   timestep_spacing: 'leading',
-  steps_offset: 0,
   clip_sample: true,
   clip_sample_range: 1.0,
   set_alpha_to_one: true,

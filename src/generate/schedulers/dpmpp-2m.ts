@@ -32,6 +32,7 @@ import {
   indexForTimestep,
   interpIndex,
   linspace,
+  NOISE_SCHEDULE_DEFAULTS,
   NOISE_SCHEDULE_RULES,
   type NoiseScheduleConfig,
   requireTimesteps,
@@ -57,14 +58,8 @@ export interface DpmppConfig extends NoiseScheduleConfig {
 
 /** diffusers' DPMSolverMultistepScheduler defaults. */
 export const DPMPP_DEFAULTS: Readonly<DpmppConfig> = Object.freeze({
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
-  prediction_type: 'epsilon',
+  ...NOISE_SCHEDULE_DEFAULTS,
   timestep_spacing: 'linspace',
-  steps_offset: 0,
   solver_order: 2,
   algorithm_type: 'dpmsolver++',
   solver_type: 'midpoint',

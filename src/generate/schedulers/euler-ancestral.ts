@@ -14,6 +14,7 @@ import { GenerationError } from '../../util/errors.js';
 import {
   type ConfigRules,
   checkSameLength,
+  NOISE_SCHEDULE_DEFAULTS,
   NOISE_SCHEDULE_RULES,
   type NoiseScheduleConfig,
   requireTimesteps,
@@ -29,14 +30,8 @@ export type EulerAncestralConfig = NoiseScheduleConfig;
 
 /** diffusers' EulerAncestralDiscreteScheduler defaults. */
 export const EULER_ANCESTRAL_DEFAULTS: Readonly<EulerAncestralConfig> = Object.freeze({
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
-  prediction_type: 'epsilon',
+  ...NOISE_SCHEDULE_DEFAULTS,
   timestep_spacing: 'linspace',
-  steps_offset: 0,
 });
 
 const RULES: ConfigRules<EulerAncestralConfig> = NOISE_SCHEDULE_RULES;

@@ -15,6 +15,7 @@
 import {
   type ConfigRules,
   checkSameLength,
+  NOISE_SCHEDULE_DEFAULTS,
   NOISE_SCHEDULE_RULES,
   type NoiseScheduleConfig,
   requireTimesteps,
@@ -33,14 +34,8 @@ export interface EulerConfig extends NoiseScheduleConfig {
 
 /** diffusers' EulerDiscreteScheduler defaults (note: linspace spacing, offset 0). */
 export const EULER_DEFAULTS: Readonly<EulerConfig> = Object.freeze({
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
-  prediction_type: 'epsilon',
+  ...NOISE_SCHEDULE_DEFAULTS,
   timestep_spacing: 'linspace',
-  steps_offset: 0,
   interpolation_type: 'linear',
   use_karras_sigmas: false,
 });

@@ -15,6 +15,7 @@
 import {
   type ConfigRules,
   checkSameLength,
+  NOISE_SCHEDULE_DEFAULTS,
   NOISE_SCHEDULE_RULES,
   type NoiseScheduleConfig,
   requireTimesteps,
@@ -32,14 +33,8 @@ export interface LmsConfig extends NoiseScheduleConfig {
 
 /** diffusers' LMSDiscreteScheduler defaults. */
 export const LMS_DEFAULTS: Readonly<LmsConfig> = Object.freeze({
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
-  prediction_type: 'epsilon',
+  ...NOISE_SCHEDULE_DEFAULTS,
   timestep_spacing: 'linspace',
-  steps_offset: 0,
   use_karras_sigmas: false,
 });
 

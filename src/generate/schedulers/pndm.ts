@@ -33,6 +33,7 @@ import {
   checkSteps,
   configJson,
   discreteTimesteps,
+  NOISE_SCHEDULE_DEFAULTS,
   NOISE_SCHEDULE_RULES,
   type NoiseScheduleConfig,
   requireTimesteps,
@@ -50,14 +51,8 @@ export interface PndmConfig extends NoiseScheduleConfig {
 
 /** diffusers' PNDMScheduler defaults (Stable Diffusion's scheduler_config.json overrides most of them). */
 export const PNDM_DEFAULTS: Readonly<PndmConfig> = Object.freeze({
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
-  prediction_type: 'epsilon',
+  ...NOISE_SCHEDULE_DEFAULTS,
   timestep_spacing: 'leading',
-  steps_offset: 0,
   skip_prk_steps: false,
   set_alpha_to_one: false,
 });
