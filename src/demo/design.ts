@@ -161,7 +161,8 @@ export function demoTokenTable(words: readonly string[], d: number = DEMO_DESIGN
     } else {
       // more words than identity dims: a deterministic spread over them (two dims per word)
       table[row + 3 + (index % identityDims)] = size * Math.SQRT1_2;
-      table[row + 3 + ((index * 7 + 3) % identityDims)] += size * Math.SQRT1_2;
+      const spread = row + 3 + ((index * 7 + 3) % identityDims);
+      table[spread] = (table[spread] ?? 0) + size * Math.SQRT1_2;
     }
     const [g, o] = wordAxes(w);
     table[row + 1] = g;

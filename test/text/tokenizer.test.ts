@@ -40,9 +40,11 @@ describe('ClipTokenizer on the real CLIP vocabulary', { skip: skipWithoutClip },
     writeClipTokenizerFolder(join(tmp.dir, 'sd1'), bpe);
     writeClipTokenizerFolder(join(tmp.dir, 'sd2'), bpe, { padToken: '!' });
     writeClipTokenizerFolder(join(tmp.dir, 'json'), bpe, { layout: 'tokenizer-json' });
-    [sd1, sd2, fromJson] = await Promise.all(
-      ['sd1', 'sd2', 'json'].map((name) => ClipTokenizer.fromFolder(join(tmp.dir, name))),
-    );
+    [sd1, sd2, fromJson] = await Promise.all([
+      ClipTokenizer.fromFolder(join(tmp.dir, 'sd1')),
+      ClipTokenizer.fromFolder(join(tmp.dir, 'sd2')),
+      ClipTokenizer.fromFolder(join(tmp.dir, 'json')),
+    ]);
   });
   after(tmp.cleanup);
 
