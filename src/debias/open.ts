@@ -10,7 +10,7 @@ import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { encodePrompts } from '../text/encoder.js';
 import { ConfigError, show } from '../util/errors.js';
 import type { JobConfig } from './config.js';
-import type { JobWorld } from './job.js';
+import type { JobWorld } from './types.js';
 
 export interface DemoFolders {
   modelDir: string;

@@ -3,10 +3,10 @@
  * candidate destinations where the baseline decides), the rows of the joint objective, the image
  * budget of every phase, and a time estimate from one timed single-step generation.
  */
-import type { Profession } from '../audit/professions.js';
 import type { JobConfig } from './config.js';
-import type { JobWorld } from './job.js';
+import { preflight } from './preflight.js';
 import { fillJobTemplate, preservationPrompts } from './prompts.js';
+import type { JobWorld } from './types.js';
 
 export interface DryRunPlan {
   kind: 'debias-plan';
@@ -46,9 +46,8 @@ export interface DryRunPlan {
 }
 
 export async function planDebias(config: JobConfig, world: JobWorld): Promise<DryRunPlan> {
-  const held = new Set(config.professions.heldOut);
-  const all = world.professions.professions;
-  const edited = all.filter((p: Profession) => !held.has(p.profession));
+  // The job's own checks first: whatever the dry run accepts, the job accepts.
+  const { all, edited, held } = preflight(config, world);
   const professions = edited.map((p) => ({
     profession: p.profession,
     source: fillJobTemplate(config.prompts.source, p),

@@ -9,7 +9,7 @@ import { readAudit } from '../audit/run.js';
 import { writeCompareReports } from '../report/audit-report.js';
 import { escapeXml, shareChart } from '../report/svg.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import type { DebiasResult, ProfessionOutcome, ShareSummary } from './job.js';
+import type { DebiasResult, ProfessionOutcome, ShareSummary } from './types.js';
 
 const pct = (x: number | null | undefined) =>
   x === null || x === undefined || !Number.isFinite(x) ? '–' : `${(100 * x).toFixed(1)}%`;

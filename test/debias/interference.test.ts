@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { compensateInterference, editProgress } from '../../src/debias/interference.js';
-import { subsetRows } from '../../src/debias/job.js';
+import { subsetRows } from '../../src/debias/rows.js';
 import type { RowSet } from '../../src/edit/rows.js';
 import { solveEdit } from '../../src/edit/solve.js';
 import { GemmEngine } from '../../src/linalg/gemm.js';

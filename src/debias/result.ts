@@ -1,0 +1,87 @@
+/**
+ * The job's result (DebiasResult) assembled from the state and the audits: per profession its pair,
+ * strength, tuning cost and before/after shares; the summary's mean Δ, gendered and unrelated checks.
+ */
+import type { AuditResult } from '../audit/run.js';
+import { meanDelta } from '../audit/stats.js';
+import type { JobConfig } from './config.js';
+import { professionStatus } from './joint-policy.js';
+import type { ProfessionPair } from './prompts.js';
+import { imagesUsed } from './tuner.js';
+import type { DebiasResult, JobState, ProfessionOutcome, ShareSummary } from './types.js';
+
+export function shareSummary(audit: AuditResult | null, profession: string): ShareSummary | null {
+  const p = audit?.professions.find((x) => x.profession === profession);
+  if (!p) return null;
+  return { share: p.share.p, lower: p.share.lower, upper: p.share.upper, delta: p.delta.value, n: p.share.n };
+}
+
+export function assembleResult(
+  config: JobConfig,
+  runDir: string,
+  afterDir: string,
+  state: JobState,
+  pairs: ProfessionPair[],
+  before: AuditResult,
+  after: AuditResult | null,
+  exported: string | null,
+  complete: boolean,
+  genderedKept: DebiasResult['summary']['genderedKept'],
+  unrelated: DebiasResult['summary']['unrelatedTextChange'],
+  held: Set<string>,
+): DebiasResult {
+  const outcomes: ProfessionOutcome[] = pairs.map((p) => {
+    const tuner = state.tuners[p.profession];
+    const accepted = tuner?.probes.filter((x) => x.outcome === 'accepted').at(-1);
+    const strength = state.joint.strengths[p.profession] as number;
+    return {
+      profession: p.profession,
+      destinationClass: p.destinationClass,
+      source: p.source,
+      destination: p.destination,
+      target: p.target,
+      status: professionStatus(config.tuning.strategy, state, p.profession),
+      strength,
+      lambda: 1 / strength,
+      probes: tuner ? tuner.probes.length : (state.uce?.history.length ?? 0),
+      tuningImages: tuner ? imagesUsed(tuner) : (state.uce?.images[p.profession] ?? 0),
+      singleShare: accepted ? accepted.k / accepted.n : tuner?.result ? tuner.result.share : null,
+      jointShares: state.joint.rounds.map((r) => r.shares[p.profession]?.share ?? Number.NaN),
+      before: shareSummary(before, p.profession),
+      after: shareSummary(after, p.profession),
+    };
+  });
+  const edited = (audit: AuditResult | null) =>
+    audit?.professions.filter((p) => !held.has(p.profession) && p.share.n > 0) ?? [];
+  const md = (audit: AuditResult | null) => {
+    const counts = edited(audit).map((p) => ({ k: p.share.k, n: p.share.n }));
+    return counts.length ? meanDelta(counts, { target: config.target.share, seed: 1 }) : null;
+  };
+  const tuningImages = outcomes.reduce((a, o) => a + o.tuningImages, 0);
+  const afterDeltas = edited(after).map((p) => p.delta.value as number);
+  return {
+    kind: 'debias',
+    version: 1,
+    runDir,
+    audits: { before: 'before', after: afterDir },
+    strategy: config.tuning.strategy,
+    status: complete ? 'complete' : 'tolerance-not-reached',
+    exported,
+    professions: outcomes,
+    heldOut: [...held].map((h) => ({ profession: h, before: shareSummary(before, h), after: shareSummary(after, h) })),
+    summary: {
+      professions: pairs.length,
+      targetClass: config.target.class,
+      targetShare: config.target.share,
+      meanDeltaBefore: md(before),
+      meanDeltaAfter: md(after),
+      maxDeltaAfter: afterDeltas.length ? Math.max(...afterDeltas) : null,
+      tuningImages,
+      tuningImagesPerProfession: pairs.length ? tuningImages / pairs.length : 0,
+      genderedKept,
+      unrelatedTextChange: unrelated,
+      jointRounds: state.joint.rounds.length,
+    },
+    joint: state.joint.rounds,
+  };
+}

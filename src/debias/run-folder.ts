@@ -1,0 +1,111 @@
+/**
+ * A debias job's run folder `<output>/<name>/`: the saved state (state.json, the resume point), the
+ * fingerprint of the settings that decide images and edits, the phase that only moves forward, and
+ * the files the job writes there.
+ *
+ *   config.json          the config as run (defaults filled in)
+ *   state.json           the job state (phase, tuners, joint rounds): resume point
+ *   job.json             the log of every probe and round, and the result
+ *   before/  after/      audit run folders (held-out templates, evaluation seeds); the after audit
+ *                        of a model that was not exported (tolerance not reached) goes to
+ *                        after-unexported/ (the in-memory edit: other settings, other folder)
+ *   gendered-<class>/    audits of explicitly gendered prompts on the debiased model
+ *   model/               the debiased model (diffusers layout + time-edit.json)
+ *   report.md  report.html
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fingerprint } from '../audit/store.js';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { OutputError } from '../util/errors.js';
+import type { JobConfig } from './config.js';
+import { type DebiasResult, type JobPhase, type JobState, PHASES } from './types.js';
+
+const STATE = 'state.json';
+const JOB = 'job.json';
+
+/** Settings whose change invalidates a run folder (what decides images and edits). */
+export function jobFingerprint(config: JobConfig): string {
+  const { output: _o, concurrency: _c, threads: _t, ...decisive } = config;
+  return fingerprint(decisive as unknown as Record<string, unknown>);
+}
+
+export function runDirOf(config: JobConfig): string {
+  return resolve(config.output, config.name);
+}
+
+export class RunFolder {
+  private constructor(
+    readonly dir: string,
+    readonly state: JobState,
+  ) {}
+
+  /** Open (or create) the run folder of `config`; `restart` deletes it first. Writes config.json. */
+  static open(config: JobConfig, options: { restart?: boolean } = {}): RunFolder {
+    const dir = runDirOf(config);
+    if (options.restart && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    const folder = new RunFolder(dir, loadState(dir, jobFingerprint(config)));
+    writeJsonAtomic(join(dir, 'config.json'), config);
+    return folder;
+  }
+
+  /** Save the state (atomically): the resume point. */
+  save(): void {
+    writeJsonAtomic(join(this.dir, STATE), this.state);
+  }
+
+  /** Move the phase forward to `phase` (never back) and save. */
+  advance(phase: JobPhase): void {
+    if (PHASES.indexOf(this.state.phase) < PHASES.indexOf(phase)) this.state.phase = phase;
+    this.save();
+  }
+
+  path(...parts: string[]): string {
+    return join(this.dir, ...parts);
+  }
+
+  /** The debiased model's folder. */
+  get modelDir(): string {
+    return join(this.dir, 'model');
+  }
+
+  /** job.json: the result, every probe (by profession and number) and the UCE loop's state. */
+  writeJob(result: DebiasResult): void {
+    // Professions are tuned concurrently, so the order probes were logged in depends on timing; a
+    // resumed run must write the same file as an uninterrupted one.
+    const probes = [...this.state.probeLog].sort(
+      (a, b) => a.profession.localeCompare(b.profession) || a.probe - b.probe,
+    );
+    writeJsonAtomic(join(this.dir, JOB), { ...result, probes, uce: this.state.uce });
+  }
+}
+
+function loadState(runDir: string, fp: string): JobState {
+  const path = join(runDir, STATE);
+  if (existsSync(path)) {
+    let saved: JobState;
+    try {
+      saved = JSON.parse(readFileSync(path, 'utf8')) as JobState;
+    } catch (cause) {
+      throw new OutputError(`${path} is not valid JSON; pass --restart to start over`, { cause });
+    }
+    if (saved.fingerprint !== fp) {
+      throw new OutputError(
+        `${runDir} holds a run made with other settings (its config.json); pass --restart to start over, or choose another name/output`,
+      );
+    }
+    return saved;
+  }
+  return {
+    kind: 'debias-state',
+    version: 1,
+    fingerprint: fp,
+    phase: 'baseline',
+    pairs: null,
+    tuners: {},
+    uce: null,
+    joint: { rounds: [], strengths: {}, pending: null, done: false },
+    probeLog: [],
+  };
+}
