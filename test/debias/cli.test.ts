@@ -68,6 +68,19 @@ describe('time-debias debias: bad configs', () => {
       /"astronaut" not in the demo list/,
     ],
     ['unknown list', { ...base, professions: { list: 'winobias99' } }, EXIT.usage, /winobias99/],
+    // preflight: refused before the baseline audit (nothing written)
+    [
+      'site subset',
+      { ...base, edit: { projections: ['to_k'] } },
+      EXIT.config,
+      /config\.edit: tuning edits of a subset of sites/,
+    ],
+    [
+      'unknown held-out',
+      { ...base, professions: { list: 'demo', select: ['nurse'], heldOut: ['astronaut'] } },
+      EXIT.config,
+      /astronaut/,
+    ],
   ];
   for (const [name, config, code, pattern] of cases) {
     test(name, async () => {
@@ -81,6 +94,12 @@ describe('time-debias debias: bad configs', () => {
       assert.equal(existsSync(join(dir, 'out')), false, 'nothing written');
     });
   }
+  test('--dry-run runs the same preflight: a site subset is refused there too', async () => {
+    const path = writeConfig('dry-subset', { ...base, edit: { projections: ['to_k'] }, output: join(dir, 'out') });
+    const r = await runCli(['debias', '--config', path, '--dry-run']);
+    assert.equal(r.code, EXIT.config, r.stderr);
+    assert.match(r.stderr, /config\.edit: tuning edits of a subset of sites/);
+  });
   test('missing config file', async () => {
     const r = await runCli(['debias', '--config', join(dir, 'nope.json')]);
     assert.equal(r.code, EXIT.config);
