@@ -9,7 +9,9 @@
  *
  * A SIGKILL can leave at most one torn last line; opening the store drops it (truncating the file
  * to the last complete line). Re-opening with other settings is refused (OutputError) unless
- * `restart`, which discards the folder's results.
+ * `restart`, which discards the folder's results. One process at a time: the store holds the run
+ * folder's lock (src/model/run-lock.ts) from open to close, and marks the folder as an audit run
+ * (src/model/path-guard.ts). Leftover temporaries of interrupted writes are removed at open.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -25,11 +27,13 @@ import {
   readSync,
   rmSync,
   statSync,
-  writeSync,
 } from 'node:fs';
 import { join, relative } from 'node:path';
-import { writeJsonAtomic } from '../util/atomic.js';
+import { markRunFolder, RUN_MARKER } from '../model/path-guard.js';
+import { lockRunFolder, RUN_LOCK, type RunLock } from '../model/run-lock.js';
+import { removeTempLeftovers, writeAll, writeJsonAtomic } from '../util/atomic.js';
 import { OutputError, show } from '../util/errors.js';
+import { fsErrorToOutput } from '../util/fs-errors.js';
 
 export interface GeneratedRecord {
   kind: 'generated';
@@ -135,15 +139,18 @@ const DERIVED = [RECORDS_FILE, 'audit.json', 'report.md', 'report.html', 'images
 export class RunStore {
   private fd: number;
   readonly records: StoreRecord[];
+  private readonly lock: RunLock;
 
   private constructor(
     readonly dir: string,
     readonly header: RunHeader,
     fd: number,
     records: StoreRecord[],
+    lock: RunLock,
   ) {
     this.fd = fd;
     this.records = records;
+    this.lock = lock;
   }
 
   /**
@@ -156,6 +163,31 @@ export class RunStore {
     const runFile = join(dir, RUN_FILE);
     if (existsSync(dir) && !statSync(dir).isDirectory())
       throw new OutputError(`--out: ${show(dir)} exists and is not a folder`);
+    const ownEntries = (names: string[]) => names.filter((n) => n !== RUN_LOCK && n !== RUN_MARKER);
+    // A folder of someone else's files is refused before anything (the lock file included) is written.
+    if (!existsSync(runFile) && existsSync(dir) && ownEntries(readdirSync(dir)).length > 0) {
+      throw new OutputError(
+        `--out: ${show(dir)} is a non-empty folder that is not an audit run folder (no ${RUN_FILE}); choose an empty or new folder`,
+      );
+    }
+    const lock = lockRunFolder('--out', dir);
+    try {
+      return RunStore.openLocked(dir, runFile, header, settings, lock, options);
+    } catch (error) {
+      lock.release();
+      throw fsErrorToOutput(error, '--out', dir);
+    }
+  }
+
+  private static openLocked(
+    dir: string,
+    runFile: string,
+    header: RunHeader,
+    settings: Record<string, unknown>,
+    lock: RunLock,
+    options: { restart?: boolean },
+  ): RunStore {
+    const fp = header.fingerprint;
     if (existsSync(runFile)) {
       let old: RunHeader;
       try {
@@ -180,26 +212,35 @@ export class RunStore {
         for (const f of DERIVED) rmSync(join(dir, f), { recursive: true, force: true });
       }
     } else {
-      if (existsSync(dir) && readdirSync(dir).length > 0) {
-        throw new OutputError(
-          `--out: ${show(dir)} is a non-empty folder that is not an audit run folder (no ${RUN_FILE}); choose an empty or new folder`,
-        );
-      }
       mkdirSync(dir, { recursive: true });
       writeJsonAtomic(runFile, header);
     }
+    markRunFolder(dir, 'audit');
+    removeTempLeftovers(dir);
+    const images = join(dir, 'images');
+    if (existsSync(images))
+      for (const e of readdirSync(images, { withFileTypes: true }))
+        if (e.isDirectory()) removeTempLeftovers(join(images, e.name));
     const path = join(dir, RECORDS_FILE);
     const fd = openSync(path, existsSync(path) ? 'r+' : 'w+');
     const records = readRecords(fd, path);
-    return new RunStore(dir, header, fd, records);
+    return new RunStore(dir, header, fd, records, lock);
   }
 
   /** Append one record and fsync it. */
   append(record: StoreRecord): void {
     const line = Buffer.from(`${JSON.stringify(record)}\n`, 'utf8');
     const size = fstatSync(this.fd).size;
-    writeSync(this.fd, line, 0, line.length, size);
-    fsyncSync(this.fd);
+    try {
+      writeAll(this.fd, line, size);
+      fsyncSync(this.fd);
+    } catch (error) {
+      // a partial line would be a torn record: cut it off so the store stays readable
+      try {
+        ftruncateSync(this.fd, size);
+      } catch {}
+      throw fsErrorToOutput(error, '--out', join(this.dir, RECORDS_FILE));
+    }
     this.records.push(record);
   }
 
@@ -208,6 +249,7 @@ export class RunStore {
       closeSync(this.fd);
       this.fd = -1;
     }
+    this.lock.release();
   }
 }
 

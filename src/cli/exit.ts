@@ -8,6 +8,7 @@ import {
   OutputError,
   UsageError,
 } from '../util/errors.js';
+import { isOutputFsError } from '../util/fs-errors.js';
 
 export const EXIT = Object.freeze({
   ok: 0,
@@ -32,6 +33,8 @@ export function exitCodeFor(error: unknown): number {
   if (error instanceof ClassifierError) return EXIT.classifier;
   if (error instanceof ConfigError) return EXIT.config;
   if (error instanceof OutputError) return EXIT.output;
+  // a filesystem error no caller explained (no space, permission, ...) is still an output error
+  if (isOutputFsError(error)) return EXIT.output;
   if (error instanceof Error && error.name === 'RuntimeError') return EXIT.failure;
   return EXIT.failure;
 }

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { canonicalJson, fingerprint, folderDigest, RunStore, settingsDiff } from '../../src/audit/store.js';
 import { OutputError } from '../../src/util/errors.js';
 
@@ -77,4 +79,39 @@ test("another run's folder is refused (settings named); --restart discards its r
   b.close();
   writeFileSync(join(broken, 'records.jsonl'), 'garbage\n');
   assert.throws(() => RunStore.open(broken, {}), /line 1 is not valid JSON/);
+});
+
+test('two processes on one run folder: the second open is refused at once, naming the first; after close it opens', async () => {
+  const dir = join(tmp, 'two-procs');
+  const store = fileURLToPath(new URL('../../src/audit/store.ts', import.meta.url));
+  const script = `
+    import { RunStore } from ${JSON.stringify(store)};
+    const s = RunStore.open(${JSON.stringify(dir)}, { x: 1 });
+    s.append({ kind: 'generated', key: 'k1', profession: 'nurse', prompt: 'a nurse', seed: 1 });
+    process.stdout.write('open\\n');
+    process.stdin.once('data', () => { s.close(); process.exit(0); });`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  await new Promise<void>((res) => child.stdout.once('data', () => res()));
+  try {
+    assert.throws(
+      () => RunStore.open(dir, { x: 1 }),
+      (e: unknown) => e instanceof OutputError && e.message.includes(`in use by process ${child.pid}`),
+    );
+  } finally {
+    child.stdin.write('close\n');
+    await new Promise((res) => child.once('exit', res));
+  }
+  const s = RunStore.open(dir, { x: 1 });
+  assert.equal(s.records.length, 1);
+  s.close();
+});
+
+test('a folder of other files is refused before anything is written into it (no lock file left)', () => {
+  const dir = join(tmp, 'others-files');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'notes.txt'), 'mine');
+  assert.throws(() => RunStore.open(dir, { x: 1 }), /not an audit run folder/);
+  assert.deepEqual(readdirSync(dir), ['notes.txt']);
 });
