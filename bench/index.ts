@@ -7,7 +7,15 @@ import { cpus } from 'node:os';
 import type { Benchmark, BenchResult } from './harness.js';
 
 /** Each entry: a module path exporting `benchmarks: Benchmark[]`. */
-const MODULES: string[] = ['./export.ts', './edit.ts', './generate.ts', './audit.ts', './demo.ts', './debias.ts'];
+const MODULES: string[] = [
+  './export.ts',
+  './edit.ts',
+  './generate.ts',
+  './audit.ts',
+  './demo.ts',
+  './debias.ts',
+  './sd14.ts',
+];
 
 const filters = process.argv.slice(2);
 const results: BenchResult[] = [];

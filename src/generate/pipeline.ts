@@ -32,7 +32,7 @@ import pLimit from 'p-limit';
 import { openSdModel, type SdModel } from '../model/folder.js';
 import { float32ToBytes, getInitializer } from '../onnx/model-file.js';
 import { encodeModel, type TensorProto } from '../onnx/proto.js';
-import { type Device, RuntimeError, Session, type Tensor, tensor } from '../runtime/ort.js';
+import { type Device, RuntimeError, Session, type SessionTuning, type Tensor, tensor } from '../runtime/ort.js';
 import { ClipTextEncoder } from '../text/encoder.js';
 import { ClipTokenizer } from '../text/tokenizer.js';
 import { GenerationError, ModelFormatError, show } from '../util/errors.js';
@@ -57,6 +57,8 @@ export interface PipelineOptions {
   device?: Device;
   /** Intra-op threads per session (0/undefined: onnxruntime decides). */
   threads?: number;
+  /** Session memory and optimization settings (default: src/runtime's measured defaults); for benchmarks. */
+  tuning?: SessionTuning;
 }
 
 export interface GenerateRequest {
@@ -215,7 +217,7 @@ export class StableDiffusionPipeline {
       parseSchedulerConfigJson(readFileSync(schedulerPath, 'utf8'), schedulerPath),
     );
     const tokenizer = await ClipTokenizer.fromFolder(model.components.tokenizer);
-    const sessionOptions = { device: options.device, threads: options.threads };
+    const sessionOptions = { ...options.tuning, device: options.device, threads: options.threads };
     const opened: { dispose(): Promise<void> }[] = [];
     try {
       const textEncoder = await ClipTextEncoder.create(model.files.textEncoder, sessionOptions);
@@ -326,7 +328,7 @@ export class StableDiffusionPipeline {
   }
 
   private sessionOptions() {
-    return { device: this.options.device, threads: this.options.threads };
+    return { ...this.options.tuning, device: this.options.device, threads: this.options.threads };
   }
 
   private checkLive(): void {

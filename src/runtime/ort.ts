@@ -47,7 +47,21 @@ export interface SessionOptions {
    * spin: on few cores its spinning threads slow the busy session down.
    */
   allowSpinning?: boolean;
+  /** onnxruntime's CPU memory arena (`enableCpuMemArena`). Default: SESSION_MEMORY_DEFAULTS.memArena. */
+  memArena?: boolean;
+  /** Memory-pattern planning of activations (`enableMemPattern`). Default: SESSION_MEMORY_DEFAULTS.memPattern. */
+  memPattern?: boolean;
+  /** Pre-pack constant weights for the CPU kernels (`session.disable_prepacking` when false). Default: true. */
+  prepack?: boolean;
 }
+
+/** The session settings a caller may tune (benchmarks compare them). */
+export type SessionTuning = Pick<SessionOptions, 'memArena' | 'memPattern' | 'prepack' | 'optimization'>;
+
+/**
+ * Memory options of every session, chosen by measurement (bench/sd14.ts, README "Real scale").
+ */
+export const SESSION_MEMORY_DEFAULTS = Object.freeze({ memArena: true, memPattern: true, prepack: true });
 
 export function validateDevice(device: unknown): Device {
   if (typeof device === 'string' && (DEVICES as string[]).includes(device)) return device as Device;
@@ -116,7 +130,10 @@ export class Session {
       graphOptimizationLevel: options.optimization ?? 'all',
     };
     if (options.threads && options.threads > 0) sessionOptions.intraOpNumThreads = options.threads;
+    sessionOptions.enableCpuMemArena = options.memArena ?? SESSION_MEMORY_DEFAULTS.memArena;
+    sessionOptions.enableMemPattern = options.memPattern ?? SESSION_MEMORY_DEFAULTS.memPattern;
     const sessionConfig: Record<string, unknown> = {};
+    if (!(options.prepack ?? SESSION_MEMORY_DEFAULTS.prepack)) sessionConfig.disable_prepacking = '1';
     if (options.externalDataFolder) {
       sessionConfig.model_external_initializers_file_folder_path = options.externalDataFolder;
     }
