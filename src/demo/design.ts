@@ -54,19 +54,24 @@ import { BOS_TOKEN, buildWordVocab } from '../text/bpe-files.js';
 import { CLIP_MEAN, CLIP_STD, type ClipModelSpec } from './clip-model.js';
 import { PROFESSIONS } from './professions.js';
 import { type ParamRequest, seededNormal, type TinySdDesign } from './sd-model.js';
-import { GENDER_WORDS, TEMPLATE_WORDS, UNRELATED_WORDS } from './words.js';
+import { COLOUR_DEFAULTS, COLOUR_WORDS, GENDER_WORDS, TEMPLATE_WORDS, UNRELATED_WORDS } from './words.js';
 
 /** Latent channels of the demo world. */
 export const LATENT = Object.freeze({ gender: 0, brightness: 1, object: 2, texture: 3 });
 
 export const DEMO_DESIGN = Object.freeze({
-  name: 'demo-gender-v1',
+  name: 'demo-gender-colour-v2',
   /** Text width d. */
   d: 128,
   /** Anchor A on BOS (dominates the norm's std so the norm is nearly linear in the content). */
   anchor: 32,
   /** |gender coordinate| of gender words ("woman", "male", ...), probit units. */
   genderWord: 4,
+  /**
+   * |warmth coordinate| of colour words ("red" +, "blue" −), probit units: larger than a thing's
+   * default colour (±2.5, words.ts COLOUR_DEFAULTS), so "a blue rose" is cool and "a red sky" warm.
+   */
+  colourWord: 6,
   /**
    * Text-side scale of the gender axis: a word's gender coordinate before the norm is
    * textScale × (its probit offset). Small next to the words' identity dims (1), so a profession's
@@ -126,15 +131,29 @@ function blurConv(c: number, channels: number): Float32Array {
   return w;
 }
 
-/** Per-word axis coordinates: [gender, object]. */
+/**
+ * Per-word axis coordinates: [warmth, object]. The warmth axis carries gender (female +, male −) and
+ * colour (red/warm +, blue/cool −; words.ts COLOUR_DEFAULTS and COLOUR_WORDS): the image shows both
+ * as its warmth.
+ */
 export function wordAxes(word: string): [number, number] {
   const w = word.toLowerCase();
   const g = GENDER_WORDS.find((x) => x.word === w);
   if (g) return [g.axis * DEMO_DESIGN.genderWord * DEMO_DESIGN.textScale, 0];
   const p = PROFESSIONS.find((x) => x.words[0] === w);
   if (p) return [p.offset * DEMO_DESIGN.textScale, 0];
-  if ((UNRELATED_WORDS as readonly string[]).includes(w)) return [0, DEMO_DESIGN.objectWord];
-  return [0, 0];
+  const object = (UNRELATED_WORDS as readonly string[]).includes(w) ? DEMO_DESIGN.objectWord : 0;
+  const colourWord = COLOUR_WORDS.find((x) => x.word === w);
+  if (colourWord) return [colourWord.axis * DEMO_DESIGN.colourWord * DEMO_DESIGN.textScale, object];
+  const thing = COLOUR_DEFAULTS.find((x) => x.word === w);
+  if (thing) return [thing.colour * DEMO_DESIGN.textScale, object];
+  return [0, object];
+}
+
+/** The word whose identity dim a word shares (a plural's singular, words.ts COLOUR_DEFAULTS), or the word itself. */
+function lemmaOf(word: string): string {
+  const thing = COLOUR_DEFAULTS.find((x) => x.word === word);
+  return thing && 'lemma' in thing ? thing.lemma : word;
 }
 
 /**
@@ -151,11 +170,14 @@ export function demoTokenTable(words: readonly string[], d: number = DEMO_DESIGN
   const unique = [...new Set(words.map((w) => w.toLowerCase()))];
   const templates = new Set<string>(TEMPLATE_WORDS);
   const identityDims = d - 4; // dims 3 … d−2
-  unique.forEach((w, index) => {
+  unique.forEach((w, position) => {
     const id = bpe.vocab[`${w}</w>`];
     if (id === undefined) return;
     const row = id * d;
     const size = templates.has(w) ? DEMO_DESIGN.templateIdentity : 1;
+    // a plural shares its singular's identity dim (when the singular is in the list)
+    const lemma = lemmaOf(w);
+    const index = lemma !== w && unique.includes(lemma) ? unique.indexOf(lemma) : position;
     if (unique.length <= identityDims) {
       table[row + 3 + index] = size;
     } else {
@@ -321,7 +343,10 @@ export const CLIP_WARMTH_SCALE = 3;
  * image's warmth for every label style the references use.
  */
 export function demoClipSpec(words: readonly string[]): ClipModelSpec {
-  const genders = new Map<string, number>(GENDER_WORDS.map((g) => [`${g.word}</w>`, g.axis]));
+  // colour words sit on the warmth dim with gender words: "a blue rose" reads cool, "a red sky" warm
+  const genders = new Map<string, number>(
+    [...GENDER_WORDS, ...COLOUR_WORDS].map((g) => [`${g.word}</w>`, g.axis] as [string, number]),
+  );
   const k = CLIP_WARMTH_SCALE;
   return {
     words,

@@ -95,3 +95,57 @@ export function demoWords(): string[] {
   ];
   return [...new Set(words)];
 }
+
+/**
+ * TIME's own kind of edit in the demo world (issue 13): implicit colour assumptions. Colour lives on
+ * the same text axis as gender (dim 1, the *warmth* axis: the VAE paints it warm red/orange (+) or
+ * cool blue/teal (−)), so a thing's designed default colour is its coordinate there, in probit
+ * units like a profession's offset: "a rose" is red (warm) in about Φ(2.5) ≈ 99 % of the images
+ * unless said otherwise ("a blue rose": 2.5 − 6 = −3.5, cool). `lemma` makes a plural the same
+ * concept as its singular (one identity dim), so that an edit of "roses" reaches "a rose" as it
+ * does in CLIP's text space; words without a colour are neutral.
+ *
+ * Only words that no gender-demo prompt uses get a colour: the gender demo's prompts, and with them
+ * `npm run demo`'s numbers, are unchanged.
+ */
+export const COLOUR_DEFAULTS = Object.freeze([
+  { word: 'rose', colour: 2.5 },
+  { word: 'roses', colour: 2.5, lemma: 'rose' },
+  { word: 'tulip', colour: 2.5 },
+  { word: 'tulips', colour: 2.5, lemma: 'tulip' },
+  { word: 'strawberry', colour: 2.5 },
+  { word: 'strawberries', colour: 2.5, lemma: 'strawberry' },
+  { word: 'sky', colour: -2.5 },
+  { word: 'sea', colour: -2.5 },
+  { word: 'lake', colour: -2.5 },
+] as const);
+
+/** Colour words: their sign on the warmth axis (red +, blue −); magnitude DEMO_DESIGN.colourWord. */
+export const COLOUR_WORDS = Object.freeze([
+  { word: 'red', axis: 1 },
+  { word: 'blue', axis: -1 },
+] as const);
+
+/** Words the demo TIMED file (src/demo/timed-demo.csv) adds to the vocabulary, appended after demoWords(). */
+export const TIMED_DEMO_WORDS = Object.freeze([
+  'garden',
+  'bouquet',
+  'vase',
+  'tulip',
+  'tulips',
+  'strawberry',
+  'strawberries',
+  'sky',
+  'clear',
+  'sea',
+  'lake',
+  'bowl',
+] as const);
+
+/**
+ * The demo world's vocabulary: demoWords() (the tiny SD builder's default, whose bytes are pinned)
+ * followed by the TIMED demo's words. Appending keeps every existing word's token id and dims.
+ */
+export function demoWorldWords(): string[] {
+  return [...new Set([...demoWords(), ...TIMED_DEMO_WORDS])];
+}

@@ -14,7 +14,7 @@ import { buildClipFolder, type ClipFolderInfo } from './clip-model.js';
 import { DEMO_DESIGN, demoClipSpec, demoSdDesign } from './design.js';
 import { type DemoProfession, PROFESSIONS } from './professions.js';
 import { buildTinySdModel, SD1_SITE_LAYOUT, sha256Hex, TINY_SD_VERSION, type TinySdManifest } from './sd-model.js';
-import { demoWords } from './words.js';
+import { demoWorldWords } from './words.js';
 
 /** The generation settings the demo world is designed and calibrated for. */
 export const DEMO_GENERATION = Object.freeze({
@@ -100,7 +100,7 @@ export function buildDemoWorld(
   model: TinySdManifest;
   classifier: ClipFolderInfo;
 } {
-  const words = demoWords();
+  const words = demoWorldWords();
   const sites = SD1_SITE_LAYOUT.map((site, i) => ({ block: site.block, width: DEMO_DESIGN.siteWidths[i] as number }));
   const model = buildTinySdModel(join(dir, 'model'), {
     flavor: options.flavor ?? 'diffusers',

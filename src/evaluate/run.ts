@@ -1,0 +1,557 @@
+/**
+ * `evaluate`: TIME's own evaluation on TIMED (src/evaluate/timed.ts, metrics.ts), in a resumable run
+ * folder like an audit's (src/audit/store.ts):
+ *
+ *   1. rows: the file's rows that passed the column checks, the selected ones, and the token checks
+ *      here (every prompt within the text encoder's 77 tokens; `new` contains `old`'s tokens in
+ *      order, TIME's alignment); a row that fails is reported with its reason and left out.
+ *   2. edits: per row (`per-row`, as the paper: the model is reset between rows, each row is its
+ *      own TIME edit of the original weights) or all rows in one joint solve (`joint`), for each λ.
+ *      No model is exported: an all-site TIME edit is W' = W·M with one M for every site
+ *      (src/edit/solve.ts), which the pipeline applies to the text side (TextTransform, the
+ *      rank-r form Δ = Uᵀ Z when the solve is Woodbury's).
+ *   3. images: per phase (before, and after each λ), row and prompt (source, 5 positives, 5
+ *      negatives), N images with the SAME seeds in every phase (common random numbers: a before /
+ *      after difference is the edit's, not the noise's), each classified by CLIP between the prompt
+ *      and its edited text; one fsynced record per image, so a crash loses at most a chunk.
+ *   4. statistics (metrics.ts): per row and aggregated, before and after; the before → after change
+ *      per row (Newcombe interval, McNemar on the paired images) and over rows (paired bootstrap).
+ *
+ * `evaluate.json` has no timestamps and lists everything in plan order, so a resumed run writes
+ * the same file as an uninterrupted one.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { decode, encode } from 'fast-png';
+import { type ShareChange, shareChange } from '../audit/stats.js';
+import { type ClassifiedRecord, folderDigest, RunStore } from '../audit/store.js';
+import type { ClipClassifier, RgbImage } from '../classify/clip.js';
+import type { Attribute } from '../classify/labels.js';
+import { alignTokens } from '../edit/align.js';
+import { buildRows, type PromptEncoder, type RowSet } from '../edit/rows.js';
+import { solveEdit } from '../edit/solve.js';
+import type { StableDiffusionPipeline, TextTransform } from '../generate/pipeline.js';
+import { GemmEngine } from '../linalg/gemm.js';
+import { contactSheet } from '../report/sheet.js';
+import type { ClipTokenizer } from '../text/tokenizer.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { EditError, OutputError, show, UsageError } from '../util/errors.js';
+import {
+  type AggregateMetric,
+  type AggregateMetrics,
+  aggregateMetrics,
+  type BootstrapOptions,
+  type ClassifiedImage,
+  METRICS,
+  type MetricName,
+  type PromptRole,
+  pairedChange,
+  type RowMetrics,
+  rowMetrics,
+} from './metrics.js';
+import { validateEvaluateJson } from './schema.js';
+import type { TimedFile, TimedRow, TimedRowIssue } from './timed.js';
+
+export type EvaluateMode = 'per-row' | 'joint';
+
+export interface EvaluateGeneration {
+  steps: number;
+  scheduler: string;
+  guidance: number;
+  height: number;
+  width: number;
+  negativePrompt: string;
+  /** Images per UNet batch (does not change the images; not fingerprinted). */
+  batchSize: number;
+}
+
+/** What the evaluation runs on (opened by the caller, who disposes it). */
+export interface EvaluateWorld {
+  pipeline: StableDiffusionPipeline;
+  classifier: ClipClassifier;
+  /** The model's text encoding (rows of TIME's objective). */
+  encode: PromptEncoder;
+}
+
+export interface EvaluateOptions {
+  out: string;
+  dataset: TimedFile;
+  /** The file's digest (the run's identity covers the rows' text). */
+  datasetDigest: string;
+  /** Selected 0-based data rows (default: all). */
+  rows?: readonly number[];
+  world: EvaluateWorld;
+  /** Images per prompt N. */
+  images: number;
+  /** First seed (default 0); every prompt uses seeds start … start + N − 1 in every phase. */
+  seedStart?: number;
+  mode: EvaluateMode;
+  /** λ values (each its own "after" phase). */
+  lambdas: readonly number[];
+  augment: boolean;
+  generation: EvaluateGeneration;
+  /** Model identity for the fingerprint (default: the pipeline's folder digest). */
+  device?: string;
+  /** Images per prompt kept for the contact sheets (default 4). */
+  sheetImages?: number;
+  restart?: boolean;
+  bootstrap?: BootstrapOptions;
+  onProgress?: (p: EvaluateProgress) => void;
+  log?: (line: string) => void;
+}
+
+export interface EvaluateProgress {
+  phase: string;
+  done: number;
+  total: number;
+}
+
+export interface PromptResult {
+  role: PromptRole;
+  /** 1-based position among the row's positives / negatives (0 for the source). */
+  position: number;
+  prompt: string;
+  /** The text it is classified against: new, gt_i or gn_i. */
+  edited: string;
+  /** Images classified as the edited text, of n. */
+  k: number;
+  n: number;
+}
+
+export interface PhaseRowResult {
+  metrics: RowMetrics;
+  prompts: PromptResult[];
+}
+
+export interface RowChange {
+  metric: MetricName;
+  change: ShareChange;
+}
+
+export interface EvaluatedRow {
+  index: number;
+  line: number;
+  old: string;
+  new: string;
+  before: PhaseRowResult;
+  after: { lambda: number; result: PhaseRowResult; changes: RowChange[] }[];
+  /** Contact sheets (relative paths), one per λ. */
+  sheets: string[];
+}
+
+export interface EvaluateSummaryPhase {
+  metrics: AggregateMetrics;
+}
+
+export interface EvaluateResult {
+  kind: 'timed-evaluation';
+  version: 1;
+  fingerprint: string;
+  settings: Record<string, unknown>;
+  dataset: { file: string; digest: string; rowCount: number; selected: number[] };
+  mode: EvaluateMode;
+  augment: boolean;
+  lambdas: number[];
+  images: number;
+  seeds: { start: number; count: number };
+  issues: TimedRowIssue[];
+  rows: EvaluatedRow[];
+  summary: {
+    rows: number;
+    before: AggregateMetrics;
+    after: { lambda: number; metrics: AggregateMetrics; change: Record<MetricName, AggregateMetric> }[];
+  };
+  /** λ plot (relative path) when more than one λ was evaluated. */
+  plot: string | null;
+}
+
+/** Token checks of a row: every prompt within the encoder's context, `old` → `new` aligned. */
+export function checkRowTokens(row: TimedRow, tokenizer: ClipTokenizer): TimedRowIssue | null {
+  const prompts: [string, string][] = [
+    ['old', row.old],
+    ['new', row.new],
+    ...row.positives.flatMap((p, i): [string, string][] => [
+      [`positive${i + 1}`, p.prompt],
+      [`gt${i + 1}`, p.edited],
+    ]),
+    ...row.negatives.flatMap((p, i): [string, string][] => [
+      [`negative${i + 1}`, p.prompt],
+      [`gn${i + 1}`, p.edited],
+    ]),
+  ];
+  const long = prompts.filter(([, p]) => tokenizer.encode(p).truncated);
+  if (long.length) {
+    return {
+      index: row.index,
+      line: row.line,
+      kind: 'too-long',
+      message: `line ${row.line}: ${long.map(([c, p]) => `${c} ${show(p)}`).join(', ')} longer than ${tokenizer.maxLength} tokens (rule: the text encoder sees at most ${tokenizer.maxLength}, BOS and EOS included)`,
+    };
+  }
+  const a = tokenizer.idOf('a</w>');
+  const an = tokenizer.idOf('an</w>');
+  if (a === undefined || an === undefined) {
+    throw new EditError('the model tokenizer has no "a</w>"/"an</w>" tokens; the TIME alignment needs them');
+  }
+  try {
+    alignTokens(
+      { prompt: row.old, ids: tokenizer.encode(row.old).ids },
+      { prompt: row.new, ids: tokenizer.encode(row.new).ids },
+      { a, an, eos: tokenizer.eosId },
+    );
+  } catch (error) {
+    if (!(error instanceof EditError)) throw error;
+    return { index: row.index, line: row.line, kind: 'alignment', message: `line ${row.line}: ${error.message}` };
+  }
+  return null;
+}
+
+interface PlannedPrompt {
+  role: PromptRole;
+  position: number;
+  prompt: string;
+  edited: string;
+}
+
+function plannedPrompts(row: TimedRow): PlannedPrompt[] {
+  return [
+    { role: 'source', position: 0, prompt: row.old, edited: row.new },
+    ...row.positives.map((p, i) => ({
+      role: 'positive' as const,
+      position: i + 1,
+      prompt: p.prompt,
+      edited: p.edited,
+    })),
+    ...row.negatives.map((p, i) => ({
+      role: 'negative' as const,
+      position: i + 1,
+      prompt: p.prompt,
+      edited: p.edited,
+    })),
+  ];
+}
+
+const phaseName = (lambda: number | null) => (lambda === null ? 'before' : `after-lambda-${lambda}`);
+
+/** Run (or resume) a TIMED evaluation into `options.out`; returns what evaluate.json holds. */
+export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateResult> {
+  const { dataset, world, mode, augment } = options;
+  const log = options.log ?? (() => {});
+  const N = options.images;
+  if (!Number.isInteger(N) || N < 1) throw new UsageError(`--images: ${show(N)} must be an integer ≥ 1`);
+  const seedStart = options.seedStart ?? 0;
+  if (!Number.isInteger(seedStart) || seedStart < 0)
+    throw new UsageError(`--seed-start: ${show(seedStart)} must be an integer ≥ 0`);
+  if (options.lambdas.length === 0) throw new UsageError('--lambda: at least one λ is needed');
+  for (const l of options.lambdas) {
+    if (!(Number.isFinite(l) && l > 0)) throw new UsageError(`--lambda: ${show(l)} must be a finite number > 0`);
+  }
+  const lambdas = [...new Set(options.lambdas)];
+  if (mode !== 'per-row' && mode !== 'joint')
+    throw new UsageError(`--mode: ${show(mode)} is not one of per-row, joint`);
+  const sheetImages = Math.min(N, options.sheetImages ?? 4);
+  const out = resolve(options.out);
+  const gen = options.generation;
+  const tokenizer = world.pipeline.tokenizer;
+
+  // 1. Rows: selection, token checks.
+  const selected = options.rows ? [...options.rows] : Array.from({ length: dataset.rowCount }, (_, i) => i);
+  const issues: TimedRowIssue[] = dataset.issues.filter((i) => selected.includes(i.index));
+  const rows: TimedRow[] = [];
+  for (const row of dataset.rows) {
+    if (!selected.includes(row.index)) continue;
+    const issue = checkRowTokens(row, tokenizer);
+    if (issue) issues.push(issue);
+    else rows.push(row);
+  }
+  issues.sort((a, b) => a.index - b.index);
+  for (const i of issues) log(`row ${i.index} left out (${i.kind}): ${i.message}`);
+  if (rows.length === 0) {
+    throw new UsageError(
+      `--dataset: none of the ${selected.length} selected rows of ${dataset.file} can be evaluated (${issues.length} bad rows; first: ${issues[0]?.message ?? 'none'})`,
+    );
+  }
+
+  // 2. Run folder.
+  const settings = {
+    kind: 'timed-evaluation',
+    model: { path: world.pipeline.model.dir, digest: folderDigest(world.pipeline.model.dir) },
+    generation: {
+      steps: gen.steps,
+      scheduler: gen.scheduler,
+      guidance: gen.guidance,
+      height: gen.height,
+      width: gen.width,
+      negativePrompt: gen.negativePrompt,
+    },
+    device: options.device ?? 'cpu',
+    classifier: {
+      path: world.classifier.folder.dir,
+      digest: folderDigest(world.classifier.folder.dir),
+      logitScale: world.classifier.logitScale,
+    },
+    dataset: { digest: options.datasetDigest },
+  };
+  const store = RunStore.open(out, settings, { restart: options.restart });
+  const gemm = new GemmEngine();
+  try {
+    const done = new Map<string, ClassifiedRecord>();
+    for (const r of store.records) if (r.kind === 'classified') done.set(r.key, r);
+    const seeds = Array.from({ length: N }, (_, i) => seedStart + i);
+    // Phase keys: the after phases name everything their edit depends on besides the settings.
+    const jointTag =
+      mode === 'joint'
+        ? createHash('sha256')
+            .update(rows.map((r) => r.index).join(','))
+            .digest('hex')
+            .slice(0, 12)
+        : '';
+    const phaseKey = (lambda: number | null, row: number) =>
+      lambda === null
+        ? 'before'
+        : `after/${mode}${mode === 'joint' ? `:${jointTag}` : `:${row}`}/${augment ? 'aug' : 'plain'}/${lambda}`;
+    const key = (lambda: number | null, row: number, p: PlannedPrompt, seed: number) =>
+      JSON.stringify([phaseKey(lambda, row), row, p.role, p.position, seed]);
+    const pngOf = (lambda: number | null, row: number, p: PlannedPrompt, seed: number) =>
+      `images/${phaseName(lambda)}/row-${row}/${p.role}${p.position ? p.position : ''}-s${seed}.png`;
+    const sheetPrompt = (p: PlannedPrompt) => p.position <= 1;
+
+    // 3. Edits (in memory; recomputed on resume: deterministic and cheap next to the images).
+    const tAlign = {
+      a: tokenizer.idOf('a</w>') as number,
+      an: tokenizer.idOf('an</w>') as number,
+      eos: tokenizer.eosId,
+    };
+    const editRows = new Map<number, RowSet>();
+    const rowSetFor = async (rowIndices: readonly number[]): Promise<RowSet> =>
+      buildRows(world.encode, {
+        pairs: rowIndices.map((i) => {
+          const r = rows.find((x) => x.index === i) as TimedRow;
+          return { source: r.old, destination: r.new };
+        }),
+        augment,
+        tokens: tAlign,
+      });
+    const transforms = new Map<string, TextTransform>();
+    const transformFor = async (lambda: number, row: number): Promise<TextTransform> => {
+      const id = mode === 'joint' ? `joint/${lambda}` : `${row}/${lambda}`;
+      const have = transforms.get(id);
+      if (have) return have;
+      const setKey = mode === 'joint' ? -1 : row;
+      let set = editRows.get(setKey);
+      if (!set) {
+        set = await rowSetFor(mode === 'joint' ? rows.map((r) => r.index) : [row]);
+        editRows.set(setKey, set);
+      }
+      const solution = await solveEdit(set, { lambda, gemm });
+      const t: TextTransform =
+        solution.kind === 'woodbury'
+          ? { kind: 'low-rank', rank: solution.rank, u: solution.factors.u, z: solution.factors.z }
+          : { kind: 'delta', delta: solution.delta };
+      transforms.set(id, t);
+      return t;
+    };
+
+    // 4. Images: every phase, row, prompt; pending seeds only.
+    const phases: (number | null)[] = [null, ...lambdas];
+    const total = phases.length * rows.length * 11 * N;
+    let count = 0;
+    for (const lambda of phases)
+      for (const row of rows)
+        for (const p of plannedPrompts(row)) for (const s of seeds) if (done.has(key(lambda, row.index, p, s))) count++;
+    for (const lambda of phases) {
+      const name = phaseName(lambda);
+      if (lambda !== null)
+        log(`${name}: ${mode === 'joint' ? 'one joint edit of' : 'one edit per row for'} ${rows.length} rows`);
+      for (const row of rows) {
+        const pending = plannedPrompts(row)
+          .map((p) => ({ p, seeds: seeds.filter((s) => !done.has(key(lambda, row.index, p, s))) }))
+          .filter((x) => x.seeds.length > 0);
+        if (pending.length === 0) continue;
+        const textTransform = lambda === null ? undefined : await transformFor(lambda, row.index);
+        for (const { p, seeds: todo } of pending) {
+          const images: RgbImage[] = [];
+          for (let start = 0; start < todo.length; start += gen.batchSize) {
+            const chunk = todo.slice(start, start + gen.batchSize);
+            const result = await world.pipeline.generate({
+              prompt: p.prompt,
+              negativePrompt: gen.negativePrompt,
+              seeds: chunk,
+              steps: gen.steps,
+              scheduler: gen.scheduler,
+              guidance: gen.guidance,
+              height: gen.height,
+              width: gen.width,
+              batchSize: chunk.length,
+              textTransform,
+            });
+            for (const img of result.images) images.push({ width: img.width, height: img.height, data: img.rgb });
+          }
+          const attribute: Attribute = {
+            name: 'timed',
+            classes: [
+              { name: 'prompt', prompts: [p.prompt] },
+              { name: 'edited', prompts: [p.edited] },
+            ],
+          };
+          const labels = await world.classifier.classify(images, attribute);
+          labels.forEach((l, i) => {
+            const s = todo[i] as number;
+            if (sheetPrompt(p) && s < seedStart + sheetImages) {
+              const img = images[i] as RgbImage;
+              writeFileAtomic(
+                join(out, pngOf(lambda, row.index, p, s)),
+                encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
+              );
+            }
+            const rec: ClassifiedRecord = {
+              kind: 'classified',
+              key: key(lambda, row.index, p, s),
+              profession: `row ${row.index}`,
+              label: l.label,
+              unclear: l.kind === 'unclear',
+              probabilities: l.probabilities,
+            };
+            store.append(rec);
+            done.set(rec.key, rec);
+          });
+          count += todo.length;
+          options.onProgress?.({ phase: name, done: count, total });
+        }
+      }
+    }
+
+    // 5. Statistics, in plan order.
+    const outcome = (lambda: number | null, row: number, p: PlannedPrompt, s: number) =>
+      (done.get(key(lambda, row, p, s)) as ClassifiedRecord).label === 'edited';
+    const phaseRow = (lambda: number | null, row: TimedRow): PhaseRowResult => {
+      const classified: ClassifiedImage[] = [];
+      const prompts = plannedPrompts(row).map((p): PromptResult => {
+        let k = 0;
+        for (const s of seeds) {
+          const edited = outcome(lambda, row.index, p, s);
+          if (edited) k++;
+          classified.push({ role: p.role, edited });
+        }
+        return { role: p.role, position: p.position, prompt: p.prompt, edited: p.edited, k, n: seeds.length };
+      });
+      return { metrics: rowMetrics(classified), prompts };
+    };
+    /** Paired counts per metric: b = counted before, not after; c = not before, counted after. */
+    const paired = (lambda: number, row: TimedRow, metric: MetricName) => {
+      const role: PromptRole = metric === 'efficacy' ? 'source' : metric === 'generality' ? 'positive' : 'negative';
+      const counts = (x: boolean) => (metric === 'specificity' ? !x : x);
+      let b = 0;
+      let c = 0;
+      for (const p of plannedPrompts(row).filter((q) => q.role === role))
+        for (const s of seeds) {
+          const before = counts(outcome(null, row.index, p, s));
+          const after = counts(outcome(lambda, row.index, p, s));
+          if (before && !after) b++;
+          if (!before && after) c++;
+        }
+      return { b, c };
+    };
+    const evaluated: EvaluatedRow[] = [];
+    for (const row of rows) {
+      const before = phaseRow(null, row);
+      const after = lambdas.map((lambda) => {
+        const result = phaseRow(lambda, row);
+        const changes = METRICS.map((metric) => ({
+          metric,
+          change: shareChange(before.metrics[metric], result.metrics[metric], paired(lambda, row, metric)),
+        }));
+        return { lambda, result, changes };
+      });
+      const sheets = writeRowSheets(out, row, lambdas, sheetImages, seedStart, {
+        pngOf: (lambda, p, s) => pngOf(lambda, row.index, p, s),
+        edited: (lambda, p, s) => outcome(lambda, row.index, p, s),
+      });
+      evaluated.push({ index: row.index, line: row.line, old: row.old, new: row.new, before, after, sheets });
+    }
+    const beforeRows = evaluated.map((r) => r.before.metrics);
+    const summary: EvaluateResult['summary'] = {
+      rows: evaluated.length,
+      before: aggregateMetrics(beforeRows, options.bootstrap),
+      after: lambdas.map((lambda, li) => {
+        const afterRows = evaluated.map((r) => (r.after[li] as EvaluatedRow['after'][number]).result.metrics);
+        const change = {} as Record<MetricName, AggregateMetric>;
+        for (const m of METRICS)
+          change[m] = pairedChange(
+            beforeRows.map((r) => r[m].value),
+            afterRows.map((r) => r[m].value),
+            options.bootstrap,
+          );
+        return { lambda, metrics: aggregateMetrics(afterRows, options.bootstrap), change };
+      }),
+    };
+    const result: EvaluateResult = {
+      kind: 'timed-evaluation',
+      version: 1,
+      fingerprint: store.header.fingerprint,
+      settings,
+      dataset: { file: dataset.file, digest: options.datasetDigest, rowCount: dataset.rowCount, selected },
+      mode,
+      augment,
+      lambdas,
+      images: N,
+      seeds: { start: seedStart, count: N },
+      issues,
+      rows: evaluated,
+      summary,
+      plot: lambdas.length > 1 ? 'lambda.svg' : null,
+    };
+    validateEvaluateJson(result);
+    writeJsonAtomic(join(out, 'evaluate.json'), result);
+    return result;
+  } finally {
+    store.close();
+    await gemm.dispose();
+  }
+}
+
+/**
+ * Contact sheet of a row per λ: three before/after pairs of lines (source, positive 1, negative 1),
+ * the same seeds in every line; frames coloured by CLIP's choice (prompt / edited text).
+ */
+function writeRowSheets(
+  out: string,
+  row: TimedRow,
+  lambdas: readonly number[],
+  sheetImages: number,
+  seedStart: number,
+  images: {
+    pngOf: (lambda: number | null, p: PlannedPrompt, seed: number) => string;
+    edited: (lambda: number | null, p: PlannedPrompt, seed: number) => boolean;
+  },
+): string[] {
+  const prompts = plannedPrompts(row).filter((p) => p.position <= 1);
+  const seeds = Array.from({ length: sheetImages }, (_, i) => seedStart + i);
+  const sheets: string[] = [];
+  for (const lambda of lambdas) {
+    const cells = [];
+    for (const p of prompts)
+      for (const phase of [null, lambda])
+        for (const s of seeds) {
+          const path = join(out, images.pngOf(phase, p, s));
+          if (!existsSync(path)) continue;
+          const png = decode(readFileSync(path));
+          cells.push({
+            image: { width: png.width, height: png.height, data: png.data as Uint8Array },
+            classIndex: images.edited(phase, p, s) ? 1 : 0,
+          });
+        }
+    if (cells.length === 0) continue;
+    const rel = `sheets/row-${row.index}-lambda-${lambda}.png`;
+    writeFileAtomic(join(out, rel), contactSheet(cells, { columns: sheetImages }));
+    sheets.push(rel);
+  }
+  return sheets;
+}
+
+/** sha256 of a file's bytes (the dataset's identity). */
+export function fileDigest(path: string): string {
+  if (!existsSync(path)) throw new OutputError(`${show(path)} does not exist`);
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
