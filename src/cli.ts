@@ -17,6 +17,7 @@ const COMMANDS: Record<string, Loader> = {
   compare: async () => (await import('./cli/commands/compare.js')).compareCommand,
   debias: async () => (await import('./cli/commands/debias.js')).debiasCommand,
   edit: async () => (await import('./cli/commands/edit.js')).editCommand,
+  evaluate: async () => (await import('./cli/commands/evaluate.js')).evaluateCommand,
   generate: async () => (await import('./cli/commands/generate.js')).generateCommand,
   inspect: async () => (await import('./cli/commands/inspect.js')).inspectCommand,
 };

@@ -1,0 +1,148 @@
+/**
+ * The evaluate job: resolve the inputs ("demo" names the embedded demo world's model, classifier or
+ * TIMED file), open the model and the classifier once, run the evaluation (run.ts), write the
+ * reports, dispose. Returns the plain result and the files written; the CLI only renders.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ClipClassifier } from '../classify/clip.js';
+import { StableDiffusionPipeline } from '../generate/pipeline.js';
+import { validateDevice } from '../runtime/ort.js';
+import { encodePrompts } from '../text/encoder.js';
+import { show, UsageError } from '../util/errors.js';
+import { writeEvaluateReports } from './report.js';
+import { type EvaluateMode, type EvaluateProgress, type EvaluateResult, fileDigest, runEvaluate } from './run.js';
+import { parseRowSpec, parseTimed } from './timed.js';
+
+/** The demo TIMED file (three designed colour assumptions of the demo world). */
+export const DEMO_TIMED_FILE = join(dirname(fileURLToPath(import.meta.url)), '..', 'demo', 'timed-demo.csv');
+
+/** Generation defaults of the demo world (what its design is calibrated for, at the demo's 8 steps). */
+export const DEMO_EVALUATE_GENERATION = Object.freeze({
+  steps: 8,
+  scheduler: 'pndm',
+  guidance: 7.5,
+  height: 64,
+  width: 64,
+  batchSize: 32,
+});
+
+export interface EvaluateJobOptions {
+  /** TIMED CSV file, or "demo". */
+  dataset: string;
+  /** Model folder, or "demo". */
+  model: string;
+  /** CLIP folder, or "demo". */
+  classifier: string;
+  out: string;
+  /** Row selection ("all", "0-4,7"). */
+  rows?: string;
+  images: number;
+  seedStart?: number;
+  mode: EvaluateMode;
+  lambdas: readonly number[];
+  augment: boolean;
+  generation: {
+    steps?: number;
+    scheduler?: string;
+    guidance?: number;
+    height?: number;
+    width?: number;
+    negativePrompt?: string;
+    batchSize?: number;
+  };
+  device?: string;
+  threads?: number;
+  sheetImages?: number;
+  restart?: boolean;
+  bootstrap?: { samples?: number; seed?: number };
+  onProgress?: (p: EvaluateProgress) => void;
+  log?: (line: string) => void;
+}
+
+export interface EvaluateJobResult {
+  result: EvaluateResult;
+  out: string;
+  reports: string[];
+  /** Wall time of the job, seconds (not in evaluate.json, which has no timings). */
+  seconds: number;
+  /** Whether the demo world was built by this call (false: from the cache or not used). */
+  demoBuilt: boolean;
+}
+
+export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJobResult> {
+  const t0 = performance.now();
+  const device = validateDevice(o.device ?? 'cpu');
+  if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 0)) {
+    throw new UsageError(`--threads: ${show(o.threads)} is not an integer >= 0`);
+  }
+  const usesDemo = o.model === 'demo' || o.classifier === 'demo';
+  let demoBuilt = false;
+  let modelDir = o.model;
+  let classifierDir = o.classifier;
+  if (usesDemo) {
+    const { ensureDemoWorld } = await import('../demo/world.js');
+    const world = ensureDemoWorld();
+    demoBuilt = world.built;
+    if (o.model === 'demo') modelDir = world.modelDir;
+    if (o.classifier === 'demo') classifierDir = world.classifierDir;
+  }
+  const file = o.dataset === 'demo' ? DEMO_TIMED_FILE : resolve(o.dataset);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (cause) {
+    throw new UsageError(`--dataset: cannot read ${show(o.dataset)} (${(cause as Error).message})`, { cause });
+  }
+  const dataset = parseTimed(text, o.dataset === 'demo' ? 'demo (src/demo/timed-demo.csv)' : o.dataset);
+  const rows = o.rows === undefined ? undefined : parseRowSpec(o.rows, dataset.rowCount);
+  const demoGen = o.model === 'demo' ? DEMO_EVALUATE_GENERATION : undefined;
+  const batchSize = o.generation.batchSize ?? demoGen?.batchSize ?? 4;
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new UsageError(`--batch-size: ${show(batchSize)} must be an integer ≥ 1`);
+
+  const sessionOptions = { device, threads: o.threads || undefined };
+  const pipeline = await StableDiffusionPipeline.create(modelDir, sessionOptions);
+  let classifier: ClipClassifier | undefined;
+  try {
+    classifier = await ClipClassifier.load(classifierDir, sessionOptions);
+    const p = pipeline;
+    const result = await runEvaluate({
+      out: o.out,
+      dataset,
+      datasetDigest: fileDigest(file),
+      rows,
+      world: {
+        pipeline,
+        classifier,
+        encode: async (prompts) => encodePrompts(p.tokenizer, p.textEncoder, prompts),
+      },
+      images: o.images,
+      seedStart: o.seedStart,
+      mode: o.mode,
+      lambdas: o.lambdas,
+      augment: o.augment,
+      generation: {
+        steps: o.generation.steps ?? demoGen?.steps ?? 25,
+        scheduler: o.generation.scheduler ?? demoGen?.scheduler ?? 'pndm',
+        guidance: o.generation.guidance ?? demoGen?.guidance ?? 7.5,
+        height: o.generation.height ?? demoGen?.height ?? pipeline.defaultSize,
+        width: o.generation.width ?? demoGen?.width ?? pipeline.defaultSize,
+        negativePrompt: o.generation.negativePrompt ?? '',
+        batchSize,
+      },
+      device,
+      sheetImages: o.sheetImages,
+      restart: o.restart,
+      bootstrap: o.bootstrap,
+      onProgress: o.onProgress,
+      log: o.log,
+    });
+    const reports = writeEvaluateReports(o.out, result);
+    return { result, out: o.out, reports, seconds: (performance.now() - t0) / 1000, demoBuilt };
+  } finally {
+    await pipeline.dispose();
+    await classifier?.dispose();
+  }
+}
