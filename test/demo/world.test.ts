@@ -8,7 +8,7 @@ import { ClipClassifier, type RgbImage } from '../../src/classify/clip.js';
 import { genderAttribute } from '../../src/classify/labels.js';
 import { DEMO_DESIGN } from '../../src/demo/design.js';
 import { findProfession, PROFESSIONS } from '../../src/demo/professions.js';
-import { demoWords } from '../../src/demo/words.js';
+import { demoWorldWords } from '../../src/demo/words.js';
 import { buildDemoWorld, type DemoWorld, ensureDemoWorld } from '../../src/demo/world.js';
 import { ClipTextEncoder, encodePrompts } from '../../src/text/encoder.js';
 import { ClipTokenizer } from '../../src/text/tokenizer.js';
@@ -100,7 +100,7 @@ describe('the designed world', () => {
   });
 
   test('every demo word is one token; professions table is graded and documented', () => {
-    for (const w of demoWords()) assert.equal(tok.encode(w).length, 3, w);
+    for (const w of demoWorldWords()) assert.equal(tok.encode(w).length, 3, w);
     assert.ok(PROFESSIONS.length >= 24);
     for (const p of ['doctor', 'nurse', 'CEO', 'engineer', 'teacher', 'cashier', 'librarian', 'carpenter']) {
       assert.ok(findProfession(p), p);
