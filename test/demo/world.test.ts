@@ -6,10 +6,11 @@ import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ClipClassifier, type RgbImage } from '../../src/classify/clip.js';
 import { genderAttribute } from '../../src/classify/labels.js';
-import { DEMO_DESIGN } from '../../src/demo/design.js';
+import { DEMO_DESIGN, demoClipSpec, demoTokenTable } from '../../src/demo/design.js';
 import { findProfession, PROFESSIONS } from '../../src/demo/professions.js';
-import { demoWorldWords } from '../../src/demo/words.js';
+import { COLOUR_DEFAULTS, COLOUR_WORDS, demoWords, demoWorldWords } from '../../src/demo/words.js';
 import { buildDemoWorld, type DemoWorld, ensureDemoWorld } from '../../src/demo/world.js';
+import { buildWordVocab } from '../../src/text/bpe-files.js';
 import { ClipTextEncoder, encodePrompts } from '../../src/text/encoder.js';
 import { ClipTokenizer } from '../../src/text/tokenizer.js';
 
@@ -161,5 +162,41 @@ describe('the designed world', () => {
     } finally {
       await clf.dispose();
     }
+  });
+});
+
+describe('the colour assumptions leave the gender demo untouched', () => {
+  test("appending the TIMED words keeps every earlier word's token embedding and classifier vector", () => {
+    // The gender prompts then encode and render bit for bit as before the TIMED words existed (checked
+    // once against the previous world's files: identical hidden states and images). Of the earlier
+    // words only rose, roses, red and blue got a colour, and no gender-demo prompt uses them.
+    const d = DEMO_DESIGN.d;
+    const before = demoWords();
+    const after = demoWorldWords();
+    assert.deepEqual(after.slice(0, before.length), before);
+    const vb = buildWordVocab(before).vocab;
+    const va = buildWordVocab(after).vocab;
+    const tb = demoTokenTable(before, d);
+    const ta = demoTokenTable(after, d);
+    const clipB = demoClipSpec(before);
+    const clipA = demoClipSpec(after);
+    for (const w of before) {
+      const ib = vb[`${w}</w>`] as number;
+      const ia = va[`${w}</w>`] as number;
+      assert.deepEqual(Array.from(ta.subarray(ia * d, (ia + 1) * d)), Array.from(tb.subarray(ib * d, (ib + 1) * d)), w);
+      assert.deepEqual(clipA.tokenVector(`${w}</w>`, ia), clipB.tokenVector(`${w}</w>`, ib), w);
+    }
+    const coloured = new Set<string>([...COLOUR_DEFAULTS.map((c) => c.word), ...COLOUR_WORDS.map((c) => c.word)]);
+    assert.deepEqual(
+      before.filter((w) => coloured.has(w)),
+      ['rose', 'roses', 'blue', 'red'],
+    );
+    // a plural shares its singular's identity: "roses" and "rose" have the same embedding
+    const rose = va['rose</w>'] as number;
+    const roses = va['roses</w>'] as number;
+    assert.deepEqual(
+      Array.from(ta.subarray(roses * d, (roses + 1) * d)),
+      Array.from(ta.subarray(rose * d, (rose + 1) * d)),
+    );
   });
 });
