@@ -6,6 +6,7 @@ import {
   GenerationError,
   ModelFormatError,
   OutputError,
+  RuntimeError,
   UsageError,
 } from '../util/errors.js';
 import { isOutputFsError } from '../util/fs-errors.js';
@@ -35,6 +36,8 @@ export function exitCodeFor(error: unknown): number {
   if (error instanceof OutputError) return EXIT.output;
   // a filesystem error no caller explained (no space, permission, ...) is still an output error
   if (isOutputFsError(error)) return EXIT.output;
-  if (error instanceof Error && error.name === 'RuntimeError') return EXIT.failure;
+  // onnxruntime could not load or run a model: a failure of the run, not of its arguments (a bad
+  // device name is a UsageError).
+  if (error instanceof RuntimeError) return EXIT.failure;
   return EXIT.failure;
 }

@@ -7,6 +7,7 @@
 import type { Profession } from '../audit/professions.js';
 import { type SeedPlan, seedPlan } from '../audit/seeds.js';
 import type { Attribute } from '../classify/labels.js';
+import { alignmentTokens, selectSites } from '../edit/prepare.js';
 import type { SdModel } from '../model/folder.js';
 import { type EditSite, locateSites } from '../model/sites.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
@@ -98,19 +99,12 @@ export function preflight(
   };
 }
 
+/** TIME's alignment tokens, by the edit core's one rule (edit/prepare.ts: "an" read as "a"). */
 function alignTokensOf(tokenizer: ClipTokenizer): { a: number; an: number; eos: number } {
-  const a = tokenizer.idOf('a</w>');
-  const an = tokenizer.idOf('an</w>');
-  if (a === undefined || an === undefined) {
-    throw new ConfigError('the model tokenizer has no "a</w>"/"an</w>" tokens; the TIME alignment needs them');
-  }
-  return { a, an, eos: tokenizer.eosId };
+  return alignmentTokens(tokenizer);
 }
 
+/** The edited sites, by the edit core's one rule for projections and layer prefixes (edit/prepare.ts). */
 function selectJobSites(sites: EditSite[], config: JobConfig): EditSite[] {
-  const layers = config.edit.layers;
-  return sites.filter(
-    (s) =>
-      config.edit.projections.includes(s.projection) && (!layers || layers.some((prefix) => s.name.startsWith(prefix))),
-  );
+  return selectSites(sites, config.edit.projections, config.edit.layers);
 }

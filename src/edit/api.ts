@@ -3,13 +3,15 @@
  * folder in, a complete edited model folder out, and a plain JSON-serializable result.
  *
  *   editModel(request)
- *     0. normalize + validate the request (pure; UsageError/OutputError naming the CLI argument)
- *     1. open the model folder, locate the cross-attention K/V sites, select them (--no-keys, --layers)
- *     2. tokenize every prompt and align every pair (EditError naming both prompts) — still cheap
- *     3. encode the prompts with the model's text encoder → the rows c_i, c*_i          (rows.ts)
- *     4. solve the joint objective for M (one d×d matrix for every site)               (solve.ts)
- *     5. W'_s = W_s·M for the selected sites                                            (apply.ts)
- *     6. export: clone the folder, patch the edited tensors, write time-edit.json, rename (model/export.ts)
+ *     0. normalize + validate the request (pure; UsageError/OutputError whose `field` names the
+ *        request's parameter: `lambda`, `pairs[2].source`; the CLI relabels it with its flag)
+ *     1. open the model folder, locate the cross-attention K/V sites, select them   (prepare.ts selectSites)
+ *     2. tokenize every prompt and align every pair (EditError naming both prompts) (prepare.ts planEdit)
+ *     3. encode the prompts with the model's text encoder → the rows c_i, c*_i       (prepare.ts prepareEdit)
+ *     4. solve the joint objective for M (one d×d matrix for every site)            (solve.ts)
+ *     5. W'_s = W_s·M for the selected sites                                         (commit.ts → apply.ts)
+ *     6. export: clone the folder, patch the edited tensors, write the one validated
+ *        time-edit.json (manifest.ts), rename                                         (commit.ts → model/export.ts)
  *   Steps 0–2 check everything that can be checked before any heavy work, and nothing is written
  *   before they pass. Then the clone of step 6 starts in the background (into `<out>.tmp-*`, next to
  *   the output) while steps 3–5 compute; it is renamed into place only at the very end, and removed
@@ -25,19 +27,18 @@
  */
 import { resolve } from 'node:path';
 import { GemmEngine } from '../linalg/gemm.js';
-import { checkExportTarget, type PendingExport, startExport } from '../model/export.js';
+import { checkExportTarget } from '../model/export.js';
 import { openSdModel, type SdModelFormat, type SdPrecision } from '../model/folder.js';
-import { type EditSite, locateSites, readSiteWeightStored, type SiteProjection } from '../model/sites.js';
+import { locateSites, type SiteProjection } from '../model/sites.js';
 import { cudaAvailable, DEVICES, type Device } from '../runtime/ort.js';
 import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
-import type { ClipTokenizer } from '../text/tokenizer.js';
 import { ModelFormatError, show, UsageError } from '../util/errors.js';
-import { type AlignTokens, alignTokens } from './align.js';
-import { applyEdit } from './apply.js';
-import { augmentPrompts, buildRows, type EncodedRows } from './rows.js';
+import { beginCommit, type PendingCommit } from './commit.js';
+import { PROJECTIONS, planEdit, prepareEdit, selectSites } from './prepare.js';
+import { augmentPrompts } from './rows.js';
 import { DEFAULT_LAMBDA, DEFAULT_PRESERVE_WEIGHT, solveEdit } from './solve.js';
 
-export { DEFAULT_LAMBDA, DEFAULT_PRESERVE_WEIGHT };
+export { DEFAULT_LAMBDA, DEFAULT_PRESERVE_WEIGHT, selectSites };
 
 /**
  * One (source, destination) pair. Its strength: `weight` (> 0, default 1) scales it, λ_p = λ / weight;
@@ -161,7 +162,6 @@ export interface EditResult {
 interface NormalizedRequest {
   modelDir: string;
   pairs: EditedPairRecord[];
-  pairNames: { source: string; destination: string }[];
   pairsFile: string | null;
   lambda: number;
   augment: boolean;
@@ -174,68 +174,67 @@ interface NormalizedRequest {
   threads: number;
 }
 
-const PROJECTIONS: readonly SiteProjection[] = Object.freeze(['to_k', 'to_v']);
-
 /**
- * Check the request (pure: no file is read). Errors: UsageError naming the CLI argument, the value
- * and the rule.
+ * Check the request (pure: no file is read). Errors: UsageError whose `field` names the request's
+ * parameter (`lambda`, `pairs[2].source`, `preserve.weight`); the CLI relabels it with its flag.
  */
 export function normalizeEditRequest(request: EditRequest): NormalizedRequest {
   if (request === null || typeof request !== 'object') {
     throw new UsageError(`edit request: ${show(request)} is not an object`);
   }
   if (typeof request.modelDir !== 'string' || request.modelDir.trim() === '') {
-    throw new UsageError(`--model: ${show(request.modelDir)} is not a folder path; give the model folder`);
+    throw new UsageError(`${show(request.modelDir)} is not a folder path; give the model folder`, {
+      field: 'modelDir',
+    });
   }
   if (typeof request.outDir !== 'string' || request.outDir.trim() === '') {
-    throw new UsageError(`--out: ${show(request.outDir)} is not a folder path; give the output folder`);
+    throw new UsageError(`${show(request.outDir)} is not a folder path; give the output folder`, { field: 'outDir' });
   }
   const lambda = request.lambda ?? DEFAULT_LAMBDA;
   if (typeof lambda !== 'number' || !Number.isFinite(lambda) || lambda <= 0) {
     throw new UsageError(
-      `--lambda: ${show(lambda)} is not valid; λ must be a finite number > 0 (TIME's default is ${DEFAULT_LAMBDA})`,
+      `${show(lambda)} is not valid; λ must be a finite number > 0 (TIME's default is ${DEFAULT_LAMBDA})`,
+      { field: 'lambda' },
     );
   }
   const pairsFile = request.pairsFile ?? null;
   if (!Array.isArray(request.pairs) || request.pairs.length === 0) {
-    throw new UsageError(
-      pairsFile
-        ? `--pairs ${show(pairsFile)}: the file holds no pairs; at least one (source, destination) row is needed`
-        : `pairs: ${show(request.pairs)}; give at least one (source, destination) pair (--source/--destination or --pairs)`,
-    );
+    throw pairsFile
+      ? new UsageError(
+          `${show(pairsFile)}: the file holds no pairs; at least one (source, destination) row is needed`,
+          {
+            field: 'pairsFile',
+          },
+        )
+      : new UsageError(`${show(request.pairs)}; give at least one (source, destination) pair`, { field: 'pairs' });
   }
-  const single = request.pairs.length === 1 && pairsFile === null;
-  const pairNames = request.pairs.map((_, i) =>
-    single
-      ? { source: '--source', destination: '--destination' }
-      : pairsFile
-        ? {
-            source: `--pairs ${pairsFile} pair ${i + 1} source`,
-            destination: `--pairs ${pairsFile} pair ${i + 1} destination`,
-          }
-        : { source: `pairs[${i}].source`, destination: `pairs[${i}].destination` },
-  );
   const augment = request.augment ?? false;
-  if (typeof augment !== 'boolean') throw new UsageError(`--augment: ${show(augment)} must be true or false`);
+  if (typeof augment !== 'boolean') {
+    throw new UsageError(`${show(augment)} must be true or false`, { field: 'augment' });
+  }
   const pairs = request.pairs.map((p, i): EditedPairRecord => {
-    const names = pairNames[i] as { source: string; destination: string };
-    if (p === null || typeof p !== 'object')
-      throw new UsageError(`pairs[${i}]: ${show(p)} is not a {source, destination} pair`);
-    assertPrompt(names.source, p.source);
-    assertPrompt(names.destination, p.destination);
-    const label = single ? 'pairs[0]' : names.source.replace(/(\.| )source$/, '');
+    const field = `pairs[${i}]`;
+    if (p === null || typeof p !== 'object') {
+      throw new UsageError(`${show(p)} is not a {source, destination} pair`, { field });
+    }
+    assertPrompt(`${field}.source`, p.source);
+    assertPrompt(`${field}.destination`, p.destination);
     if (p.weight !== undefined && p.lambda !== undefined) {
       throw new UsageError(
-        `${label}: weight ${show(p.weight)} and lambda ${show(p.lambda)} both given; give the pair a weight (λ_p = λ / weight) or its own λ_p, not both`,
+        `weight ${show(p.weight)} and lambda ${show(p.lambda)} both given; give the pair a weight (λ_p = λ / weight) or its own λ_p, not both`,
+        { field },
       );
     }
     if (p.lambda !== undefined && (typeof p.lambda !== 'number' || !Number.isFinite(p.lambda) || p.lambda <= 0)) {
-      throw new UsageError(`${label} lambda: ${show(p.lambda)} is not valid; λ_p must be a finite number > 0`);
+      throw new UsageError(`${show(p.lambda)} is not valid; λ_p must be a finite number > 0`, {
+        field: `${field}.lambda`,
+      });
     }
     const weight = p.lambda !== undefined ? lambda / p.lambda : (p.weight ?? 1);
     if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
       throw new UsageError(
-        `${label} weight: ${show(weight)} is not valid; a pair's weight must be a finite number > 0 (λ_p = λ / weight)`,
+        `${show(weight)} is not valid; a pair's weight must be a finite number > 0 (λ_p = λ / weight)`,
+        { field: `${field}.weight` },
       );
     }
     const prompts = augment ? augmentPrompts(p.source) : [p.source];
@@ -245,24 +244,27 @@ export function normalizeEditRequest(request: EditRequest): NormalizedRequest {
 
   const projections = [...(request.projections ?? PROJECTIONS)];
   if (projections.length === 0) {
-    throw new UsageError('projections: none selected; edit to_k and to_v (default) or to_v only (--no-keys)');
+    throw new UsageError('none selected; edit to_k and to_v (default) or to_v only', { field: 'projections' });
   }
   for (const p of projections) {
-    if (!PROJECTIONS.includes(p))
-      throw new UsageError(`projections: ${show(p)} is not one of ${PROJECTIONS.join(', ')}`);
+    if (!PROJECTIONS.includes(p)) {
+      throw new UsageError(`${show(p)} is not one of ${PROJECTIONS.join(', ')}`, { field: 'projections' });
+    }
   }
   const uniqueProjections = PROJECTIONS.filter((p) => projections.includes(p));
 
   let layers: string[] | null = null;
   if (request.layers !== undefined) {
     if (!Array.isArray(request.layers) || request.layers.length === 0) {
-      throw new UsageError(
-        `--layers: ${show(request.layers)}; give at least one module-name prefix (e.g. up_blocks.3)`,
-      );
+      throw new UsageError(`${show(request.layers)}; give at least one module-name prefix (e.g. up_blocks.3)`, {
+        field: 'layers',
+      });
     }
     layers = request.layers.map((l) => {
       if (typeof l !== 'string' || l.trim() === '' || /\s/.test(l.trim())) {
-        throw new UsageError(`--layers: ${show(l)} is not a module-name prefix (e.g. "up_blocks.3" or "mid_block")`);
+        throw new UsageError(`${show(l)} is not a module-name prefix (e.g. "up_blocks.3" or "mid_block")`, {
+          field: 'layers',
+        });
       }
       return l.trim();
     });
@@ -272,31 +274,32 @@ export function normalizeEditRequest(request: EditRequest): NormalizedRequest {
   if (request.preserve !== undefined) {
     const { prompts, weight = DEFAULT_PRESERVE_WEIGHT } = request.preserve;
     if (!Array.isArray(prompts) || prompts.length === 0) {
-      throw new UsageError(`--preserve: ${show(prompts)}; give at least one prompt to preserve`);
+      throw new UsageError(`${show(prompts)}; give at least one prompt to preserve`, { field: 'preserve.prompts' });
     }
     prompts.forEach((p, i) => {
-      assertPrompt(prompts.length === 1 ? '--preserve' : `--preserve #${i + 1}`, p);
+      assertPrompt(`preserve.prompts[${i}]`, p);
     });
     if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
-      throw new UsageError(`--preserve-weight: ${show(weight)} is not valid; μ must be a finite number > 0`);
+      throw new UsageError(`${show(weight)} is not valid; μ must be a finite number > 0`, { field: 'preserve.weight' });
     }
     preserve = { prompts: [...prompts], weight };
   }
 
   const force = request.force ?? false;
-  if (typeof force !== 'boolean') throw new UsageError(`--force: ${show(force)} must be true or false`);
+  if (typeof force !== 'boolean') throw new UsageError(`${show(force)} must be true or false`, { field: 'force' });
   const device = request.device ?? 'cpu';
   if (!(DEVICES as readonly string[]).includes(device)) {
-    throw new UsageError(`--device: ${show(device)} is not a known device; valid devices are ${DEVICES.join(', ')}`);
+    throw new UsageError(`${show(device)} is not a known device; valid devices are ${DEVICES.join(', ')}`, {
+      field: 'device',
+    });
   }
   const threads = request.threads ?? 0;
   if (!Number.isInteger(threads) || threads < 0) {
-    throw new UsageError(`--threads: ${show(threads)} must be an integer ≥ 0 (0: one per core)`);
+    throw new UsageError(`${show(threads)} must be an integer ≥ 0 (0: one per core)`, { field: 'threads' });
   }
   return {
     modelDir: resolve(request.modelDir),
     pairs,
-    pairNames,
     pairsFile,
     lambda,
     augment,
@@ -332,7 +335,8 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
   });
   if (req.device === 'cuda' && !cudaAvailable()) {
     throw new UsageError(
-      "--device: 'cuda' was asked for but onnxruntime-node's CUDA provider is not installed on this host (needs the opt-in install and CUDA 12 + cuDNN 9); use --device cpu",
+      '"cuda" was asked for but onnxruntime-node\'s CUDA provider is not installed on this host (needs the opt-in install and CUDA 12 + cuDNN 9); use the device "cpu"',
+      { field: 'device' },
     );
   }
 
@@ -341,47 +345,26 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
   //    the checks above answer fast.
   const { ClipTokenizer } = await import('../text/tokenizer.js');
   const tokenizer = await ClipTokenizer.fromFolder(model.components.tokenizer);
-  const tokens = alignmentTokens(tokenizer);
-  const warnings: string[] = [];
-  const expanded = expandPairs(req);
-  const seenTruncated = new Set<string>();
-  for (const e of expanded) {
-    const src = tokenizer.encode(e.source);
-    const dst = tokenizer.encode(e.destination);
-    for (const [prompt, t] of [
-      [e.source, src],
-      [e.destination, dst],
-    ] as const) {
-      if (t.truncated && !seenTruncated.has(prompt)) {
-        seenTruncated.add(prompt);
-        warnings.push(
-          `prompt ${show(prompt)} is longer than ${tokenizer.maxLength} tokens; it was cut (the text encoder sees only the first ${tokenizer.maxLength})`,
-        );
-      }
-    }
-    alignTokens({ prompt: e.source, ids: src.ids }, { prompt: e.destination, ids: dst.ids }, tokens);
-  }
-  for (const prompt of req.preserve?.prompts ?? []) {
-    if (tokenizer.encode(prompt).truncated && !seenTruncated.has(prompt)) {
-      seenTruncated.add(prompt);
-      warnings.push(`preserved prompt ${show(prompt)} is longer than ${tokenizer.maxLength} tokens; it was cut`);
-    }
-  }
+  const plan = planEdit(tokenizer, {
+    pairs: req.pairs,
+    augment: req.augment,
+    preserve: req.preserve?.prompts ?? [],
+  });
   const tCheck = performance.now();
 
-  // Every check has passed: the export starts cloning the input folder into `<out>.tmp-*` now, in
-  // the background, while the edit is computed (model/export.ts startExport). Any failure from here
-  // on removes the temporary folder (abort); only finish() renames it into place.
-  const pending: PendingExport = startExport({ model, outDir: req.outDir, force: req.force, sites: allSites });
-  let finishing = false;
+  // Every check has passed: the commit starts cloning the input folder into `<out>.tmp-*` now, in
+  // the background, while the edit is computed (commit.ts beginCommit). Any failure from here on
+  // removes the temporary folder (abort); only commit() renames it into place.
+  const pending: PendingCommit = beginCommit({ model, outDir: req.outDir, force: req.force, allSites });
+  let committing = false;
 
-  // 3–5. Rows, M, W'.
+  // 3–4. Rows, M.
   const gemm = new GemmEngine({ threads: req.threads });
   let encoder: ClipTextEncoder | undefined;
   try {
     encoder = await ClipTextEncoder.create(model.files.textEncoder, { device: req.device, threads: req.threads });
     const enc = encoder;
-    const encode = async (prompts: string[]): Promise<EncodedRows[]> => {
+    const prepared = await prepareEdit(plan, async (prompts) => {
       progress({ stage: 'encode', prompts: prompts.length });
       const out = await encodePrompts(tokenizer, enc, prompts);
       for (const e of out) {
@@ -392,13 +375,8 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
         }
       }
       return out.map((e) => ({ ids: e.ids, hidden: e.hidden }));
-    };
-    const rows = await buildRows(encode, {
-      pairs: req.pairs.map((p) => ({ source: p.source, destination: p.destination })),
-      augment: req.augment,
-      preserve: req.preserve?.prompts ?? [],
-      tokens,
     });
+    const { rows } = prepared;
     await encoder.dispose();
     encoder = undefined;
     const tEncode = performance.now();
@@ -411,67 +389,32 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
     });
     const tSolve = performance.now();
 
+    // 5–6. W' = W·M for the selected sites, and the export with its time-edit.json.
     progress({ stage: 'apply', sites: sites.length });
-    // In each site's stored layout (the exporter's Wᵀ: W'ᵀ = Mᵀ·Wᵀ), so that nothing is transposed
-    // on the way in or out.
-    const applied = await applyEdit(
-      sites.map((s) => ({ name: s.name, ...readSiteWeightStored(model, s) })),
+    const pairs = req.pairs.map((p, i) => ({ ...p, rows: prepared.pairRows[i] as number }));
+    const preserve = req.preserve ? { ...req.preserve, rows: prepared.preserveRows } : null;
+    committing = true;
+    const committed = await pending.commit({
+      sites,
       solution,
-      { gemm },
-    );
-    const tApply = performance.now();
-    const computeTimings = {
-      check: round(tCheck - t0),
-      encode: round(tEncode - tCheck),
-      solve: round(tSolve - tEncode),
-      apply: round(tApply - tSolve),
-    };
-
-    // Rows per pair / preservation, from the row set's provenance.
-    const pairRows = new Array<number>(req.pairs.length).fill(0);
-    let preserveRows = 0;
-    for (const g of rows.groups) {
-      if (g.kind === 'pair') pairRows[g.pair] = (pairRows[g.pair] as number) + g.count;
-      else preserveRows += g.count;
-    }
-    const pairs = req.pairs.map((p, i) => ({ ...p, rows: pairRows[i] as number }));
-    const preserve = req.preserve ? { ...req.preserve, rows: preserveRows } : null;
-
-    // 6. Export.
-    progress({ stage: 'export', outDir: req.outDir });
-    const manifest = {
-      kind: 'time-edit',
-      method: {
-        name: 'TIME',
-        reference: 'Orgad, Kawar, Belinkov, arXiv 2303.08084',
-        objective: 'Σ_p (1/λ_p) Σ_{i∈p} ‖W′c_i − W c*_i‖² + μ Σ_q ‖W′c_q − W c_q‖² + ‖W′ − W‖²_F;  W′ = W·M',
-        solver: solution.kind,
-        applyForm: applied.form,
-        rank: solution.kind === 'woodbury' ? solution.rank : null,
+      gemm,
+      describe: {
+        lambda: req.lambda,
+        augment: req.augment,
+        projections: req.projections,
+        layers: req.layers,
+        pairsFile: req.pairsFile,
+        pairs,
+        preserve: preserve && { ...preserve, weights: null },
+        perPrompt: rows.length,
+        warnings: prepared.warnings,
       },
-      lambda: req.lambda,
-      augment: req.augment,
-      projections: req.projections,
-      layers: req.layers,
-      pairsFile: req.pairsFile,
-      pairs,
-      preserve,
-      rows: { total: rows.n, pairs: rows.n - preserveRows, preserve: preserveRows, perPrompt: rows.length },
-      n: rows.n,
-      d: rows.d,
-      sites: sites.map((s) => s.name),
-      warnings,
-      timingsMs: computeTimings,
-    };
-    finishing = true;
-    const exported = await pending.finish({
-      weights: new Map(applied.sites.map((s) => [s.name, s.W])),
-      layout: 'stored',
-      manifest,
+      onApplied: () => progress({ stage: 'export', outDir: req.outDir }),
     });
+    const exported = committed.export;
+    const tApply = tSolve + committed.timings.apply;
     const tExport = performance.now();
 
-    const byName = new Map(sites.map((s) => [s.name, s]));
     return {
       kind: 'time-edit',
       modelDir: model.dir,
@@ -482,7 +425,7 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
       precision: model.precision,
       d: model.d,
       method: solution.kind,
-      applyForm: applied.form,
+      applyForm: committed.applyForm,
       rank: solution.kind === 'woodbury' ? solution.rank : null,
       lambda: req.lambda,
       augment: req.augment,
@@ -490,7 +433,7 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
       layers: req.layers,
       pairs,
       preserve,
-      rows: manifest.rows,
+      rows: committed.manifest.rows,
       sites: exported.editedSites.map((s) => ({
         name: s.name,
         projection: s.projection,
@@ -500,13 +443,20 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
         relativeChange: s.relativeChange,
       })),
       sitesInModel: allSites.length,
-      parameters: [...byName.values()].reduce((sum, s) => sum + s.out * s.d, 0),
-      warnings,
-      timings: { ...computeTimings, export: round(tExport - tApply), total: round(tExport - t0) },
+      parameters: sites.reduce((sum, s) => sum + s.out * s.d, 0),
+      warnings: prepared.warnings,
+      timings: {
+        check: round(tCheck - t0),
+        encode: round(tEncode - tCheck),
+        solve: round(tSolve - tEncode),
+        apply: round(tApply - tSolve),
+        export: round(tExport - tApply),
+        total: round(tExport - t0),
+      },
     };
   } catch (error) {
-    // finish() cleans up after itself; before it, the pending clone is removed here.
-    if (!finishing) await pending.abort();
+    // commit() cleans up after itself; before it, the pending clone is removed here.
+    if (!committing) await pending.abort();
     throw error;
   } finally {
     await encoder?.dispose();
@@ -514,74 +464,17 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
   }
 }
 
-/** The sites the request selects: by projection, then by module-name prefix. */
-export function selectSites(
-  sites: readonly EditSite[],
-  projections: readonly SiteProjection[],
-  layers: readonly string[] | null,
-): EditSite[] {
-  let selected = sites.filter((s) => projections.includes(s.projection));
-  if (layers) {
-    const matches = (name: string, prefix: string) =>
-      name === prefix || name.startsWith(prefix.endsWith('.') ? prefix : `${prefix}.`);
-    const modules = [...new Set(selected.map((s) => s.name.replace(/\.(to_k|to_v)$/, '')))];
-    for (const prefix of layers) {
-      if (!selected.some((s) => matches(s.name, prefix))) {
-        throw new UsageError(
-          `--layers: ${show(prefix)} matches no cross-attention site; site modules are ${modules
-            .slice(0, 4)
-            .map((m) => show(m))
-            .join(', ')}${modules.length > 4 ? `, … (${modules.length} in all; see \`time-debias inspect\`)` : ''}`,
-        );
-      }
-    }
-    selected = selected.filter((s) => layers.some((prefix) => matches(s.name, prefix)));
-  }
-  if (selected.length === 0) {
-    throw new UsageError(
-      `projections ${projections.join(', ')}: the model's sites are ${[...new Set(sites.map((s) => s.projection))].join(', ')}; none is selected`,
-    );
-  }
-  return selected;
-}
-
 /**
  * Reject a missing or empty prompt (the wording of `assertPrompt` in text/tokenizer.ts, which this
  * module does not import eagerly).
  */
-function assertPrompt(name: string, value: unknown): asserts value is string {
+function assertPrompt(field: string, value: unknown): asserts value is string {
   if (typeof value !== 'string') {
-    throw new UsageError(`${name}: ${show(value)} is not a prompt; give a non-empty text`);
+    throw new UsageError(`${show(value)} is not a prompt; give a non-empty text`, { field });
   }
   if (value.trim().length === 0) {
-    throw new UsageError(`${name}: ${show(value)} is empty; a prompt with at least one word is required`);
+    throw new UsageError(`${show(value)} is empty; a prompt with at least one word is required`, { field });
   }
-}
-
-/** The ids the reference alignment needs: "a", "an" (read as "a") and EOS. */
-function alignmentTokens(tokenizer: ClipTokenizer): AlignTokens {
-  return {
-    // A vocabulary without "a"/"an" (tiny test vocabularies) gets −1: no token has that id.
-    a: tokenizer.idOf('a</w>') ?? -1,
-    an: tokenizer.idOf('an</w>') ?? -1,
-    eos: tokenizer.eosId,
-    tokenText: (id) => {
-      try {
-        return tokenizer.tokenOf(id);
-      } catch {
-        return undefined;
-      }
-    },
-  };
-}
-
-/** Every (source, destination) prompt pair the rows will have, augmentations included. */
-function expandPairs(req: NormalizedRequest): { source: string; destination: string }[] {
-  return req.pairs.flatMap((p) => {
-    const sources = req.augment ? augmentPrompts(p.source) : [p.source];
-    const destinations = req.augment ? augmentPrompts(p.destination) : [p.destination];
-    return sources.map((source, k) => ({ source, destination: destinations[k] as string }));
-  });
 }
 
 function round(ms: number): number {

@@ -255,14 +255,14 @@ export class StableDiffusionPipeline {
       );
     } catch (error) {
       for (const s of opened.reverse()) await s.dispose();
-      if (options.device === 'cuda' && error instanceof RuntimeError && !/^--device cuda/.test(error.message)) {
+      if (options.device === 'cuda' && error instanceof RuntimeError && error.field !== 'device') {
         // onnxruntime-node lists a CUDA backend on Linux x64 even when the provider libraries are not
         // installed; the session creation then fails. Say what to do instead of the loader's text.
         const cause = error.message.split('\n')[0]?.slice(0, 300);
         throw new RuntimeError(
-          `--device cuda: onnxruntime-node could not start the CUDA execution provider (it needs the CUDA ` +
-            `install of onnxruntime-node, CUDA 12 and cuDNN 9; see README "CUDA"). Use --device cpu. (${cause})`,
-          { cause: error },
+          `"cuda": onnxruntime-node could not start the CUDA execution provider (it needs the CUDA ` +
+            `install of onnxruntime-node, CUDA 12 and cuDNN 9; see README "CUDA"); use the device "cpu" (${cause})`,
+          { cause: error, field: 'device' },
         );
       }
       throw error;

@@ -116,6 +116,11 @@ export interface ExportContent {
   layout?: 'torch' | 'stored';
   /** What was edited (prompts, λ, rows, ...): written to time-edit.json with the export's own facts. */
   manifest?: Record<string, unknown>;
+  /**
+   * Checks the complete manifest (the caller's + the export's facts) before it is written; a throw
+   * aborts the export (edit/commit.ts validates it against the time-edit.json schema here).
+   */
+  checkManifest?: (manifest: Record<string, unknown>) => void;
 }
 
 /**
@@ -160,7 +165,7 @@ export function startExport(target: ExportTarget): PendingExport {
         await job.abort();
         throw error;
       }
-      return job.finishWith(prepared, content.manifest);
+      return job.finishWith(prepared, content.manifest, content.checkManifest);
     },
   };
 }
@@ -174,7 +179,11 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
   outDir: string;
   tmpDir: string;
   abort: () => Promise<void>;
-  finishWith: (prepared: Prepared, manifest?: Record<string, unknown>) => Promise<ExportResult>;
+  finishWith: (
+    prepared: Prepared,
+    manifest?: Record<string, unknown>,
+    checkManifest?: ExportContent['checkManifest'],
+  ) => Promise<ExportResult>;
 } {
   const { model, sites } = target;
   const { outDir, exists } = checkExportTarget(model.dir, target.outDir, target.force ?? false);
@@ -202,7 +211,11 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
     rmSync(tmp, { recursive: true, force: true });
   };
 
-  const finishWith = async (prepared: Prepared, manifestIn?: Record<string, unknown>): Promise<ExportResult> => {
+  const finishWith = async (
+    prepared: Prepared,
+    manifestIn?: Record<string, unknown>,
+    checkManifest?: ExportContent['checkManifest'],
+  ): Promise<ExportResult> => {
     if (done) throw new OutputError(`export to ${show(outDir)}: finish() after the export was finished or aborted`);
     done = true;
     try {
@@ -249,6 +262,7 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
         },
         editedSites,
       };
+      checkManifest?.(manifest);
       writeFileSync(join(tmp, EDIT_MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
       const tManifest = performance.now();
 
@@ -317,17 +331,21 @@ export function checkExportTarget(
   const outReal = realpathNear(outDir);
   if (isSameOrInside(outReal, inputReal) || isSameOrInside(outDir, input)) {
     throw new OutputError(
-      `--out ${show(outDir)} is the input folder or inside it (${show(input)}); the input is never modified, choose a folder outside it`,
+      `${show(outDir)} is the input folder or inside it (${show(input)}); the input is never modified, choose a folder outside it`,
+      { field: 'outDir' },
     );
   }
   if (isSameOrInside(inputReal, outReal) || isSameOrInside(input, outDir)) {
     throw new OutputError(
-      `--out ${show(outDir)} contains the input model folder ${show(input)}; replacing it would delete the input`,
+      `${show(outDir)} contains the input model folder ${show(input)}; replacing it would delete the input`,
+      { field: 'outDir' },
     );
   }
   const exists = existsSync(outDir) || isSymlink(outDir);
   if (exists && !force) {
-    throw new OutputError(`--out ${show(outDir)} already exists; choose another folder or pass --force to replace it`);
+    throw new OutputError(`${show(outDir)} already exists; choose another folder, or replace it (force)`, {
+      field: 'outDir',
+    });
   }
   return { outDir, exists };
 }

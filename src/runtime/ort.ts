@@ -6,6 +6,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { RuntimeError, show, UsageError } from '../util/errors.js';
 
 export type Device = 'cpu' | 'cuda';
 export type TensorDtype = 'float32' | 'float16' | 'float64' | 'int32' | 'int64' | 'uint8' | 'bool';
@@ -20,12 +21,8 @@ export const DEVICE_PROVIDERS: Readonly<Record<Device, readonly string[]>> = Obj
 
 export const DEVICES = Object.freeze(Object.keys(DEVICE_PROVIDERS) as Device[]);
 
-export class RuntimeError extends Error {
-  override name = 'RuntimeError';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-  }
-}
+/** onnxruntime's failures are the error family's RuntimeError (src/util/errors.ts); re-exported here. */
+export { RuntimeError };
 
 export interface SessionOptions {
   /** 'cpu' (default) or 'cuda' (needs the CUDA opt-in install, see README). */
@@ -65,9 +62,9 @@ export const SESSION_MEMORY_DEFAULTS = Object.freeze({ memArena: true, memPatter
 
 export function validateDevice(device: unknown): Device {
   if (typeof device === 'string' && (DEVICES as string[]).includes(device)) return device as Device;
-  throw new RuntimeError(
-    `--device: ${JSON.stringify(device)} is not a known device; valid devices are ${DEVICES.join(', ')}`,
-  );
+  throw new UsageError(`${show(device)} is not a known device; valid devices are ${DEVICES.join(', ')}`, {
+    field: 'device',
+  });
 }
 
 /**
@@ -120,9 +117,10 @@ export class Session {
     const device = validateDevice(options.device ?? 'cpu');
     const label = options.label ?? (typeof model === 'string' ? model : 'in-memory model');
     if (device === 'cuda' && !cudaAvailable()) {
-      throw new RuntimeError(
-        `--device cuda: onnxruntime-node's CUDA provider is not installed on this host (needs the opt-in ` +
-          `install and CUDA 12 + cuDNN 9; see README "CUDA"). Use --device cpu.`,
+      throw new UsageError(
+        `"cuda": onnxruntime-node's CUDA provider is not installed on this host (needs the opt-in ` +
+          `install and CUDA 12 + cuDNN 9; see README "CUDA"); use the device "cpu"`,
+        { field: 'device' },
       );
     }
     const sessionOptions: ort.InferenceSession.SessionOptions = {

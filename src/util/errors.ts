@@ -1,13 +1,37 @@
 /**
- * One error class per failure area (style.md §7), each with a stable `name` and `cause` chaining.
- * The CLI maps them to exit codes in one place (src/cli/exit.ts).
+ * One error family (style.md §7): one class per failure area, each with a stable `name`, `cause`
+ * chaining and the `field` it is about. The CLI maps the classes to exit codes in one place
+ * (src/cli/exit.ts).
+ *
+ * `field` names the LIBRARY parameter the error is about (`steps`, `lambda`, `pairs[2].source`,
+ * `preserve.weight`), never a CLI flag or a config path: the library does not know how it was
+ * called. The message is `<field>: <detail>`; a caller that knows the outside name relabels it —
+ * the CLI to `--steps`, the config loader to `config.generation.steps` — with `relabel`, which
+ * keeps `field` and `detail` and rewrites only the message.
  */
+export interface TimeDebiasErrorOptions {
+  cause?: unknown;
+  /** The library parameter (dotted path, `[i]` for list items) the error is about. */
+  field?: string;
+}
+
 export class TimeDebiasError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /** The library parameter the error is about, or undefined when it is about no single one. */
+  readonly field: string | undefined;
+  /** The message without its `<field>: ` prefix. */
+  readonly detail: string;
+  constructor(message: string, options?: TimeDebiasErrorOptions) {
+    super(options?.field ? `${options.field}: ${message}` : message, { cause: options?.cause });
+    this.field = options?.field;
+    this.detail = message;
+  }
+  /** Rewrite the message to name the field as the caller's user knows it (e.g. `--steps`). */
+  relabel(name: string): this {
+    this.message = `${name}: ${this.detail}`;
+    return this;
   }
 }
-/** Bad user input: an argument, a flag, a value outside its rule. */
+/** Bad user input: an argument, an option, a value outside its rule. */
 export class UsageError extends TimeDebiasError {
   override name = 'UsageError';
 }
@@ -34,6 +58,13 @@ export class ConfigError extends TimeDebiasError {
 /** An output path that exists, a run folder from other settings, an interrupted write. */
 export class OutputError extends TimeDebiasError {
   override name = 'OutputError';
+}
+/**
+ * onnxruntime failed: a session that cannot be created or run, an execution provider that is not
+ * installed. A bad device NAME is a UsageError (field `device`), not this.
+ */
+export class RuntimeError extends TimeDebiasError {
+  override name = 'RuntimeError';
 }
 
 /** Format a value for an error message: strings quoted, long values cut. */

@@ -60,7 +60,7 @@ describe('time-debias edit: success', () => {
     assert.deepEqual(listFiles(outHuman), [...listFiles(good), 'time-edit.json'].sort());
     const manifest = JSON.parse(readFileSync(join(outHuman, 'time-edit.json'), 'utf8'));
     assert.equal(manifest.pairsFile, tsv);
-    assert.equal(manifest.n, 616);
+    assert.equal(manifest.rows.total, 616);
 
     assert.equal(json.code, EXIT.ok, json.stderr);
     const result = JSON.parse(json.stdout);
@@ -257,7 +257,7 @@ const BAD: BadCase[] = [
       return edit(m, o);
     },
     exit: EXIT.output,
-    message: /OutputError: --out ".*" already exists; choose another folder or pass --force/,
+    message: /OutputError: --out: ".*" already exists; choose another folder, or replace it \(force\)/,
   },
   {
     name: '--pairs with --source',

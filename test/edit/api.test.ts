@@ -11,11 +11,12 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { buildTinySdModel, type TinySdOptions } from '../../src/demo/sd-model.js';
 import { type EditRequest, type EditResult, editModel, selectSites } from '../../src/edit/api.js';
+import { editManifestProblems } from '../../src/edit/manifest.js';
 import { openSdModel } from '../../src/model/folder.js';
 import { locateSites, readSiteWeight } from '../../src/model/sites.js';
 import { ClipTextEncoder, encodePrompts } from '../../src/text/encoder.js';
 import { ClipTokenizer } from '../../src/text/tokenizer.js';
-import { EditError, OutputError, UsageError } from '../../src/util/errors.js';
+import { EditError, OutputError, TimeDebiasError, UsageError } from '../../src/util/errors.js';
 import {
   diffOutside,
   directTimeSolve,
@@ -178,9 +179,10 @@ async function editAndVerify(
   // The manifest says what was edited, and identifies the source files.
   const manifest = JSON.parse(readFileSync(join(outDir, 'time-edit.json'), 'utf8'));
   assert.equal(manifest.kind, 'time-edit');
+  assert.deepEqual(editManifestProblems(manifest), [], 'the one schema of time-edit.json');
   assert.equal(manifest.lambda, result.lambda);
   assert.equal(manifest.method.solver, result.method);
-  assert.equal(manifest.n, result.rows.total);
+  assert.equal(manifest.rows.total, result.rows.total);
   assert.equal(manifest.d, result.d);
   assert.deepEqual(
     manifest.sites,
@@ -363,6 +365,8 @@ describe('editModel rejects bad requests before writing anything', () => {
     await assert.rejects(editModel(request), (error: Error) => {
       assert.ok(error instanceof errorClass, `${error.name}: ${error.message}`);
       assert.match(error.message, pattern);
+      // The library names its own parameter (the CLI relabels it with the flag).
+      if (error instanceof TimeDebiasError && error.field) assert.ok(error.message.startsWith(`${error.field}: `));
       return true;
     });
     assert.equal(existsSync(request.outDir), false, 'nothing is written');
@@ -372,27 +376,31 @@ describe('editModel rejects bad requests before writing anything', () => {
 
   test('λ ≤ 0, NaN or infinite', async () => {
     for (const lambda of [0, -0.1, Number.NaN, Number.POSITIVE_INFINITY]) {
-      await rejects({ ...base, lambda }, UsageError, /--lambda: .*finite number > 0/);
+      await rejects({ ...base, lambda }, UsageError, /^lambda: .*finite number > 0/);
     }
   });
 
   test('empty prompts and no pairs', async () => {
-    await rejects({ ...base, pairs: [{ source: '', destination: 'a cat' }] }, UsageError, /--source: "" is empty/);
+    await rejects(
+      { ...base, pairs: [{ source: '', destination: 'a cat' }] },
+      UsageError,
+      /^pairs\[0\]\.source: "" is empty/,
+    );
     await rejects(
       { ...base, pairs: [{ source: 'a cat', destination: '  ' }] },
       UsageError,
-      /--destination: " {2}" is empty/,
+      /^pairs\[0\]\.destination: " {2}" is empty/,
     );
     await rejects({ ...base, pairs: [] }, UsageError, /at least one/);
     await rejects(
       { ...base, pairs: [pair, { source: 'a dog', destination: '' }], pairsFile: 'p.tsv' },
       UsageError,
-      /--pairs p\.tsv pair 2 destination/,
+      /^pairs\[1\]\.destination: "" is empty/,
     );
-    await rejects({ ...base, preserve: { prompts: [''] } }, UsageError, /--preserve/);
-    await rejects({ ...base, preserve: { prompts: ['a dog'], weight: 0 } }, UsageError, /--preserve-weight: 0/);
-    await rejects({ ...base, pairs: [{ ...pair, weight: -1 }] }, UsageError, /weight: -1/);
-    await rejects({ ...base, pairs: [{ ...pair, lambda: 0 }] }, UsageError, /pairs\[0\] lambda: 0 is not valid/);
+    await rejects({ ...base, preserve: { prompts: [''] } }, UsageError, /^preserve\.prompts\[0\]: "" is empty/);
+    await rejects({ ...base, preserve: { prompts: ['a dog'], weight: 0 } }, UsageError, /^preserve\.weight: 0/);
+    await rejects({ ...base, pairs: [{ ...pair, weight: -1 }] }, UsageError, /^pairs\[0\]\.weight: -1/);
+    await rejects({ ...base, pairs: [{ ...pair, lambda: 0 }] }, UsageError, /^pairs\[0\]\.lambda: 0 is not valid/);
     await rejects({ ...base, pairs: [{ ...pair, weight: 2, lambda: 0.1 }] }, UsageError, /both given/);
   });
 
@@ -408,13 +416,13 @@ describe('editModel rejects bad requests before writing anything', () => {
     await rejects(
       { ...base, device: 'tpu' as never },
       UsageError,
-      /--device: "tpu" is not a known device; valid devices are cpu, cuda/,
+      /^device: "tpu" is not a known device; valid devices are cpu, cuda/,
     );
-    await rejects({ ...base, threads: -1 }, UsageError, /--threads: -1 must be an integer ≥ 0/);
+    await rejects({ ...base, threads: -1 }, UsageError, /^threads: -1 must be an integer ≥ 0/);
   });
 
   test('layers that match no site, and an empty projection list', async () => {
-    await rejects({ ...base, layers: ['up_blocks.9'] }, UsageError, /--layers: "up_blocks.9" matches no/);
+    await rejects({ ...base, layers: ['up_blocks.9'] }, UsageError, /^layers: "up_blocks.9" matches no/);
     await rejects({ ...base, projections: [] }, UsageError, /projections/);
   });
 
@@ -424,7 +432,7 @@ describe('editModel rejects bad requests before writing anything', () => {
     writeFileSync(join(existing, 'keep.txt'), 'keep');
     await assert.rejects(editModel({ ...base, outDir: existing }), (e: Error) => {
       assert.ok(e instanceof OutputError);
-      assert.match(e.message, /--out .*already exists.*--force/);
+      assert.match(e.message, /^outDir: .*already exists.*replace it \(force\)/);
       return true;
     });
     assert.deepEqual(listFiles(existing), ['keep.txt']);

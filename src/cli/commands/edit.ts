@@ -12,6 +12,7 @@ import type { Argv, CommandModule } from 'yargs';
 import type { EditProgress, EditRequest, EditResult } from '../../edit/api.js';
 import { readPairsFile } from '../../edit/pairs-file.js';
 import { show, UsageError } from '../../util/errors.js';
+import { flagOf, relabelForUser } from '../fields.js';
 
 interface EditArgs {
   model: string;
@@ -102,6 +103,8 @@ export const editCommand: CommandModule<object, EditArgs> = {
     const result = await editModel({
       ...request,
       onProgress: args.json ? undefined : (event) => process.stderr.write(`${progressLine(event)}\n`),
+    }).catch((error: unknown) => {
+      throw relabelForUser(error, (field) => flagOfEditField(field, request.pairsFile));
     });
     process.stdout.write(args.json ? `${JSON.stringify(result, null, 2)}\n` : renderEditResult(result));
   },
@@ -154,6 +157,19 @@ export function requestFromArgs(args: EditArgs): EditRequest {
   }
   if (args.threads !== undefined) request.threads = parseNumber('--threads', args.threads);
   return request;
+}
+
+/**
+ * The flag of an edit request field: a pair's fields are `--source`/`--destination` for the one pair
+ * of the command line, or the pairs file's row (`--pairs FILE pair 3 source`); the rest as any flag.
+ */
+export function flagOfEditField(field: string, pairsFile: string | undefined): string {
+  const m = /^pairs\[(\d+)\](?:\.(\w+))?$/.exec(field);
+  if (!m) return flagOf(field);
+  const [, index, key] = m as unknown as [string, string, string | undefined];
+  if (pairsFile === undefined)
+    return key === 'source' || key === 'destination' ? `--${key}` : `pairs[0]${key ? ` ${key}` : ''}`;
+  return `--pairs ${pairsFile} pair ${Number(index) + 1}${key ? ` ${key}` : ''}`;
 }
 
 /** A number option as the user typed it; the library checks its range. */
