@@ -237,7 +237,11 @@ describe('exportEditedModel refuses, and writes nothing', () => {
     const weights = editedWeights(model, sites.slice(0, 2), 9);
     await assert.rejects(
       exportEditedModel({ model, weights, outDir }),
-      (e: Error) => e instanceof OutputError && /already exists/.test(e.message) && e.field === 'outDir' && /replace it \(force\)/.test(e.message),
+      (e: Error) =>
+        e instanceof OutputError &&
+        /already exists/.test(e.message) &&
+        e.field === 'outDir' &&
+        /replace it \(force\)/.test(e.message),
     );
     assert.deepEqual(readdirSync(outDir), ['keep.txt']);
     assert.deepEqual(leftovers(outDir), []);
