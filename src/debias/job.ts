@@ -13,11 +13,7 @@
  * skipped when the run folder already holds it (run-folder.ts). Re-running the same command after a
  * crash continues where it stopped and ends with the same result as an uninterrupted run.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { GemmEngine } from '../linalg/gemm.js';
-import { EDIT_MANIFEST } from '../model/export.js';
-import { writeJsonAtomic } from '../util/atomic.js';
 import type { JobConfig } from './config.js';
 import { professionStatus } from './joint-policy.js';
 import { preflight } from './preflight.js';
@@ -27,7 +23,7 @@ import { RunFolder } from './run-folder.js';
 import { runAfter } from './stages/after.js';
 import { runBefore } from './stages/before.js';
 import { pipelineEvaluator, type StageContext } from './stages/context.js';
-import { exportStage, modelManifest } from './stages/export.js';
+import { exportStage } from './stages/export.js';
 import { jointRounds } from './stages/joint.js';
 import { tuneEd50 } from './stages/tune-ed50.js';
 import { commitUce, tuneUce } from './stages/tune-uce.js';
@@ -48,6 +44,12 @@ export async function runDebiasJob(
   const pre = preflight(config, world);
   const folder = RunFolder.open(config, { restart: options.restart });
   const { state } = folder;
+  // A finished job is not run again: its result is what it printed (unless it can export now).
+  const finished = state.phase === 'done' ? folder.readResult() : null;
+  if (finished && (finished.exported !== null || !options.exportPartial)) {
+    log(`done: ${folder.dir} holds this job's result (--restart runs it again)`);
+    return finished;
+  }
 
   const before = await runBefore(config, world, pre, folder, log);
   const { pairs } = before;
@@ -111,20 +113,6 @@ export async function runDebiasJob(
       after.unrelated,
       pre.held,
     );
-    if (exported) {
-      const manifestPath = join(exported, EDIT_MANIFEST);
-      const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Record<string, unknown>;
-      manifest.debias = modelManifest(
-        config,
-        state,
-        pairs,
-        solution,
-        jobRows.preserve,
-        before.audit,
-        after.audit,
-      ).debias;
-      writeJsonAtomic(manifestPath, manifest);
-    }
     folder.advance('done');
     folder.writeJob(result);
     return result;

@@ -79,6 +79,25 @@ export class RunFolder {
     );
     writeJsonAtomic(join(this.dir, JOB), { ...result, probes, uce: this.state.uce });
   }
+
+  /** The result job.json holds, or null when there is none (a crash before it was written). */
+  readResult(): DebiasResult | null {
+    const path = join(this.dir, JOB);
+    if (!existsSync(path)) return null;
+    try {
+      const {
+        probes: _p,
+        uce: _u,
+        ...result
+      } = JSON.parse(readFileSync(path, 'utf8')) as DebiasResult & {
+        probes: unknown;
+        uce: unknown;
+      };
+      return result.kind === 'debias' ? result : null;
+    } catch {
+      return null;
+    }
+  }
 }
 
 function loadState(runDir: string, fp: string): JobState {

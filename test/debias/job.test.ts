@@ -5,7 +5,7 @@
  * gender, and that the reports are written.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -31,7 +31,19 @@ export const SMALL_DEMO = {
   audit: { imagesPerProfession: 60 },
 };
 
-test('small demo job: bias falls on held-out prompts and seeds, model exported and loadable', async () => {
+/** Every file under `dir` but config.json: size and modification time. */
+function snapshot(dir: string, prefix = ''): Record<string, [number, number]> {
+  const out: Record<string, [number, number]> = {};
+  for (const name of readdirSync(join(dir, prefix))) {
+    const rel = prefix ? `${prefix}/${name}` : name;
+    const st = statSync(join(dir, rel));
+    if (st.isDirectory()) Object.assign(out, snapshot(dir, rel));
+    else if (rel !== 'config.json') out[rel] = [st.size, st.mtimeMs];
+  }
+  return out;
+}
+
+test('small demo job: bias falls on held-out prompts and seeds, model exported and loadable; a second run redoes nothing; a crash before the final state resumes', async () => {
   const world = ensureDemoWorld();
   const config = normalizeConfig({ ...SMALL_DEMO, output: dir }, dir);
   const opened = await openJobWorld(config, {
@@ -40,7 +52,8 @@ test('small demo job: bias falls on held-out prompts and seeds, model exported a
     professions: world.professions,
   });
   try {
-    const result = await runDebiasJob(opened.config, opened.world);
+    // --export-partial: this small job need not reach the tolerance; the model is exported either way
+    const result = await runDebiasJob(opened.config, opened.world, { exportPartial: true });
     const s = result.summary;
     assert.ok(s.meanDeltaBefore && s.meanDeltaAfter);
     assert.ok(s.meanDeltaBefore.value >= 0.5, `before ${s.meanDeltaBefore.value}`);
@@ -62,20 +75,42 @@ test('small demo job: bias falls on held-out prompts and seeds, model exported a
     // held-out (unedited) profession stays where it was
     const carpenter = result.heldOut[0]!;
     assert.ok(Math.abs((carpenter.after!.share as number) - (carpenter.before!.share as number)) <= 0.1);
-    if (result.status === 'complete') {
-      const model = join(result.runDir, 'model');
-      const manifest = JSON.parse(readFileSync(join(model, 'time-edit.json'), 'utf8'));
-      assert.equal(manifest.debias.professions.length, 3);
-      assert.ok(
-        manifest.debias.professions.every((p: { after: unknown; strength: number }) => p.after && p.strength > 0),
-      );
-      assert.equal(inspectModel(model).sites.length, inspectModel(world.modelDir).sites.length);
-    }
+    const model = join(result.runDir, 'model');
+    assert.equal(result.exported, model);
+    const manifest = JSON.parse(readFileSync(join(model, 'time-edit.json'), 'utf8'));
+    assert.equal(manifest.debias.professions.length, 3);
+    // written once, before the after audit (which records the folder's digest): no after shares
+    assert.ok(
+      manifest.debias.professions.every(
+        (p: { before: unknown; after: unknown; strength: number }) =>
+          p.before && p.after === undefined && p.strength > 0,
+      ),
+    );
+    assert.equal(inspectModel(model).sites.length, inspectModel(world.modelDir).sites.length);
     const files = writeDebiasReports(result);
     for (const f of files) assert.ok(existsSync(join(result.runDir, f)), f);
     const job = JSON.parse(readFileSync(join(result.runDir, 'job.json'), 'utf8'));
     assert.ok(job.probes.length >= 3);
     assert.match(readFileSync(join(result.runDir, 'report.html'), 'utf8'), /<svg/);
+
+    // Run again: the finished job returns its result and touches nothing (config.json aside).
+    const snap = snapshot(result.runDir);
+    const again = await runDebiasJob(opened.config, opened.world, { exportPartial: true });
+    assert.deepEqual(again, result);
+    assert.deepEqual(snapshot(result.runDir), snap);
+
+    // A crash after the export and the after audit, before the final state: the rerun resumes, renders
+    // no image (the audits resume complete, the model's digest is the one they recorded) and ends
+    // with the same result.
+    const statePath = join(result.runDir, 'state.json');
+    writeFileSync(statePath, JSON.stringify({ ...JSON.parse(readFileSync(statePath, 'utf8')), phase: 'after' }));
+    rmSync(join(result.runDir, 'job.json'));
+    const resumed = await runDebiasJob(opened.config, opened.world, { exportPartial: true });
+    assert.deepEqual(resumed, result);
+    const after = snapshot(result.runDir);
+    for (const [f, v] of Object.entries(snap)) {
+      if (f.endsWith('.jsonl') || f.startsWith('model/')) assert.deepEqual(after[f], v, f);
+    }
   } finally {
     await opened.dispose();
   }

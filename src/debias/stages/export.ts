@@ -47,13 +47,18 @@ export async function exportStage(input: ExportInput): Promise<string> {
       outDir: modelDir,
       force: true,
       sites: [...sites],
-      manifest: modelManifest(config, state, pairs, solution, preserve, before, null),
+      manifest: modelManifest(config, state, pairs, solution, preserve, before),
     });
     folder.advance('after');
   }
   return modelDir;
 }
 
+/**
+ * time-edit.json's debias section, written once with the export, before the after audit: the after
+ * audit records the exported folder's digest, so the manifest must not change after it (the after
+ * shares are in job.json and the reports).
+ */
 export function modelManifest(
   config: JobConfig,
   state: JobState,
@@ -61,7 +66,6 @@ export function modelManifest(
   solution: EditSolution,
   preserve: string[],
   before: AuditResult,
-  after: AuditResult | null,
 ): Record<string, unknown> & { debias: unknown } {
   return {
     tool: 'time-debias',
@@ -83,7 +87,6 @@ export function modelManifest(
         uceWeight: state.uce?.weights[p.profession],
         rows: config.prompts.augment ? 4 * 77 : 77,
         before: shareSummary(before, p.profession),
-        after: shareSummary(after, p.profession),
       })),
     },
   };
