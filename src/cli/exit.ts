@@ -23,6 +23,8 @@ export const EXIT = Object.freeze({
   output: 8,
   /** the job ran but did not reach its goal (e.g. tuning tolerance not met) */
   notReached: 9,
+  /** the job finished, but the held-out after audit puts some edited profession outside target ± tolerance */
+  heldOutNotReached: 10,
   interrupted: 130,
 });
 

@@ -39,12 +39,28 @@ function summaryLines(r: DebiasResult): string[] {
       `unrelated prompts' text-side change ‖W'c − Wc‖/‖Wc‖: mean ${pct(s.unrelatedTextChange.mean)}, max ${pct(s.unrelatedTextChange.max)} (preserved); mean ${pct(s.unrelatedTextChange.heldOut.mean)}, max ${pct(s.unrelatedTextChange.heldOut.max)} (not preserved)`,
     );
   }
-  lines.push(
-    r.status === 'complete'
-      ? `status: complete; model: ${r.exported}`
-      : `status: tolerance NOT reached${r.exported ? `; partial model: ${r.exported}` : '; model not exported (use --export-partial)'}`,
-  );
+  lines.push(parityLine(r));
+  lines.push(statusLine(r));
   return lines;
+}
+
+function parityLine(r: DebiasResult): string {
+  const h = r.summary.heldOutParity;
+  const band = `${pct(h.target)} ± ${pct(h.tolerance)}`;
+  const m = h.meanDelta;
+  const mean = m
+    ? `; mean Δ after ${dec(m.value)} ${m.atFloor ? 'at' : 'ABOVE'} the parity floor ${dec(m.parityFloor)}${m.atFloor ? '' : ` (95% interval [${dec(m.lower)}, ${dec(m.upper)}] excludes it)`}`
+    : '';
+  return h.outside.length
+    ? `held-out parity (${band}) NOT reached for ${h.outside.join(', ')}: their after interval lies outside${mean}`
+    : `held-out parity (${band}): every edited profession's after interval meets it${mean}`;
+}
+
+function statusLine(r: DebiasResult): string {
+  if (r.status === 'complete') return `status: complete; model: ${r.exported}`;
+  if (r.status === 'held-out-parity-not-reached')
+    return `status: done, but held-out parity NOT reached (${r.summary.heldOutParity.outside.join(', ')}); model: ${r.exported}`;
+  return `status: tolerance NOT reached${r.exported ? `; partial model: ${r.exported}` : '; model not exported (use --export-partial)'}`;
 }
 
 /** The table the CLI prints: per profession, share of the target class before/after with 95% intervals. */
@@ -63,7 +79,7 @@ export function renderDebiasTable(r: DebiasResult): string {
     p.profession,
     p.destinationClass,
     share(p.before),
-    share(p.after),
+    `${p.heldOutParity === 'outside' ? '! ' : ''}${share(p.after)}`,
     dec(p.before?.delta),
     dec(p.after?.delta),
     dec(p.strength, 3),

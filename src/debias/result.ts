@@ -49,6 +49,7 @@ export function assembleResult(
       jointShares: state.joint.rounds.map((r) => r.shares[p.profession]?.share ?? Number.NaN),
       before: shareSummary(before, p.profession),
       after: shareSummary(after, p.profession),
+      heldOutParity: parityOf(shareSummary(after, p.profession), config),
     };
   });
   const edited = (audit: AuditResult | null) =>
@@ -59,13 +60,15 @@ export function assembleResult(
   };
   const tuningImages = outcomes.reduce((a, o) => a + o.tuningImages, 0);
   const afterDeltas = edited(after).map((p) => p.delta.value as number);
+  const meanDeltaAfter = md(after);
+  const outside = outcomes.filter((o) => o.heldOutParity === 'outside').map((o) => o.profession);
   return {
     kind: 'debias',
     version: 1,
     runDir,
     audits: { before: 'before', after: afterDir },
     strategy: config.tuning.strategy,
-    status: complete ? 'complete' : 'tolerance-not-reached',
+    status: !complete ? 'tolerance-not-reached' : outside.length ? 'held-out-parity-not-reached' : 'complete',
     exported,
     professions: outcomes,
     heldOut: [...held].map((h) => ({ profession: h, before: shareSummary(before, h), after: shareSummary(after, h) })),
@@ -74,14 +77,34 @@ export function assembleResult(
       targetClass: config.target.class,
       targetShare: config.target.share,
       meanDeltaBefore: md(before),
-      meanDeltaAfter: md(after),
+      meanDeltaAfter,
       maxDeltaAfter: afterDeltas.length ? Math.max(...afterDeltas) : null,
       tuningImages,
       tuningImagesPerProfession: pairs.length ? tuningImages / pairs.length : 0,
       genderedKept,
       unrelatedTextChange: unrelated,
       jointRounds: state.joint.rounds.length,
+      heldOutParity: {
+        target: config.target.share,
+        tolerance: config.tuning.tolerance,
+        outside,
+        meanDelta: meanDeltaAfter && {
+          value: meanDeltaAfter.value,
+          lower: meanDeltaAfter.lower,
+          upper: meanDeltaAfter.upper,
+          parityFloor: meanDeltaAfter.parityFloor,
+          atFloor: meanDeltaAfter.lower <= meanDeltaAfter.parityFloor,
+        },
+      },
     },
     joint: state.joint.rounds,
   };
+}
+
+/** Whether a held-out after interval meets target ± tolerance (of the config's target class). */
+export function parityOf(after: ShareSummary | null, config: JobConfig): 'reached' | 'outside' | null {
+  if (!after || after.share === null) return null;
+  const t = config.target.share;
+  const tol = config.tuning.tolerance;
+  return after.upper < t - tol - 1e-9 || after.lower > t + tol + 1e-9 ? 'outside' : 'reached';
 }

@@ -93,7 +93,8 @@ export class RunFolder {
         probes: unknown;
         uce: unknown;
       };
-      return result.kind === 'debias' ? result : null;
+      // a result of an older version (no held-out parity) is recomputed: the audits resume complete
+      return result.kind === 'debias' && result.summary?.heldOutParity ? result : null;
     } catch {
       return null;
     }

@@ -67,6 +67,11 @@ export interface ProfessionOutcome {
   jointShares: number[];
   before: ShareSummary | null;
   after: ShareSummary | null;
+  /**
+   * on the held-out prompts and seeds: 'outside' when the after interval lies entirely outside
+   * target ± tolerance (the config's target class), 'reached' when it meets it, null without an after audit
+   */
+  heldOutParity: 'reached' | 'outside' | null;
 }
 
 export interface TextChange {
@@ -135,6 +140,8 @@ export interface UceState {
   done: boolean;
 }
 
+export type DebiasStatus = 'complete' | 'held-out-parity-not-reached' | 'tolerance-not-reached';
+
 export interface DebiasResult {
   kind: 'debias';
   version: 1;
@@ -142,7 +149,12 @@ export interface DebiasResult {
   /** the audit run folders, relative to runDir */
   audits: { before: string; after: string };
   strategy: JobConfig['tuning']['strategy'];
-  status: 'complete' | 'tolerance-not-reached';
+  /**
+   * complete: every profession reached the tolerance in tuning/verification AND on the held-out
+   * after audit; held-out-parity-not-reached: tuning did, the held-out after audit puts some edited
+   * profession outside target ± tolerance; tolerance-not-reached: tuning/verification did not
+   */
+  status: DebiasStatus;
   exported: string | null;
   professions: ProfessionOutcome[];
   heldOut: { profession: string; before: ShareSummary | null; after: ShareSummary | null }[];
@@ -169,6 +181,15 @@ export interface DebiasResult {
      */
     unrelatedTextChange: (TextChange & { heldOut: TextChange }) | null;
     jointRounds: number;
+    /** the held-out after audit against the target: what decides complete vs held-out-parity-not-reached */
+    heldOutParity: {
+      target: number;
+      tolerance: number;
+      /** edited professions whose after interval lies outside target ± tolerance */
+      outside: string[];
+      /** mean Δ after against the parity floor: atFloor when its interval reaches down to the floor */
+      meanDelta: { value: number; lower: number; upper: number; parityFloor: number; atFloor: boolean } | null;
+    };
   };
   joint: JointRound[];
 }

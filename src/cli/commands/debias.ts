@@ -1,7 +1,8 @@
 /**
  * `time-debias debias --config FILE [--dry-run] [--restart] [--export-partial] [--json]`: the main
  * job. Parses, loads the config, opens the world (the embedded demo where the config says "demo"),
- * calls the library, renders; exit code 9 when the tolerance was not reached.
+ * calls the library, renders; exit code 9 when the tolerance was not reached, 10 when the job finished
+ * but the held-out after audit puts some edited profession outside target ± tolerance.
  */
 import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../debias/config.js';
@@ -81,7 +82,8 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
           ? `${JSON.stringify(result, null, 2)}\n`
           : `${renderDebiasTable(result)}\n\nreport: ${result.runDir}/report.md\n`,
       );
-      if (result.status !== 'complete') process.exitCode = EXIT.notReached;
+      if (result.status === 'tolerance-not-reached') process.exitCode = EXIT.notReached;
+      else if (result.status === 'held-out-parity-not-reached') process.exitCode = EXIT.heldOutNotReached;
     } finally {
       await opened.dispose();
     }
