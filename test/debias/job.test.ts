@@ -83,7 +83,7 @@ test('small demo job: bias falls on held-out prompts and seeds, model exported a
     assert.ok(
       manifest.debias.professions.every(
         (p: { before: unknown; after: unknown; strength: number }) =>
-          p.before && p.after === undefined && p.strength > 0,
+          p.before && p.after === null && p.strength > 0,
       ),
     );
     assert.equal(inspectModel(model).sites.length, inspectModel(world.modelDir).sites.length);

@@ -56,8 +56,8 @@ export async function exportStage(input: ExportInput): Promise<string> {
 
 /**
  * time-edit.json's debias section, written once with the export, before the after audit: the after
- * audit records the exported folder's digest, so the manifest must not change after it (the after
- * shares are in job.json and the reports).
+ * audit records the exported folder's digest, so the manifest must not change after it: `after` is
+ * null (the after shares are in job.json and the reports).
  */
 export function modelManifest(
   config: JobConfig,
@@ -87,6 +87,7 @@ export function modelManifest(
         uceWeight: state.uce?.weights[p.profession],
         rows: config.prompts.augment ? 4 * 77 : 77,
         before: shareSummary(before, p.profession),
+        after: null,
       })),
     },
   };
