@@ -27,12 +27,19 @@ import {
   type PreTrainedModel,
   type PreTrainedTokenizer,
   RawImage,
-  type Tensor,
+  Tensor,
 } from '@huggingface/transformers';
 import { cudaAvailable } from '../runtime/ort.js';
 import { ClassifierError, show } from '../util/errors.js';
 import { type Attribute, resolvePrompts, validateAttribute } from './labels.js';
 import { argmax, dot, ensemble, normalize, softmax } from './math.js';
+import {
+  type ClipImageProcessorConfig,
+  PREPROCESS_MODES,
+  type PreprocessMode,
+  pilPreprocess,
+  readImageProcessorConfig,
+} from './preprocess-pil.js';
 
 /** An RGB image, 8 bits per channel, height × width × 3 (row-major HWC), as the generator makes them. */
 export interface RgbImage {
@@ -53,6 +60,11 @@ export interface ClassifierOptions {
   batchSize?: number;
   /** Override the logit scale s = exp(logit_scale). */
   logitScale?: number;
+  /**
+   * Image preprocessing: 'transformers' (default; transformers.js' processor, sharp's resize) or
+   * 'pil' (PIL's antialiased resize, as the references preprocess; src/classify/preprocess-pil.ts).
+   */
+  preprocess?: PreprocessMode;
 }
 
 export interface ClassifyOptions {
@@ -189,6 +201,10 @@ export class ClipClassifier {
     readonly batchSize: number,
     /** A processed blank image, the pixel input fed to the joint model when only text is wanted. */
     private readonly blankPixels: Tensor,
+    /** How images become pixel_values ('transformers' or 'pil'). */
+    readonly preprocessing: PreprocessMode,
+    /** The parsed preprocessor_config.json, for 'pil'. */
+    private readonly pilConfig: ClipImageProcessorConfig | undefined,
   ) {}
 
   /** Load a CLIP folder (checked first, see `inspectClassifierFolder`), strictly locally. */
@@ -201,7 +217,15 @@ export class ClipClassifier {
     const device = options.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda')
       throw new ClassifierError(`--device: ${show(device)} is not a known device; valid devices are cpu, cuda`);
+    const preprocessing = options.preprocess ?? 'transformers';
+    if (!PREPROCESS_MODES.includes(preprocessing)) {
+      throw new ClassifierError(
+        `--preprocess: ${show(preprocessing)} is not a preprocessing; valid: ${PREPROCESS_MODES.join(', ')}`,
+      );
+    }
     const folder = inspectClassifierFolder(dir);
+    const pilConfig =
+      preprocessing === 'pil' ? readImageProcessorConfig(join(folder.dir, 'preprocessor_config.json')) : undefined;
     if (device === 'cuda' && !cudaAvailable()) {
       throw new ClassifierError(
         `--device cuda: onnxruntime-node's CUDA provider is not installed on this host (needs the opt-in install and CUDA 12 + cuDNN 9; see README "CUDA"). Use --device cpu.`,
@@ -252,6 +276,8 @@ export class ClipClassifier {
         scale,
         options.batchSize ?? 16,
         blankPixels,
+        preprocessing,
+        pilConfig,
       );
     } catch (error) {
       for (const m of loaded) await m.dispose();
@@ -304,10 +330,24 @@ export class ClipClassifier {
     });
   }
 
-  /** pixel_values for `images`, exactly as the folder's preprocessor_config.json prescribes (transformers' own processor). */
+  /**
+   * pixel_values for `images` as the folder's preprocessor_config.json prescribes: through
+   * transformers.js' own processor, or (preprocessing 'pil') exactly as transformers' Python
+   * CLIPImageProcessor with PIL computes them.
+   */
   async preprocess(images: readonly ImageInput[]): Promise<Tensor> {
     this.check();
     const raws = await Promise.all(images.map((img, i) => toRawImage(img, i)));
+    if (this.pilConfig) {
+      const { dims, data } = pilPreprocess(
+        raws.map((r) => {
+          const rgb = r.rgb();
+          return { width: rgb.width, height: rgb.height, data: rgb.data };
+        }),
+        this.pilConfig,
+      );
+      return new Tensor('float32', data, dims);
+    }
     return (await this.processor(raws)).pixel_values as Tensor;
   }
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -212,6 +212,78 @@ describe('ClipClassifier on the tiny CLIP-format model', () => {
     await assert.rejects(
       clf.classify([{ width: 4, height: 4, data: new Uint8Array(10) }], genderAttribute()),
       /images\[0\].*48 RGB bytes/,
+    );
+  });
+});
+
+describe('--preprocess pil: the classifier sees the pixels PIL makes', () => {
+  // The demo case of fixtures/pil-preprocess.json: a 64 × 64 image (what the demo model renders),
+  // resized by Pillow to the tiny CLIP's 32 × 32.
+  const fixture = (
+    JSON.parse(readFileSync(join(import.meta.dirname, 'fixtures', 'pil-preprocess.json'), 'utf8')) as {
+      cases: {
+        name: string;
+        width: number;
+        height: number;
+        input: { base64: string };
+        resized: { base64: string };
+        pixelValues: { base64: string };
+      }[];
+    }
+  ).cases.find((c) => c.name.startsWith('demo 64x64'))!;
+  const raw = (b64: string) => new Uint8Array(Buffer.from(b64, 'base64'));
+  const image = { width: fixture.width, height: fixture.height, data: raw(fixture.input.base64) };
+  let tiny: TinyClip;
+  let pil: ClipClassifier;
+  let transformers: ClipClassifier;
+  before(async () => {
+    tiny = makeTinyClip('joint');
+    pil = await ClipClassifier.load(tiny.dir, { threads: 1, preprocess: 'pil' });
+    transformers = await ClipClassifier.load(tiny.dir, { threads: 1 });
+  });
+  after(async () => {
+    await pil.dispose();
+    await transformers.dispose();
+    tiny.cleanup();
+  });
+
+  test('pixel_values equal the fixture made by PIL to 1e-6; the default stays transformers.js', async () => {
+    assert.equal(pil.preprocessing, 'pil');
+    assert.equal(transformers.preprocessing, 'transformers');
+    const b = Buffer.from(fixture.pixelValues.base64, 'base64');
+    const want = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    const got = (await pil.preprocess([image])).data as Float32Array;
+    assert.equal(got.length, want.length);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+    assert.ok(worst <= 1e-6, `max |Δ| ${worst}`);
+    // transformers.js resizes without antialiasing: its pixels differ
+    const other = (await transformers.preprocess([image])).data as Float32Array;
+    let moved = 0;
+    for (let i = 0; i < want.length; i++) moved = Math.max(moved, Math.abs(other[i]! - want[i]!));
+    assert.ok(moved > 0.1, `transformers.js pixels should differ from PIL's on a textured image (max |Δ| ${moved})`);
+  });
+
+  test("probabilities equal the model's direct computation on PIL's resized pixels (1e-5), from memory and from a file", async () => {
+    const labels = ['a photo of a woman', 'a photo of a man', 'a photo of a cat'];
+    const attr = attributeFromLabels(labels);
+    const v = directImage(tiny.spec, raw(fixture.resized.base64));
+    const p = softmax(labels.map((l) => 20 * dot(v, directText(tiny.spec, l))));
+    const path = join(tiny.dir, '..', 'pil-input.png');
+    writeFileSync(path, encode({ width: image.width, height: image.height, data: image.data, channels: 3, depth: 8 }));
+    for (const input of [image, path]) {
+      const [r] = await pil.classify([input], attr);
+      labels.forEach((l, c) => {
+        assert.ok(Math.abs(r!.probabilities[l]! - p[c]!) < 1e-5, `${l}: ${r!.probabilities[l]} vs ${p[c]}`);
+      });
+    }
+  });
+
+  test('an unknown preprocessing is refused, naming the flag and the valid values', async () => {
+    await assert.rejects(
+      ClipClassifier.load(tiny.dir, { preprocess: 'opencv' as 'pil' }),
+      (e: Error) =>
+        e instanceof ClassifierError && /^--preprocess: "opencv" .*valid: transformers, pil/.test(e.message),
     );
   });
 });
