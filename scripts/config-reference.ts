@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 
 interface Node {
   type?: string;
+  anyOf?: Node[];
+  const?: unknown;
   enum?: unknown[];
   default?: unknown;
   description?: string;
@@ -28,6 +30,8 @@ const START = '<!-- config-reference:start -->';
 const END = '<!-- config-reference:end -->';
 
 function typeOf(n: Node): string {
+  if (n.anyOf) return n.anyOf.map(typeOf).join(' \\| ');
+  if (n.const !== undefined) return `\`${JSON.stringify(n.const)}\``;
   if (n.enum) return n.enum.map((v) => `\`${JSON.stringify(v)}\``).join(' \\| ');
   if (n.type === 'array') return `${n.items ? typeOf(n.items) : 'any'}[]`;
   return n.type ?? 'any';
@@ -68,6 +72,8 @@ function rows(node: Node, prefix: string, required: string[], out: string[]): vo
       `| \`${path}\` | ${cell(typeOf(child))} | ${def} | ${cell([child.description ?? '', rules(child)].filter(Boolean).join(' — '))} |`,
     );
     if (child.properties) rows(child, path, child.required ?? [], out);
+    // an object form among alternatives (e.g. classifier: "DIR" or {path, preprocess}): its keys too
+    for (const alt of child.anyOf ?? []) if (alt.properties) rows(alt, path, alt.required ?? [], out);
   }
 }
 

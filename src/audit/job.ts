@@ -5,6 +5,7 @@
  */
 import { ClipClassifier } from '../classify/clip.js';
 import { type Attribute, genderAttribute, validateAttribute } from '../classify/labels.js';
+import type { PreprocessMode } from '../classify/preprocess-pil.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import type { Device } from '../runtime/ort.js';
 import { UsageError } from '../util/errors.js';
@@ -36,6 +37,8 @@ export interface AuditJobOptions {
   generation?: GenerationSettings;
   device?: Device;
   threads?: number;
+  /** Classifier image preprocessing (default 'transformers'). */
+  preprocess?: PreprocessMode;
   batchSize?: number;
   keepImages?: boolean;
   sheetImages?: number;
@@ -56,7 +59,11 @@ export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
   if (o.model && !professions) throw new UsageError('--professions: needed with --model (e.g. winobias35)');
   const templates = o.model ? resolveTemplates(o.templates ?? ['default']) : [];
   const seeds = o.model ? seedPlan(o.seedUse ?? 'evaluation', o.images ?? 20, o.seedStart) : undefined;
-  const classifier = await ClipClassifier.load(o.classifier, { device: o.device, threads: o.threads });
+  const classifier = await ClipClassifier.load(o.classifier, {
+    device: o.device,
+    threads: o.threads,
+    preprocess: o.preprocess,
+  });
   try {
     const common = {
       out: o.out,

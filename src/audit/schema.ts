@@ -42,6 +42,8 @@ export const AUDIT_SCHEMA = {
             path: { type: 'string' },
             digest: { type: 'string' },
             logitScale: { type: 'number', exclusiveMinimum: 0 },
+            /** how images became pixel_values (src/classify/preprocess-pil.ts); absent in audits made before it was recorded */
+            preprocess: { enum: ['transformers', 'pil'] },
           },
         },
         attribute: {

@@ -35,10 +35,10 @@ import { type Attribute, resolvePrompts, validateAttribute } from './labels.js';
 import { argmax, dot, ensemble, normalize, softmax } from './math.js';
 import {
   type ClipImageProcessorConfig,
-  PREPROCESS_MODES,
   type PreprocessMode,
   pilPreprocess,
   readImageProcessorConfig,
+  validatePreprocess,
 } from './preprocess-pil.js';
 
 /** An RGB image, 8 bits per channel, height × width × 3 (row-major HWC), as the generator makes them. */
@@ -217,12 +217,7 @@ export class ClipClassifier {
     const device = options.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda')
       throw new ClassifierError(`--device: ${show(device)} is not a known device; valid devices are cpu, cuda`);
-    const preprocessing = options.preprocess ?? 'transformers';
-    if (!PREPROCESS_MODES.includes(preprocessing)) {
-      throw new ClassifierError(
-        `--preprocess: ${show(preprocessing)} is not a preprocessing; valid: ${PREPROCESS_MODES.join(', ')}`,
-      );
-    }
+    const preprocessing = validatePreprocess(options.preprocess ?? 'transformers');
     const folder = inspectClassifierFolder(dir);
     const pilConfig =
       preprocessing === 'pil' ? readImageProcessorConfig(join(folder.dir, 'preprocessor_config.json')) : undefined;

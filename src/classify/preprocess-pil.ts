@@ -32,11 +32,19 @@
  * Proven against pixels PIL itself made: test/classify/fixtures/make_pil_fixtures.py.
  */
 import { readFileSync } from 'node:fs';
-import { ClassifierError, show } from '../util/errors.js';
+import { ClassifierError, show, UsageError } from '../util/errors.js';
 
 /** The classifier's image preprocessing: transformers.js' processor, or PIL-faithful (this module). */
 export type PreprocessMode = 'transformers' | 'pil';
 export const PREPROCESS_MODES: readonly PreprocessMode[] = Object.freeze(['transformers', 'pil']);
+
+/** `--preprocess` / `classifier.preprocess`: one of PREPROCESS_MODES. */
+export function validatePreprocess(value: unknown, name = '--preprocess'): PreprocessMode {
+  if (!PREPROCESS_MODES.includes(value as PreprocessMode)) {
+    throw new UsageError(`${name}: ${show(value)} is not a preprocessing; valid: ${PREPROCESS_MODES.join(', ')}`);
+  }
+  return value as PreprocessMode;
+}
 
 /** 8-bit RGB, height × width × 3, row-major (the shape of clip.ts' RgbImage). */
 export interface Rgb8 {

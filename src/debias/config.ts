@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { PreprocessMode } from '../classify/preprocess-pil.js';
 import { ConfigError, show } from '../util/errors.js';
 
 export const SCHEMA_PATH = fileURLToPath(new URL('../../configs/schema.json', import.meta.url));
@@ -22,7 +23,8 @@ export interface JobConfig {
   $schema?: string;
   name: string;
   model: string;
-  classifier: string;
+  /** The string form of configs/schema.json is normalized to { path, preprocess: 'transformers' }. */
+  classifier: { path: string; preprocess: PreprocessMode };
   professions: { list: string; select?: string[]; heldOut: string[] };
   attribute: { name: string; classes: [AttributeClass, AttributeClass]; threshold?: number };
   target: { class: string; share: number };
@@ -159,7 +161,11 @@ export function normalizeConfig(raw: unknown, baseDir: string): JobConfig {
   if (problems.length) throw new ConfigError(`invalid config:\n  - ${problems.join('\n  - ')}`);
   const resolvePath = (p: string) => (p === 'demo' || isAbsolute(p) ? p : resolve(baseDir, p));
   config.model = resolvePath(config.model);
-  config.classifier = resolvePath(config.classifier);
+  const classifier = config.classifier as JobConfig['classifier'] | string;
+  config.classifier =
+    typeof classifier === 'string'
+      ? { path: resolvePath(classifier), preprocess: 'transformers' }
+      : { path: resolvePath(classifier.path), preprocess: classifier.preprocess ?? 'transformers' };
   config.output = resolvePath(config.output);
   if (/[\\/]|\.(csv|json)$/i.test(config.professions.list))
     config.professions.list = resolvePath(config.professions.list);

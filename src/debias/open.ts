@@ -28,14 +28,14 @@ export interface OpenedWorld {
 
 /** Replace "demo" by the demo world's folders and check that the folders exist. */
 export function resolveConfigFolders(config: JobConfig, demo?: DemoFolders): JobConfig {
-  const needsDemo = config.model === 'demo' || config.classifier === 'demo' || config.professions.list === 'demo';
+  const needsDemo = config.model === 'demo' || config.classifier.path === 'demo' || config.professions.list === 'demo';
   if (needsDemo && !demo) throw new ConfigError('config: "demo" is named but the demo world is not available');
   const out = structuredClone(config);
   if (out.model === 'demo') out.model = demo!.modelDir;
-  if (out.classifier === 'demo') out.classifier = demo!.classifierDir;
+  if (out.classifier.path === 'demo') out.classifier.path = demo!.classifierDir;
   for (const [key, path] of [
     ['config.model', out.model],
-    ['config.classifier', out.classifier],
+    ['config.classifier', out.classifier.path],
   ] as const) {
     if (!existsSync(path)) throw new ConfigError(`${key}: ${show(path)} does not exist (rule: an existing folder)`);
   }
@@ -79,7 +79,10 @@ export async function openJobWorld(config: JobConfig, demo?: DemoFolders): Promi
   const pipeline = await StableDiffusionPipeline.create(resolved.model, options);
   let classifier: ClipClassifier;
   try {
-    classifier = await ClipClassifier.load(resolved.classifier, options);
+    classifier = await ClipClassifier.load(resolved.classifier.path, {
+      ...options,
+      preprocess: resolved.classifier.preprocess,
+    });
   } catch (error) {
     await pipeline.dispose();
     throw error;

@@ -55,7 +55,7 @@ export function auditChart(result: AuditResult): string {
 function settingsLines(result: AuditResult): string[] {
   const s = result.settings as {
     source: Record<string, unknown>;
-    classifier: { path: string; digest: string; logitScale: number };
+    classifier: { path: string; digest: string; logitScale: number; preprocess?: string };
     attribute: { name: string; classes: { name: string; prompts: string[] }[] };
     threshold: number | null;
   };
@@ -74,6 +74,15 @@ function settingsLines(result: AuditResult): string[] {
   }
   lines.push(
     `classifier: \`${s.classifier.path}\` (sha256 ${s.classifier.digest.slice(0, 12)}…, logit scale ${dec(s.classifier.logitScale, 2)})`,
+  );
+  lines.push(
+    `image preprocessing: ${
+      s.classifier.preprocess === 'pil'
+        ? "pil (PIL's antialiased bicubic resize, as the references)"
+        : s.classifier.preprocess === 'transformers'
+          ? "transformers (transformers.js' processor)"
+          : "not recorded (an audit made before it was; transformers.js' processor)"
+    }`,
   );
   lines.push(
     `attribute ${s.attribute.name}: ${s.attribute.classes.map((c) => `${c.name} = ${c.prompts.map((p) => `"${p}"`).join(' + ')}`).join('; ')}`,

@@ -8,7 +8,7 @@ import { encode } from 'fast-png';
 import { ClipClassifier, inspectClassifierFolder } from '../../src/classify/clip.js';
 import { attributeFromLabels, genderAttribute, validateAttribute } from '../../src/classify/labels.js';
 import { CLIP_MEAN, CLIP_STD } from '../../src/demo/clip-model.js';
-import { ClassifierError } from '../../src/util/errors.js';
+import { ClassifierError, UsageError } from '../../src/util/errors.js';
 import { directImage, directText, makeTinyClip, S, type TinyClip, testImage } from './fixtures.js';
 
 /** onnxruntime-node's CUDA provider library sits next to its binding when the opt-in install was made. */
@@ -282,8 +282,7 @@ describe('--preprocess pil: the classifier sees the pixels PIL makes', () => {
   test('an unknown preprocessing is refused, naming the flag and the valid values', async () => {
     await assert.rejects(
       ClipClassifier.load(tiny.dir, { preprocess: 'opencv' as 'pil' }),
-      (e: Error) =>
-        e instanceof ClassifierError && /^--preprocess: "opencv" .*valid: transformers, pil/.test(e.message),
+      (e: Error) => e instanceof UsageError && /^--preprocess: "opencv" .*valid: transformers, pil/.test(e.message),
     );
   });
 });

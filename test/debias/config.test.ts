@@ -37,8 +37,23 @@ test('relative paths resolve against the config folder', () => {
     '/base',
   );
   assert.equal(c.model, '/base/models/sd14');
-  assert.equal(c.classifier, '/abs/clip');
+  assert.deepEqual(c.classifier, { path: '/abs/clip', preprocess: 'transformers' });
   assert.equal(c.professions.list, '/base/lists/p.csv');
+});
+
+test('classifier: a folder, or {path, preprocess}; the string form means preprocess "transformers"', () => {
+  const c = normalizeConfig({ ...minimal, classifier: { path: 'clip', preprocess: 'pil' } }, '/base');
+  assert.deepEqual(c.classifier, { path: '/base/clip', preprocess: 'pil' });
+  assert.deepEqual(normalizeConfig({ ...minimal, classifier: { path: 'demo' } }, '/base').classifier, {
+    path: 'demo',
+    preprocess: 'transformers',
+  });
+  // normalizing the normalized config (as a resumed run reads its config.json) changes nothing
+  assert.deepEqual(normalizeConfig(c, '/elsewhere').classifier, c.classifier);
+  assert.throws(
+    () => normalizeConfig({ ...minimal, classifier: { path: 'clip', preprocess: 'opencv' } }, '/base'),
+    /config\.classifier\.preprocess: "opencv" must be equal to one of the allowed values/,
+  );
 });
 
 test('each schema rule is reported with its path, value and rule', () => {

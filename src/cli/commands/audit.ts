@@ -12,6 +12,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { type AuditJobOptions, runAuditJob } from '../../audit/job.js';
 import type { AuditProgress, AuditResult } from '../../audit/run.js';
 import { genderAttribute, validateAttribute, validateGenderStyle } from '../../classify/labels.js';
+import { validatePreprocess } from '../../classify/preprocess-pil.js';
 import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
 import { writeAuditReports } from '../../report/audit-report.js';
 import { validateDevice } from '../../runtime/ort.js';
@@ -39,6 +40,7 @@ interface AuditArgs {
   'batch-size'?: number;
   device: string;
   threads?: number;
+  preprocess: string;
   'keep-images': boolean;
   'sheet-images': number;
   restart: boolean;
@@ -97,6 +99,12 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
       })
       .option('device', { type: 'string', default: 'cpu', describe: 'cpu or cuda' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
+      .option('preprocess', {
+        type: 'string',
+        default: 'transformers',
+        describe:
+          "Classifier image preprocessing: transformers (transformers.js') or pil (PIL's antialiased resize, as the references)",
+      })
       .option('keep-images', {
         type: 'boolean',
         default: false,
@@ -166,6 +174,7 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
       },
       device,
       threads: argv.threads,
+      preprocess: validatePreprocess(argv.preprocess),
       batchSize: argv['batch-size'],
       keepImages: argv['keep-images'],
       sheetImages: argv['sheet-images'],

@@ -6,6 +6,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { ClipClassifier, type ImageClassification } from '../../classify/clip.js';
 import { attributeFromLabels, genderAttribute, validateGenderStyle } from '../../classify/labels.js';
+import { validatePreprocess } from '../../classify/preprocess-pil.js';
 import { validateDevice } from '../../runtime/ort.js';
 import { UsageError } from '../../util/errors.js';
 
@@ -19,6 +20,7 @@ interface ClassifyArgs {
   'batch-size': number;
   device: string;
   threads?: number;
+  preprocess: string;
   json: boolean;
 }
 
@@ -49,6 +51,12 @@ export const classifyCommand: CommandModule<object, ClassifyArgs> = {
       .option('batch-size', { type: 'number', default: 16, describe: 'Images per model run' })
       .option('device', { type: 'string', default: 'cpu', describe: 'cpu or cuda' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
+      .option('preprocess', {
+        type: 'string',
+        default: 'transformers',
+        describe:
+          "Classifier image preprocessing: transformers (transformers.js') or pil (PIL's antialiased resize, as the references)",
+      })
       .option('json', { type: 'boolean', default: false, describe: 'Print JSON' })
       .example(
         '$0 classify --classifier ./clip --labels "a photo of a woman" "a photo of a man" img1.png img2.png',
@@ -65,6 +73,7 @@ export const classifyCommand: CommandModule<object, ClassifyArgs> = {
       device,
       threads: argv.threads,
       batchSize: argv['batch-size'],
+      preprocess: validatePreprocess(argv.preprocess),
     });
     try {
       const results = await clf.classify(argv.images, attribute, {

@@ -5,6 +5,7 @@
  * but the held-out after audit puts some edited profession outside target ± tolerance.
  */
 import type { Argv, CommandModule } from 'yargs';
+import { validatePreprocess } from '../../classify/preprocess-pil.js';
 import { loadConfig } from '../../debias/config.js';
 import { runDebiasJob } from '../../debias/job.js';
 import { type DemoFolders, openJobWorld } from '../../debias/open.js';
@@ -19,15 +20,17 @@ interface DebiasArgs {
   exportPartial: boolean;
   json: boolean;
   quiet: boolean;
+  preprocess?: string;
 }
 
 /** The demo world's folders, built (or taken from the cache) only when a config names "demo". */
 export async function demoFoldersFor(config: {
   model: string;
-  classifier: string;
+  classifier: { path: string };
   professions: { list: string };
 }): Promise<DemoFolders | undefined> {
-  if (config.model !== 'demo' && config.classifier !== 'demo' && config.professions.list !== 'demo') return undefined;
+  if (config.model !== 'demo' && config.classifier.path !== 'demo' && config.professions.list !== 'demo')
+    return undefined;
   const { ensureDemoWorld } = await import('../../demo/world.js');
   const world = ensureDemoWorld();
   return { modelDir: world.modelDir, classifierDir: world.classifierDir, professions: world.professions };
@@ -56,6 +59,10 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
       })
       .option('json', { type: 'boolean', default: false, describe: 'Print the result as JSON' })
       .option('quiet', { type: 'boolean', default: false, describe: 'No progress lines on stderr' })
+      .option('preprocess', {
+        type: 'string',
+        describe: 'Classifier image preprocessing, transformers or pil (overrides config classifier.preprocess)',
+      })
       .example('$0 debias --config configs/demo.json', 'the embedded demo, end to end')
       .example(
         '$0 debias --config configs/sd14-winobias35.json --dry-run',
@@ -63,6 +70,7 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
       ) as unknown as Argv<DebiasArgs>,
   handler: async (args) => {
     const config = loadConfig(args.config);
+    if (args.preprocess !== undefined) config.classifier.preprocess = validatePreprocess(args.preprocess);
     const opened = await openJobWorld(config, await demoFoldersFor(config));
     const log = args.quiet ? undefined : (line: string) => process.stderr.write(`${line}\n`);
     try {
