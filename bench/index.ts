@@ -15,6 +15,7 @@ const MODULES: string[] = [
   './demo.ts',
   './debias.ts',
   './sd14.ts',
+  './preprocess.ts',
 ];
 
 const filters = process.argv.slice(2);
