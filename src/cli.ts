@@ -13,11 +13,13 @@ import { configPathOf, flagOf, relabelForUser } from './cli/fields.js';
 type Loader = () => Promise<CommandModule<object, any>>;
 
 const COMMANDS: Record<string, Loader> = {
+  apply: async () => (await import('./cli/commands/apply.js')).applyCommand,
   audit: async () => (await import('./cli/commands/audit.js')).auditCommand,
   classify: async () => (await import('./cli/commands/classify.js')).classifyCommand,
   compare: async () => (await import('./cli/commands/compare.js')).compareCommand,
   debias: async () => (await import('./cli/commands/debias.js')).debiasCommand,
   edit: async () => (await import('./cli/commands/edit.js')).editCommand,
+  'export-lora': async () => (await import('./cli/commands/export-lora.js')).exportLoraCommand,
   evaluate: async () => (await import('./cli/commands/evaluate.js')).evaluateCommand,
   generate: async () => (await import('./cli/commands/generate.js')).generateCommand,
   inspect: async () => (await import('./cli/commands/inspect.js')).inspectCommand,

@@ -25,15 +25,18 @@
  * it directly as the pair's `lambda` instead. Preservation rows (prompts mapped to themselves) have
  * weight μ.
  */
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { GemmEngine } from '../linalg/gemm.js';
 import { checkExportTarget } from '../model/export.js';
 import { openSdModel, type SdModelFormat, type SdPrecision } from '../model/folder.js';
-import { locateSites, type SiteProjection } from '../model/sites.js';
+import { locateSites, readSiteWeightStored, type SiteProjection } from '../model/sites.js';
 import { cudaAvailable, DEVICES, type Device } from '../runtime/ort.js';
 import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { ModelFormatError, show, UsageError } from '../util/errors.js';
-import { beginCommit, type PendingCommit } from './commit.js';
+import { beginCommit, editRecord, type PendingCommit } from './commit.js';
+import { EDIT_FILE, onnxEditFile } from './edit-file.js';
+import type { EditRecord } from './manifest.js';
 import { PROJECTIONS, planEdit, prepareEdit, selectSites } from './prepare.js';
 import { augmentPrompts } from './rows.js';
 import { DEFAULT_LAMBDA, DEFAULT_PRESERVE_WEIGHT, solveEdit } from './solve.js';
@@ -76,8 +79,14 @@ export interface EditRequest {
   layers?: readonly string[];
   /** Prompts whose rows keep their projections, with weight μ (default DEFAULT_PRESERVE_WEIGHT). */
   preserve?: { prompts: readonly string[]; weight?: number };
-  /** The output model folder; must not exist unless `force`. */
+  /** The output model folder (with `editOnly`: the edit file, *.safetensors); must not exist unless `force`. */
   outDir: string;
+  /**
+   * Write only the portable edit file (edit.safetensors: M and what it was computed with,
+   * edit-file.ts) to `outDir`; no model copy. Without it the exported folder holds edit.safetensors
+   * next to time-edit.json.
+   */
+  editOnly?: boolean;
   force?: boolean;
   /** Device of the text encoder ('cpu' default, or 'cuda'). */
   device?: Device;
@@ -128,6 +137,8 @@ export interface EditResult {
   modelDir: string;
   outDir: string;
   manifestPath: string;
+  /** The portable edit file in outDir (edit.safetensors). */
+  editFile: string;
   /** True when an existing outDir was replaced (`force`). */
   replaced: boolean;
   format: SdModelFormat;
@@ -158,6 +169,27 @@ export interface EditResult {
   timings: EditTimings;
 }
 
+/** `editOnly`: the edit file and what it holds (no model was written). */
+export interface EditFileResult {
+  kind: 'time-edit-file';
+  modelDir: string;
+  editFile: string;
+  replaced: boolean;
+  d: number;
+  method: 'woodbury' | 'cholesky';
+  rank: number | null;
+  lambda: number;
+  augment: boolean;
+  projections: SiteProjection[];
+  layers: string[] | null;
+  pairs: EditedPairRecord[];
+  rows: EditRecord['rows'];
+  /** The sites the file applies to. */
+  sites: string[];
+  warnings: string[];
+  timings: { check: number; encode: number; solve: number; write: number; total: number };
+}
+
 /** A request with every default applied and every rule checked. */
 interface NormalizedRequest {
   modelDir: string;
@@ -169,6 +201,7 @@ interface NormalizedRequest {
   layers: string[] | null;
   preserve: { prompts: string[]; weight: number } | null;
   outDir: string;
+  editOnly: boolean;
   force: boolean;
   device: Device;
   threads: number;
@@ -287,6 +320,15 @@ export function normalizeEditRequest(request: EditRequest): NormalizedRequest {
 
   const force = request.force ?? false;
   if (typeof force !== 'boolean') throw new UsageError(`${show(force)} must be true or false`, { field: 'force' });
+  const editOnly = request.editOnly ?? false;
+  if (typeof editOnly !== 'boolean') {
+    throw new UsageError(`${show(editOnly)} must be true or false`, { field: 'editOnly' });
+  }
+  if (editOnly && !request.outDir.endsWith('.safetensors')) {
+    throw new UsageError(`${show(request.outDir)}: with editOnly the output is the edit file, e.g. edit.safetensors`, {
+      field: 'outDir',
+    });
+  }
   const device = request.device ?? 'cpu';
   if (!(DEVICES as readonly string[]).includes(device)) {
     throw new UsageError(`${show(device)} is not a known device; valid devices are ${DEVICES.join(', ')}`, {
@@ -307,6 +349,7 @@ export function normalizeEditRequest(request: EditRequest): NormalizedRequest {
     layers,
     preserve,
     outDir: resolve(request.outDir),
+    editOnly,
     force,
     device,
     threads,
@@ -314,12 +357,14 @@ export function normalizeEditRequest(request: EditRequest): NormalizedRequest {
 }
 
 /** Run the TIME edit and export the edited model. See the module comment for the steps. */
-export async function editModel(request: EditRequest): Promise<EditResult> {
+export async function editModel(request: EditRequest & { editOnly: true }): Promise<EditFileResult>;
+export async function editModel(request: EditRequest): Promise<EditResult>;
+export async function editModel(request: EditRequest): Promise<EditResult | EditFileResult> {
   const t0 = performance.now();
   const progress = request.onProgress ?? (() => {});
   // 0. The request.
   const req = normalizeEditRequest(request);
-  checkExportTarget(req.modelDir, req.outDir, req.force);
+  const target = checkExportTarget(req.modelDir, req.outDir, req.force);
 
   // 1. The model folder and its sites.
   const model = openSdModel(req.modelDir);
@@ -355,7 +400,9 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
   // Every check has passed: the commit starts cloning the input folder into `<out>.tmp-*` now, in
   // the background, while the edit is computed (commit.ts beginCommit). Any failure from here on
   // removes the temporary folder (abort); only commit() renames it into place.
-  const pending: PendingCommit = beginCommit({ model, outDir: req.outDir, force: req.force, allSites });
+  const pending: PendingCommit | null = req.editOnly
+    ? null
+    : beginCommit({ model, outDir: req.outDir, force: req.force, allSites });
   let committing = false;
 
   // 3–4. Rows, M.
@@ -389,26 +436,60 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
     });
     const tSolve = performance.now();
 
-    // 5–6. W' = W·M for the selected sites, and the export with its time-edit.json.
-    progress({ stage: 'apply', sites: sites.length });
     const pairs = req.pairs.map((p, i) => ({ ...p, rows: prepared.pairRows[i] as number }));
     const preserve = req.preserve ? { ...req.preserve, rows: prepared.preserveRows } : null;
+    const describe = {
+      lambda: req.lambda,
+      augment: req.augment,
+      projections: req.projections,
+      layers: req.layers,
+      pairsFile: req.pairsFile,
+      pairs,
+      preserve: preserve && { ...preserve, weights: null },
+      perPrompt: rows.length,
+      warnings: prepared.warnings,
+    };
+    if (pending === null) {
+      // editOnly: the portable edit file alone (`apply` later forms W·M in the dense product form).
+      progress({ stage: 'export', outDir: req.outDir });
+      const record = editRecord(describe, solution, 'dense', sites);
+      const stored = sites.map((site) => ({ site, ...readSiteWeightStored(model, site) }));
+      writeFileAtomic(req.outDir, onnxEditFile(model, stored, solution.M, record));
+      const tWrite = performance.now();
+      return {
+        kind: 'time-edit-file',
+        modelDir: model.dir,
+        editFile: req.outDir,
+        replaced: target.exists,
+        d: model.d,
+        method: solution.kind,
+        rank: solution.kind === 'woodbury' ? solution.rank : null,
+        lambda: req.lambda,
+        augment: req.augment,
+        projections: req.projections,
+        layers: req.layers,
+        pairs,
+        rows: record.rows,
+        sites: sites.map((s) => s.name),
+        warnings: prepared.warnings,
+        timings: {
+          check: round(tCheck - t0),
+          encode: round(tEncode - tCheck),
+          solve: round(tSolve - tEncode),
+          write: round(tWrite - tSolve),
+          total: round(tWrite - t0),
+        },
+      };
+    }
+
+    // 5–6. W' = W·M for the selected sites, and the export with its time-edit.json and edit.safetensors.
+    progress({ stage: 'apply', sites: sites.length });
     committing = true;
     const committed = await pending.commit({
       sites,
       solution,
       gemm,
-      describe: {
-        lambda: req.lambda,
-        augment: req.augment,
-        projections: req.projections,
-        layers: req.layers,
-        pairsFile: req.pairsFile,
-        pairs,
-        preserve: preserve && { ...preserve, weights: null },
-        perPrompt: rows.length,
-        warnings: prepared.warnings,
-      },
+      describe,
       onApplied: () => progress({ stage: 'export', outDir: req.outDir }),
     });
     const exported = committed.export;
@@ -420,6 +501,7 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
       modelDir: model.dir,
       outDir: exported.outDir,
       manifestPath: exported.manifestPath,
+      editFile: join(exported.outDir, EDIT_FILE),
       replaced: exported.replaced,
       format: model.format,
       precision: model.precision,
@@ -456,7 +538,7 @@ export async function editModel(request: EditRequest): Promise<EditResult> {
     };
   } catch (error) {
     // commit() cleans up after itself; before it, the pending clone is removed here.
-    if (!committing) await pending.abort();
+    if (!committing) await pending?.abort();
     throw error;
   } finally {
     await encoder?.dispose();

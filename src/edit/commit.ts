@@ -7,7 +7,9 @@
  *   beginCommit(target)      check the output location, start cloning the input folder in the
  *                            background (model/export.ts startExport) — call it as soon as the
  *                            checks have passed, so the copy overlaps the computation
- *   pending.commit(content)  apply, then patch the clone, write time-edit.json, fsync, rename
+ *   pending.commit(content)  apply, then patch the clone, write time-edit.json and the portable edit
+ *                            file edit.safetensors (edit-file.ts: M and what it was computed with),
+ *                            fsync, rename
  *   pending.abort()          remove the temporary folder (nothing is written)
  *   commitEdit(...)          both in one call
  *
@@ -19,6 +21,7 @@ import type { SdModel } from '../model/folder.js';
 import { type EditSite, readSiteWeightStored } from '../model/sites.js';
 import { OutputError, show } from '../util/errors.js';
 import { applyEdit } from './apply.js';
+import { EDIT_FILE, onnxEditFile } from './edit-file.js';
 import {
   assertEditManifest,
   type DebiasManifestSection,
@@ -88,7 +91,7 @@ export function editRecord(
   describe: CommitDescription,
   solution: EditSolution,
   applyForm: 'dense' | 'lowRank',
-  sites: readonly EditSite[],
+  sites: readonly Pick<EditSite, 'name'>[],
 ): EditRecord {
   const pairRows = describe.pairs.reduce((a, p) => a + p.rows, 0);
   const preserveRows = describe.preserve?.rows ?? 0;
@@ -140,11 +143,13 @@ export function beginCommit(target: CommitTarget): PendingCommit {
       started = true;
       const t0 = performance.now();
       let applied: Awaited<ReturnType<typeof applyEdit>>;
+      let stored: { site: EditSite; W: Float32Array; transposed: boolean }[];
       try {
         // In each site's stored layout (the exporter's Wᵀ: W'ᵀ = Mᵀ·Wᵀ): nothing is transposed on the
         // way in or out.
+        stored = content.sites.map((site) => ({ site, ...readSiteWeightStored(target.model, site) }));
         applied = await applyEdit(
-          content.sites.map((s) => ({ name: s.name, ...readSiteWeightStored(target.model, s) })),
+          stored.map(({ site, W, transposed }) => ({ name: site.name, W, transposed })),
           content.solution,
           content.gemm ? { gemm: content.gemm } : {},
         );
@@ -156,7 +161,16 @@ export function beginCommit(target: CommitTarget): PendingCommit {
       content.onApplied?.();
       const record = editRecord(content.describe, content.solution, applied.form, content.sites);
       let manifest: EditManifest | undefined;
+      let editFile: Uint8Array;
+      try {
+        // The portable edit (edit-file.ts): M, the text encoder's and the UNet's fingerprints, the record.
+        editFile = onnxEditFile(target.model, stored, content.solution.M, record);
+      } catch (error) {
+        await pending.abort();
+        throw error;
+      }
       const exported = await pending.finish({
+        extraFiles: new Map([[EDIT_FILE, editFile]]),
         weights: new Map(applied.sites.map((s) => [s.name, s.W])),
         layout: 'stored',
         manifest: record as unknown as Record<string, unknown>,

@@ -121,6 +121,8 @@ export interface ExportContent {
    * aborts the export (edit/commit.ts validates it against the time-edit.json schema here).
    */
   checkManifest?: (manifest: Record<string, unknown>) => void;
+  /** More files for the top of the output folder (name → bytes), e.g. the portable edit file edit.safetensors. */
+  extraFiles?: ReadonlyMap<string, Uint8Array>;
 }
 
 /**
@@ -165,7 +167,7 @@ export function startExport(target: ExportTarget): PendingExport {
         await job.abort();
         throw error;
       }
-      return job.finishWith(prepared, content.manifest, content.checkManifest);
+      return job.finishWith(prepared, content.manifest, content.checkManifest, content.extraFiles);
     },
   };
 }
@@ -183,6 +185,7 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
     prepared: Prepared,
     manifest?: Record<string, unknown>,
     checkManifest?: ExportContent['checkManifest'],
+    extraFiles?: ExportContent['extraFiles'],
   ) => Promise<ExportResult>;
 } {
   const { model, sites } = target;
@@ -215,6 +218,7 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
     prepared: Prepared,
     manifestIn?: Record<string, unknown>,
     checkManifest?: ExportContent['checkManifest'],
+    extraFiles?: ExportContent['extraFiles'],
   ): Promise<ExportResult> => {
     if (done) throw new OutputError(`export to ${show(outDir)}: finish() after the export was finished or aborted`);
     done = true;
@@ -264,6 +268,12 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
       };
       checkManifest?.(manifest);
       writeFileSync(join(tmp, EDIT_MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+      for (const [name, bytes] of extraFiles ?? []) {
+        if (name !== basename(name) || name === EDIT_MANIFEST || existsSync(join(tmp, name))) {
+          throw new OutputError(`export: extra file ${show(name)} must be a new file name at the top of the folder`);
+        }
+        writeFileSync(join(tmp, name), bytes);
+      }
       const tManifest = performance.now();
 
       // fsync everything, then rename into place.
@@ -291,7 +301,7 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
         kind: 'model-export',
         outDir,
         manifestPath: join(outDir, EDIT_MANIFEST),
-        files: copied.files + 1,
+        files: copied.files + 1 + (extraFiles?.size ?? 0),
         bytesCopied: copied.bytes,
         patchedFiles: editedSources.map((f) => f.split(sep).join('/')),
         editedSites,

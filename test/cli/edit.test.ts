@@ -57,7 +57,7 @@ describe('time-debias edit: success', () => {
       /down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn2\.to_k\s+\[8, 32\]\s+float32\s+\d\.\d+e-?\d+/,
     );
     assert.match(human.stderr, /edit: solving for M \(616 rows, d = 32\)/);
-    assert.deepEqual(listFiles(outHuman), [...listFiles(good), 'time-edit.json'].sort());
+    assert.deepEqual(listFiles(outHuman), [...listFiles(good), 'edit.safetensors', 'time-edit.json'].sort());
     const manifest = JSON.parse(readFileSync(join(outHuman, 'time-edit.json'), 'utf8'));
     assert.equal(manifest.pairsFile, tsv);
     assert.equal(manifest.rows.total, 616);

@@ -128,8 +128,8 @@ async function editAndVerify(
   assert.deepEqual(checksums(dir), before, 'the input folder must not change');
   assert.deepEqual(exportLeftovers(outDir), [], 'no temporary folders are left');
 
-  // The output has every input file plus time-edit.json.
-  assert.deepEqual(listFiles(outDir), [...listFiles(dir), 'time-edit.json'].sort());
+  // The output has every input file plus time-edit.json and the portable edit file.
+  assert.deepEqual(listFiles(outDir), [...listFiles(dir), 'edit.safetensors', 'time-edit.json'].sort());
 
   const input = openSdModel(dir);
   const output = openSdModel(outDir);

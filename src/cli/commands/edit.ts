@@ -9,7 +9,7 @@
  *                    [--force] [--json]
  */
 import type { Argv, CommandModule } from 'yargs';
-import type { EditProgress, EditRequest, EditResult } from '../../edit/api.js';
+import type { EditFileResult, EditProgress, EditRequest, EditResult } from '../../edit/api.js';
 import { readPairsFile } from '../../edit/pairs-file.js';
 import { show, UsageError } from '../../util/errors.js';
 import { flagOf, relabelForUser } from '../fields.js';
@@ -27,6 +27,7 @@ interface EditArgs {
   'preserve-weight'?: string;
   out: string;
   force: boolean;
+  'edit-only'?: boolean;
   json: boolean;
   device: string;
   threads?: string;
@@ -84,6 +85,11 @@ export const editCommand: CommandModule<object, EditArgs> = {
         demandOption: true,
         describe: 'Output model folder (must not exist unless --force)',
       })
+      .option('edit-only', {
+        type: 'boolean',
+        default: false,
+        describe: 'Write only the portable edit file (M, d×d) to --out FILE.safetensors; no model copy',
+      })
       .option('force', { type: 'boolean', default: false, describe: 'Replace an existing output folder' })
       .option('json', { type: 'boolean', default: false, describe: 'Print the result as JSON' })
       .option('device', { type: 'string', default: 'cpu', describe: 'onnxruntime device: cpu or cuda' })
@@ -100,12 +106,18 @@ export const editCommand: CommandModule<object, EditArgs> = {
     const request = requestFromArgs(args);
     // The library is loaded only when it is needed (tokenizer and runtime are heavy to import).
     const { editModel } = await import('../../edit/api.js');
-    const result = await editModel({
-      ...request,
-      onProgress: args.json ? undefined : (event) => process.stderr.write(`${progressLine(event)}\n`),
-    }).catch((error: unknown) => {
+    const onProgress = args.json
+      ? undefined
+      : (event: EditProgress) => process.stderr.write(`${progressLine(event)}\n`);
+    const relabel = (error: unknown) => {
       throw relabelForUser(error, (field) => flagOfEditField(field, request.pairsFile));
-    });
+    };
+    if (request.editOnly) {
+      const result = await editModel({ ...request, editOnly: true, onProgress }).catch(relabel);
+      process.stdout.write(args.json ? `${JSON.stringify(result, null, 2)}\n` : renderEditFileResult(result));
+      return;
+    }
+    const result = await editModel({ ...request, onProgress }).catch(relabel);
     process.stdout.write(args.json ? `${JSON.stringify(result, null, 2)}\n` : renderEditResult(result));
   },
 };
@@ -146,6 +158,7 @@ export function requestFromArgs(args: EditArgs): EditRequest {
     force: args.force,
     device: args.device as EditRequest['device'],
   };
+  if (args['edit-only']) request.editOnly = true;
   if (pairsFile !== undefined) request.pairsFile = pairsFile;
   if (args.lambda !== undefined) request.lambda = parseNumber('--lambda', args.lambda);
   if (args.layers !== undefined) request.layers = args.layers.map(String);
@@ -196,9 +209,25 @@ function progressLine(event: EditProgress): string {
 }
 
 /** The human summary: what was edited, how, and a table of the sites with ‖ΔW‖/‖W‖. */
+/** The human summary of --edit-only. */
+export function renderEditFileResult(r: EditFileResult): string {
+  const lines = [
+    `Edit file written to ${r.editFile}`,
+    `  source model   ${r.modelDir} (d = ${r.d})`,
+    `  edit           ${r.pairs.length} pair${r.pairs.length === 1 ? '' : 's'}, λ = ${r.lambda}${r.augment ? ', with augmentations' : ''}; ${r.rows.total} rows; ${r.method} solve`,
+    `  applies to     ${r.sites.length} sites (${r.projections.join(', ')}${r.layers ? `; layers ${r.layers.join(', ')}` : ''})`,
+    ...r.warnings.map((w) => `  warning        ${w}`),
+    `  next           time-debias apply --edit ${r.editFile} --model MODEL --out OUT   (or export-lora)`,
+    `timings (ms): ${Object.entries(r.timings)
+      .map(([k, v]) => `${k} ${Math.round(v)}`)
+      .join(', ')}`,
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
 export function renderEditResult(r: EditResult): string {
   const lines: string[] = [];
-  lines.push(`Edited model written to ${r.outDir}`);
+  lines.push(`Edited model written to ${r.outDir} (portable edit: ${r.editFile})`);
   lines.push(`  source model   ${r.modelDir} (${r.format}, ${r.precision}, d = ${r.d})`);
   lines.push(
     `  edit           ${r.pairs.length} pair${r.pairs.length === 1 ? '' : 's'}, λ = ${r.lambda}${r.augment ? ', with augmentations' : ''}; ${r.rows.total} rows; ${r.method} solve`,

@@ -1,0 +1,308 @@
+/**
+ * Portable edits at real scale (issue 12 item 8), `npm run bench -- apply`:
+ *
+ *   (a) `apply` to an SD 1.x-sized single-file fp16 checkpoint (≈ 2.1 GB, generated in a temporary
+ *       folder: the 32 attn2 to_k/to_v weights and the token-embedding table under their real CompVis
+ *       keys and shapes with random values, the rest of the UNet, text encoder and VAE as filler
+ *       tensors of random bytes adding up to SD 1.5's fp16 size), against `cp --reflink=never` of the
+ *       same file (target ≤ 1.3×), and apply's peak RSS in its own child process (target ≤ 1.5 GB);
+ *   (b) `edit --edit-only` for one pair with augmentations at SD 1.4 geometry: M from 4 × 77 random
+ *       rows (d = 768, Woodbury) + writing edit.safetensors (the text encoder's forward is not part of
+ *       it: no CLIP-sized encoder here);
+ *   (c) `export-lora --error 0.01` for the 32 sites of that checkpoint.
+ * The checkpoint and outputs are deleted at the end.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { editRecord } from '../src/edit/commit.js';
+import { editMetadata, writeEditFile } from '../src/edit/edit-file.js';
+import type { RowSet } from '../src/edit/rows.js';
+import { solveEdit } from '../src/edit/solve.js';
+import { encodeHeader, fromFloat32 } from '../src/formats/safetensors.js';
+import { diffusersToCompvis, TOKEN_EMBEDDING_KEYS } from '../src/model/checkpoints.js';
+import { fingerprintSafetensors } from '../src/model/fingerprint.js';
+import { type Benchmark, type BenchResult, round, summarize } from './harness.js';
+
+const D = 768;
+const VOCAB = 49408;
+/** SD 1.5 pruned fp16 single file: 2,132,625,894 bytes. */
+const TARGET_BYTES = 2_132_625_894;
+const WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320];
+const BLOCKS = [
+  'down_blocks.0.attentions.0',
+  'down_blocks.0.attentions.1',
+  'down_blocks.1.attentions.0',
+  'down_blocks.1.attentions.1',
+  'down_blocks.2.attentions.0',
+  'down_blocks.2.attentions.1',
+  'mid_block.attentions.0',
+  'up_blocks.1.attentions.0',
+  'up_blocks.1.attentions.1',
+  'up_blocks.1.attentions.2',
+  'up_blocks.2.attentions.0',
+  'up_blocks.2.attentions.1',
+  'up_blocks.2.attentions.2',
+  'up_blocks.3.attentions.0',
+  'up_blocks.3.attentions.1',
+  'up_blocks.3.attentions.2',
+];
+
+function normals(seed: number, n: number, std: number): Float32Array {
+  let a = seed >>> 0;
+  const u = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = std * Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+  return out;
+}
+
+interface Built {
+  file: string;
+  bytes: number;
+  sites: string[];
+  buildMs: number;
+}
+
+/** Write the checkpoint tensor by tensor (never more than one filler block in memory). */
+function buildCheckpoint(dir: string): Built {
+  const t0 = performance.now();
+  const file = join(dir, 'sd15-like-fp16.safetensors');
+  const sites: string[] = [];
+  const real: { name: string; shape: number[]; data: () => Uint8Array }[] = [];
+  real.push({
+    name: TOKEN_EMBEDDING_KEYS['compvis-sd1'],
+    shape: [VOCAB, D],
+    data: () => fromFloat32(normals(1, VOCAB * D, 0.02), 'F16'),
+  });
+  BLOCKS.forEach((b, i) => {
+    for (const p of ['to_k', 'to_v']) {
+      const name = `${b}.transformer_blocks.0.attn2.${p}`;
+      sites.push(name);
+      const out = WIDTHS[i] as number;
+      real.push({
+        name: diffusersToCompvis(name),
+        shape: [out, D],
+        data: () => fromFloat32(normals(100 + sites.length, out * D, 0.03), 'F16'),
+      });
+    }
+  });
+  const realBytes = real.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1) * 2, 0);
+  const FILLER = 8 * 1024 * 1024; // elements per filler tensor (16 MB fp16)
+  const fillerCount = Math.floor((TARGET_BYTES - realBytes) / (FILLER * 2));
+  const fillers = Array.from({ length: fillerCount }, (_, i) => ({
+    name: `model.diffusion_model.filler.${i}.weight`,
+    shape: [FILLER],
+  }));
+  const entries = [
+    ...real.map((t) => ({
+      name: t.name,
+      dtype: 'F16',
+      shape: t.shape,
+      byteLength: t.shape.reduce((x, y) => x * y, 1) * 2,
+    })),
+    ...fillers.map((f) => ({ name: f.name, dtype: 'F16', shape: f.shape, byteLength: FILLER * 2 })),
+  ];
+  // Interleave as real files do (sites among other UNet tensors): fillers first half, the rest, fillers.
+  const header = encodeHeader(entries);
+  const fd = openSync(file, 'w');
+  try {
+    writeSync(fd, header);
+    for (const t of real) writeSync(fd, t.data());
+    const block = randomFillSync(Buffer.alloc(FILLER * 2));
+    for (let i = 0; i < fillerCount; i++) {
+      block.writeUInt32LE(i, 0); // each filler differs
+      writeSync(fd, block);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return { file, bytes: statSync(file).size, sites, buildMs: performance.now() - t0 };
+}
+
+/** An edit file for this checkpoint's text encoder: M = I + Uᵀ Z, rank 308 (one pair with augmentations). */
+async function buildEdit(dir: string, ckpt: Built): Promise<{ path: string; solveMs: number; writeMs: number }> {
+  const n = 4 * 77;
+  const sources = normals(7, n * D, 1);
+  const targets = Float32Array.from(sources);
+  const shift = normals(8, n * D, 0.3);
+  for (let i = 0; i < n; i++)
+    if (i % 77 >= 2)
+      for (let j = 0; j < D; j++) targets[i * D + j] = (targets[i * D + j] as number) + (shift[i * D + j] as number);
+  const rows: RowSet = {
+    d: D,
+    length: 77,
+    n,
+    sources,
+    targets,
+    pairCount: 1,
+    groups: [0, 1, 2, 3].map((k) => ({
+      kind: 'pair' as const,
+      pair: 0,
+      source: `source ${k}`,
+      destination: `destination ${k}`,
+      start: k * 77,
+      count: 77,
+      alignment: Array.from({ length: 77 }, (_, i) => i),
+    })),
+  };
+  const t0 = performance.now();
+  const solution = await solveEdit(rows, { lambda: 0.1 });
+  const t1 = performance.now();
+  const path = join(dir, 'edit.safetensors');
+  writeEditFile(
+    path,
+    solution.M,
+    editMetadata({
+      textEncoder: fingerprintSafetensors(ckpt.file, TOKEN_EMBEDDING_KEYS['compvis-sd1'], null),
+      unet: null,
+      edit: editRecord(
+        {
+          lambda: 0.1,
+          augment: true,
+          projections: ['to_k', 'to_v'],
+          layers: null,
+          pairs: [
+            {
+              source: 'a bench',
+              destination: 'a bench',
+              weight: 1,
+              lambda: 0.1,
+              rows: n,
+              prompts: ['a', 'b', 'c', 'd'],
+            },
+          ],
+          preserve: null,
+          perPrompt: 77,
+        },
+        solution,
+        'dense',
+        ckpt.sites.map((name) => ({ name })),
+      ),
+    }),
+  );
+  return { path, solveMs: t1 - t0, writeMs: performance.now() - t1 };
+}
+
+/** Run a command under /usr/bin/time -f %M: wall time (ms), peak RSS (MB), stdout. */
+function childWithRss(args: string[]): { ms: number; maxRssMb: number; stdout: string } {
+  const t0 = performance.now();
+  const r = spawnSync('/usr/bin/time', ['-f', 'MAXRSS_KB %M', ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const ms = performance.now() - t0;
+  if (r.status !== 0) throw new Error(`${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  const m = /MAXRSS_KB (\d+)/.exec(r.stderr);
+  return { ms, maxRssMb: m ? Math.round(Number(m[1]) / 1024) : -1, stdout: r.stdout };
+}
+
+async function run(): Promise<BenchResult[]> {
+  const dir = mkdtempSync(join(process.env.APPLY_BENCH_DIR ?? tmpdir(), 'time-debias-apply-bench-'));
+  const results: BenchResult[] = [];
+  try {
+    const ckpt = buildCheckpoint(dir);
+    const edit = await buildEdit(dir, ckpt);
+    results.push(
+      summarize(
+        'apply: edit --edit-only, one pair with augmentations at SD 1.4 geometry (solve + write)',
+        'ms',
+        [edit.solveMs + edit.writeMs],
+        {
+          details: {
+            solveMs: round(edit.solveMs),
+            writeMs: round(edit.writeMs),
+            rows: 308,
+            d: D,
+            editFileBytes: statSync(edit.path).size,
+          },
+        },
+      ),
+    );
+    const cpMs: number[] = [];
+    const applyMs: number[] = [];
+    const rss: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      const cpOut = join(dir, `cp-${i}.safetensors`);
+      const t0 = performance.now();
+      execFileSync('cp', ['--reflink=never', ckpt.file, cpOut]);
+      execFileSync('sync', [cpOut]);
+      cpMs.push(performance.now() - t0);
+      rmSync(cpOut);
+      const out = join(dir, `applied-${i}.safetensors`);
+      const r = childWithRss([
+        process.execPath,
+        'bin/time-debias.js',
+        'apply',
+        '--edit',
+        edit.path,
+        '--model',
+        ckpt.file,
+        '--out',
+        out,
+        '--json',
+      ]);
+      applyMs.push(r.ms);
+      rss.push(r.maxRssMb);
+      rmSync(out);
+      rmSync(`${out}.time-edit.json`, { force: true });
+    }
+    const cpMedian = summarize('', 'ms', cpMs).median;
+    const applyMedian = summarize('', 'ms', applyMs).median;
+    const ratio = applyMedian / cpMedian;
+    const peak = Math.max(...rss);
+    results.push(
+      summarize('apply: single-file fp16 SD 1.x-sized checkpoint (CLI, whole process)', 'ms', applyMs, {
+        reference: { name: 'cp --reflink=never + sync of the same file', median: cpMedian, unit: 'ms' },
+        target: '≤ 1.3 × cp; peak RSS ≤ 1.5 GB',
+        meetsTarget: ratio <= 1.3 && peak <= 1536,
+        details: {
+          ratioToCp: round(ratio, 3),
+          peakRssMb: peak,
+          fileBytes: ckpt.bytes,
+          buildMs: round(ckpt.buildMs),
+          loadAverage: round(loadavg()[0] as number, 2),
+        },
+      }),
+    );
+    const lora = join(dir, 'lora.safetensors');
+    const l = childWithRss([
+      process.execPath,
+      'bin/time-debias.js',
+      'export-lora',
+      '--edit',
+      edit.path,
+      '--model',
+      ckpt.file,
+      '--out',
+      lora,
+      '--error',
+      '0.01',
+      '--json',
+    ]);
+    const lr = JSON.parse(l.stdout.slice(l.stdout.indexOf('{'))) as {
+      maxError: number;
+      bytes: number;
+      sites: { rank: number }[];
+    };
+    results.push(
+      summarize('apply: export-lora --error 0.01, 32 sites (CLI, whole process)', 'ms', [l.ms], {
+        details: {
+          maxError: lr.maxError,
+          loraBytes: lr.bytes,
+          ranks: [...new Set(lr.sites.map((s) => s.rank))].join(','),
+          peakRssMb: l.maxRssMb,
+          loadAverage: round(loadavg()[0] as number, 2),
+        },
+      }),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return results;
+}
+
+export const benchmarks: Benchmark[] = [{ name: 'apply', run }];
