@@ -5,17 +5,16 @@
  *   - the same at 512 × 512, batch 1 with guidance (UNet batch 2), 2 threads, on the export named by
  *     TIME_DEBIAS_BENCH_MODEL (an SD 1.x-shaped ONNX folder), with the cost of an in-memory UNet
  *     re-creation there;
- *   - switching edits: a textTransform at SD 1.4 geometry (d = 768; target ≤ 1 s), and re-creating
- *     the UNet session with replaced initializers (tiny model);
+ *   - switching edits: a textTransform at SD 1.4 geometry (d = 768; target ≤ 1 s);
  *   - memory over 100 generated images (flat: RSS growth after warm-up), peak RSS.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTinySdModel } from '../src/demo/sd-model.js';
-import { applyTextTransform, StableDiffusionPipeline } from '../src/generate/pipeline.js';
+import { applyTextTransform } from '../src/edit/text-transform.js';
+import { StableDiffusionPipeline } from '../src/generate/pipeline.js';
 import { noise } from '../src/generate/rng.js';
-import { getInitializer, readTensorFloat32 } from '../src/onnx/model-file.js';
 import { Session, tensor } from '../src/runtime/ort.js';
 import { type Benchmark, type BenchResult, peakRssMb, round, summarize, timeRuns } from './harness.js';
 
@@ -129,37 +128,6 @@ async function textTransformSwitch(): Promise<BenchResult[]> {
   ];
 }
 
-/** Re-creating the UNet session from in-memory bytes with every to_k/to_v replaced. */
-async function overridesSwitch(dir: string, sites: { toK: { initializer: string }; toV: { initializer: string } }[]) {
-  const p = await StableDiffusionPipeline.create(dir, { threads: THREADS });
-  try {
-    const file = p.model.unet;
-    const originals = new Map<string, Float32Array>();
-    for (const s of sites) {
-      for (const name of [s.toK.initializer, s.toV.initializer]) {
-        originals.set(name, readTensorFloat32(file, getInitializer(file, name)));
-      }
-    }
-    let k = 0;
-    const samples = await timeRuns(
-      async () => {
-        const scaled = new Map([...originals].map(([n, v]) => [n, v.map((x) => x * (1 + 0.01 * (k + 1)))]));
-        k += 1;
-        await p.setUnetOverrides(scaled);
-      },
-      5,
-      1,
-    );
-    return [
-      summarize('generate: switch edits by UNet overrides (tiny model, all 32 projections)', 'ms', samples, {
-        details: { initializers: originals.size },
-      }),
-    ];
-  } finally {
-    await p.dispose();
-  }
-}
-
 /** RSS over 100 images (10 calls × 10 seeds) after a warm-up call: growth should be ~0. */
 async function memoryFlat(dir: string): Promise<BenchResult[]> {
   const p = await StableDiffusionPipeline.create(dir, { threads: THREADS });
@@ -210,10 +178,6 @@ export const benchmarks: Benchmark[] = [
     run: () => withTinyModel((dir) => stepOverhead('generate: tiny model', dir, 64, 20, 30)),
   },
   { name: 'generate: textTransform switch', run: textTransformSwitch },
-  {
-    name: 'generate: UNet overrides switch',
-    run: () => withTinyModel((dir, manifest) => overridesSwitch(dir, manifest.sites)),
-  },
   { name: 'generate: memory over 100 images', run: () => withTinyModel((dir) => memoryFlat(dir)) },
   {
     name: 'generate: TIME_DEBIAS_BENCH_MODEL step',

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { RgbImage } from '../classify/clip.js';
+import { textSideEdit } from '../edit/text-transform.js';
 import type { StableDiffusionPipeline } from '../generate/pipeline.js';
 import type { ImageSource } from './run.js';
 import { folderDigest } from './store.js';
@@ -46,11 +47,14 @@ export function pipelineSource(
   const identity: Record<string, unknown> = {
     kind: 'generator',
     model: { path: pipeline.model.dir, digest: folderDigest(pipeline.model.dir) },
-    unetEdit: pipeline.unetEditIdentity,
+    // The pipeline no longer swaps UNet sessions (only a text-side edit is in memory); the key stays,
+    // always null, so that run folders made before keep their fingerprint and resume.
+    unetEdit: null,
     textTransform: settings.textTransform ? hashFloats(settings.textTransform) : null,
     ...fixed,
     device,
   };
+  const textTransform = settings.textTransform ? textSideEdit(settings.textTransform) : undefined;
   return {
     kind: 'generator',
     identity,
@@ -61,7 +65,7 @@ export function pipelineSource(
         seeds,
         ...fixed,
         batchSize: settings.batchSize ?? seeds.length,
-        textTransform: settings.textTransform,
+        textTransform,
       });
       counters.calls++;
       counters.images += result.images.length;

@@ -29,9 +29,11 @@ import { type ClassifiedRecord, folderDigest, RunStore } from '../audit/store.js
 import type { ClipClassifier, RgbImage } from '../classify/clip.js';
 import type { Attribute } from '../classify/labels.js';
 import { alignTokens } from '../edit/align.js';
+import { alignmentTokens } from '../edit/prepare.js';
 import { buildRows, type PromptEncoder, type RowSet } from '../edit/rows.js';
 import { solveEdit } from '../edit/solve.js';
-import type { StableDiffusionPipeline, TextTransform } from '../generate/pipeline.js';
+import { type TextSideEditOf, textSideEdit, textTransformOf } from '../edit/text-transform.js';
+import type { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { GemmEngine } from '../linalg/gemm.js';
 import { contactSheet } from '../report/sheet.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
@@ -189,16 +191,11 @@ export function checkRowTokens(row: TimedRow, tokenizer: ClipTokenizer): TimedRo
       message: `line ${row.line}: ${long.map(([c, p]) => `${c} ${show(p)}`).join(', ')} longer than ${tokenizer.maxLength} tokens (rule: the text encoder sees at most ${tokenizer.maxLength}, BOS and EOS included)`,
     };
   }
-  const a = tokenizer.idOf('a</w>');
-  const an = tokenizer.idOf('an</w>');
-  if (a === undefined || an === undefined) {
-    throw new EditError('the model tokenizer has no "a</w>"/"an</w>" tokens; the TIME alignment needs them');
-  }
   try {
     alignTokens(
       { prompt: row.old, ids: tokenizer.encode(row.old).ids },
       { prompt: row.new, ids: tokenizer.encode(row.new).ids },
-      { a, an, eos: tokenizer.eosId },
+      alignmentTokens(tokenizer),
     );
   } catch (error) {
     if (!(error instanceof EditError)) throw error;
@@ -318,11 +315,7 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
     const sheetPrompt = (p: PlannedPrompt) => p.position <= 1;
 
     // 3. Edits (in memory; recomputed on resume: deterministic and cheap next to the images).
-    const tAlign = {
-      a: tokenizer.idOf('a</w>') as number,
-      an: tokenizer.idOf('an</w>') as number,
-      eos: tokenizer.eosId,
-    };
+    const tAlign = alignmentTokens(tokenizer);
     const editRows = new Map<number, RowSet>();
     const rowSetFor = async (rowIndices: readonly number[]): Promise<RowSet> =>
       buildRows(world.encode, {
@@ -333,8 +326,8 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
         augment,
         tokens: tAlign,
       });
-    const transforms = new Map<string, TextTransform>();
-    const transformFor = async (lambda: number, row: number): Promise<TextTransform> => {
+    const transforms = new Map<string, TextSideEditOf>();
+    const transformFor = async (lambda: number, row: number): Promise<TextSideEditOf> => {
       const id = mode === 'joint' ? `joint/${lambda}` : `${row}/${lambda}`;
       const have = transforms.get(id);
       if (have) return have;
@@ -345,10 +338,9 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
         editRows.set(setKey, set);
       }
       const solution = await solveEdit(set, { lambda, gemm });
-      const t: TextTransform =
-        solution.kind === 'woodbury'
-          ? { kind: 'low-rank', rank: solution.rank, u: solution.factors.u, z: solution.factors.z }
-          : { kind: 'delta', delta: solution.delta };
+      const t = textSideEdit(
+        solution.kind === 'woodbury' ? textTransformOf(solution) : { kind: 'delta', delta: solution.delta },
+      );
       transforms.set(id, t);
       return t;
     };

@@ -81,9 +81,11 @@ export function philox4x32(
 export const STREAM = Object.freeze({ latents: 0, schedulerNoise: 1 });
 
 /** Check a seed: an integer in [0, 2⁵³). */
-export function validateSeed(seed: unknown, name = '--seeds'): number {
+export function validateSeed(seed: unknown, field = 'seeds'): number {
   if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0) {
-    throw new GenerationError(`${name}: ${show(seed)} is not a seed (an integer from 0 to ${Number.MAX_SAFE_INTEGER})`);
+    throw new GenerationError(`${show(seed)} is not a seed (an integer from 0 to ${Number.MAX_SAFE_INTEGER})`, {
+      field,
+    });
   }
   return seed;
 }
@@ -169,21 +171,21 @@ export function batchNoiseSource(streams: readonly GaussianStream[]): (length: n
  * Parse a seed list as the CLI takes it: comma-separated seeds and inclusive ranges, e.g. "0-7",
  * "3", "0-3,10,20-21". Order is kept; duplicates are refused (an image per seed).
  */
-export function parseSeedList(text: string, flag = '--seeds'): number[] {
+export function parseSeedList(text: string, field = 'seeds'): number[] {
   const out: number[] = [];
   for (const part of String(text).split(',')) {
     const p = part.trim();
     const m = /^(\d+)(?:\s*-\s*(\d+))?$/.exec(p);
-    if (!m) throw new GenerationError(`${flag}: ${show(p)} is not a seed or a range like 0-7`);
-    const a = validateSeed(Number(m[1]), flag);
-    const b = m[2] === undefined ? a : validateSeed(Number(m[2]), flag);
-    if (b < a) throw new GenerationError(`${flag}: range ${show(p)} runs backwards`);
-    if (b - a >= 100000) throw new GenerationError(`${flag}: range ${show(p)} has more than 100000 seeds`);
+    if (!m) throw new GenerationError(`${show(p)} is not a seed or a range like 0-7`, { field });
+    const a = validateSeed(Number(m[1]), field);
+    const b = m[2] === undefined ? a : validateSeed(Number(m[2]), field);
+    if (b < a) throw new GenerationError(`range ${show(p)} runs backwards`, { field });
+    if (b - a >= 100000) throw new GenerationError(`range ${show(p)} has more than 100000 seeds`, { field });
     for (let s = a; s <= b; s++) out.push(s);
   }
   const seen = new Set<number>();
   for (const s of out) {
-    if (seen.has(s)) throw new GenerationError(`${flag}: seed ${s} appears twice`);
+    if (seen.has(s)) throw new GenerationError(`seed ${s} appears twice`, { field });
     seen.add(s);
   }
   return out;

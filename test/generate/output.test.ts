@@ -143,6 +143,6 @@ describe('seed lists', () => {
     assert.deepEqual(parseSeedList('5, 0-1,9'), [5, 0, 1, 9]);
     assert.throws(() => parseSeedList('1-3,2'), /seed 2 appears twice/);
     assert.throws(() => parseSeedList('3-1'), /runs backwards/);
-    assert.throws(() => parseSeedList('a'), /--seeds: "a" is not a seed or a range/);
+    assert.throws(() => parseSeedList('a'), /GenerationError: seeds: "a" is not a seed or a range/);
   });
 });

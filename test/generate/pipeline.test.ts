@@ -4,14 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildTinySdModel, TINY_SD_VERSION, type TinySdManifest, type TinySdOptions } from '../../src/demo/sd-model.js';
-import {
-  applyTextTransform,
-  type GenerateRequest,
-  type GenerateResult,
-  StableDiffusionPipeline,
-} from '../../src/generate/pipeline.js';
+import { applyTextTransform, textSideEdit } from '../../src/edit/text-transform.js';
+import { type GenerateRequest, type GenerateResult, StableDiffusionPipeline } from '../../src/generate/pipeline.js';
 import { noise } from '../../src/generate/rng.js';
-import { getInitializer, openOnnxModel, readTensorFloat32 } from '../../src/onnx/model-file.js';
+import { exportEditedModel } from '../../src/model/export.js';
+import { openSdModel } from '../../src/model/folder.js';
+import { locateSites, readSiteWeight } from '../../src/model/sites.js';
 import { GenerationError, ModelFormatError, RuntimeError, UsageError } from '../../src/util/errors.js';
 import { cornerSlices, PIPELINE_REFERENCE_REQUEST } from './pipeline-reference.js';
 
@@ -27,6 +25,27 @@ const base: GenerateRequest = { prompt: 'a photo of a doctor', steps: 4, height:
 
 function latentsOf(r: GenerateResult): Float32Array[] {
   return r.images.map((img) => img.latents as Float32Array);
+}
+
+/** The model with W′ = W M on every to_k/to_v site, exported to `outDir`, opened as a pipeline. */
+async function exportedEdit(dir: string, outDir: string, M: Float32Array): Promise<StableDiffusionPipeline> {
+  const model = openSdModel(dir);
+  const d = model.d;
+  const weights = new Map<string, Float32Array>();
+  for (const site of locateSites(model)) {
+    const W = readSiteWeight(model, site); // torch layout [out, d]
+    const edited = new Float32Array(site.out * d);
+    for (let o = 0; o < site.out; o++) {
+      for (let i = 0; i < d; i++) {
+        let s = 0;
+        for (let j = 0; j < d; j++) s += (W[o * d + j] as number) * (M[j * d + i] as number);
+        edited[o * d + i] = s;
+      }
+    }
+    weights.set(site.name, edited);
+  }
+  await exportEditedModel({ model, weights, outDir });
+  return StableDiffusionPipeline.create(outDir, { threads: 1 });
 }
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
@@ -128,7 +147,7 @@ describe('StableDiffusionPipeline on the tiny diffusers-layout model (fp32, weig
     assert.equal(given.images[0]?.record.latentsSource, 'given');
     await assert.rejects(
       p.generate({ ...base, latents: { shape: [1, 4, 16, 16], data: new Float32Array(1024) } }),
-      /--latents: shape \[1, 4, 16, 16\] does not match \[n, 4, 8, 8\]/,
+      /latents: shape \[1, 4, 16, 16\] does not match \[n, 4, 8, 8\]/,
     );
   });
 
@@ -137,7 +156,7 @@ describe('StableDiffusionPipeline on the tiny diffusers-layout model (fp32, weig
     const eye = new Float32Array(d * d);
     for (let i = 0; i < d; i++) eye[i * d + i] = 1;
     const plain = await p.generate({ ...base, seeds: [2], returnLatents: true });
-    const same = await p.generate({ ...base, seeds: [2], textTransform: eye, returnLatents: true });
+    const same = await p.generate({ ...base, seeds: [2], textTransform: textSideEdit(eye), returnLatents: true });
     assert.ok(maxAbsDiff(latentsOf(plain)[0]!, latentsOf(same)[0]!) < 1e-5);
     assert.equal(same.images[0]?.record.edit?.kind, 'text-transform');
 
@@ -145,40 +164,24 @@ describe('StableDiffusionPipeline on the tiny diffusers-layout model (fp32, weig
     const M = Float32Array.from(eye);
     const r = noise(99, [d * d]);
     for (let i = 0; i < d * d; i++) M[i] = (M[i] as number) + 0.05 * (r[i] as number);
-    const viaText = await p.generate({ ...base, seeds: [2], textTransform: M, returnLatents: true });
+    const viaText = await p.generate({ ...base, seeds: [2], textTransform: textSideEdit(M), returnLatents: true });
     assert.ok(maxAbsDiff(latentsOf(plain)[0]!, latentsOf(viaText)[0]!) > 1e-3);
 
-    // The same edit as weights: ONNX stores Wᵀ [d, out]; W′ = W M  ⇔  W′ᵀ = Mᵀ Wᵀ.
-    const file = openOnnxModel(p.model.files.unet);
-    const overrides = new Map<string, Float32Array>();
-    for (const site of tiny.manifest.sites) {
-      for (const proj of [site.toK, site.toV]) {
-        const wt = readTensorFloat32(file, getInitializer(file, proj.initializer));
-        const out = proj.shape[1];
-        const edited = new Float32Array(d * out);
-        for (let i = 0; i < d; i++) {
-          for (let o = 0; o < out; o++) {
-            let s = 0;
-            for (let j = 0; j < d; j++) s += (M[j * d + i] as number) * (wt[j * out + o] as number);
-            edited[i * out + o] = s;
-          }
-        }
-        overrides.set(proj.initializer, edited);
-      }
-    }
-    await p.setUnetOverrides(overrides);
+    // The same edit as weights, exported (model/export.ts): W′ = W M on every site, in a new folder.
+    const edited = await exportedEdit(tiny.dir, join(root, 'edited-wm'), M);
     try {
-      assert.equal(p.unetEditIdentity?.kind, 'unet-overrides');
-      const viaWeights = await p.generate({ ...base, seeds: [2], returnLatents: true });
+      const viaWeights = await edited.generate({ ...base, seeds: [2], returnLatents: true });
       assert.ok(maxAbsDiff(latentsOf(viaText)[0]!, latentsOf(viaWeights)[0]!) < 2e-3);
-      assert.equal(viaWeights.images[0]?.record.edit?.kind, 'unet-overrides');
-      await assert.rejects(p.generate({ ...base, seeds: [2], textTransform: M }), /cannot be combined/);
+      assert.equal(viaWeights.images[0]?.record.edit, null);
     } finally {
-      await p.setUnetOverrides(null);
+      await edited.dispose();
     }
     const restored = await p.generate({ ...base, seeds: [2], returnLatents: true });
     assert.deepEqual(latentsOf(restored)[0], latentsOf(plain)[0]);
-    await assert.rejects(p.generate({ ...base, seeds: [2], textTransform: new Float32Array(5) }), /M must be d × d/);
+    await assert.rejects(
+      p.generate({ ...base, seeds: [2], textTransform: textSideEdit(new Float32Array(5)) }),
+      /M must be d × d/,
+    );
 
     // Δ = M − I and a rank-2 factorisation Uᵀ Z of Δ give the same rows as M
     const delta = M.map((v, i) => v - (eye[i] as number));
@@ -213,23 +216,26 @@ describe('StableDiffusionPipeline on the tiny diffusers-layout model (fp32, weig
     assert.match(long.warnings.join('\n'), /longer than CLIP's 77 tokens; this part was truncated/);
   });
 
-  it('refuses bad inputs with the flag, the value and the rule', async () => {
+  it('refuses bad inputs with the field, the value and the rule', async () => {
     await assert.rejects(p.generate({ ...base, seeds: [0], height: 60 }), (e: Error) => {
       assert.ok(e instanceof GenerationError);
-      assert.match(e.message, /--height: 60 is not a positive multiple of 8/);
+      assert.match(e.message, /^height: 60 is not a positive multiple of 8/);
       return true;
     });
-    await assert.rejects(p.generate({ ...base, seeds: [0], width: 0 }), /--width: 0/);
+    await assert.rejects(p.generate({ ...base, seeds: [0], width: 0 }), /GenerationError: width: 0/);
     await assert.rejects(
       p.generate({ ...base, seeds: [0], scheduler: 'heun' }),
-      /--scheduler: "heun" is not a known scheduler; valid schedulers are pndm, ddim/,
+      /GenerationError: scheduler: "heun" is not a known scheduler; valid schedulers are pndm, ddim/,
     );
-    await assert.rejects(p.generate({ ...base, seeds: [0], steps: 0 }), /--steps: 0 is not an integer >= 1/);
-    await assert.rejects(p.generate({ ...base, seeds: [] }), /--seeds: give at least one seed/);
-    await assert.rejects(p.generate({ ...base, seeds: [-1] }), /--seeds: -1 is not a seed/);
+    await assert.rejects(
+      p.generate({ ...base, seeds: [0], steps: 0 }),
+      /GenerationError: steps: 0 is not an integer >= 1/,
+    );
+    await assert.rejects(p.generate({ ...base, seeds: [] }), /GenerationError: seeds: give at least one seed/);
+    await assert.rejects(p.generate({ ...base, seeds: [-1] }), /GenerationError: seeds: -1 is not a seed/);
     await assert.rejects(
       p.generate({ ...base, seeds: [0], eta: 0.5 }),
-      /--eta: 0.5 applies to the ddim scheduler only/,
+      /GenerationError: eta: 0.5 applies to the ddim scheduler only/,
     );
   });
 });

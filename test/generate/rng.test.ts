@@ -58,6 +58,6 @@ describe('seeded Gaussian noise', () => {
   });
   it('rejects seeds that are not non-negative safe integers', () => {
     for (const bad of [-1, 1.5, Number.NaN, 2 ** 53, '3'])
-      assert.throws(() => validateSeed(bad), /--seeds: .* is not a seed/);
+      assert.throws(() => validateSeed(bad), /GenerationError: seeds: .* is not a seed/);
   });
 });

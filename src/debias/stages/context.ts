@@ -7,6 +7,7 @@ import type { Profession } from '../../audit/professions.js';
 import type { ClipClassifier } from '../../classify/clip.js';
 import type { Attribute } from '../../classify/labels.js';
 import type { RowSet } from '../../edit/rows.js';
+import { textSideEdit } from '../../edit/text-transform.js';
 import type { StableDiffusionPipeline } from '../../generate/pipeline.js';
 import type { JobConfig } from '../config.js';
 import { type ProfessionPair, tuningPrompt } from '../prompts.js';
@@ -64,7 +65,7 @@ export function pipelineEvaluator(
         height: gen.height,
         width: gen.width,
         batchSize: Math.max(gen.batchSize, idx.length),
-        textTransform: M,
+        textTransform: textSideEdit(M),
       });
       const images = result.images.map((img) => ({ width: img.width, height: img.height, data: img.rgb }));
       const labels = await world.classifier.classify(images, attribute, {
