@@ -16,21 +16,21 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { cudaAvailable, validateDevice } from '../runtime/ort.js';
 import {
   AutoImageProcessor,
   AutoTokenizer,
   CLIPModel,
   CLIPTextModelWithProjection,
   CLIPVisionModelWithProjection,
-  env,
   type ImageProcessor,
+  isLocalOnly,
   type PreTrainedModel,
   type PreTrainedTokenizer,
   RawImage,
   Tensor,
-} from '@huggingface/transformers';
-import { cudaAvailable } from '../runtime/ort.js';
-import { ClassifierError, show } from '../util/errors.js';
+} from '../runtime/transformers.js';
+import { ClassifierError, show, UsageError } from '../util/errors.js';
 import { type Attribute, resolvePrompts, validateAttribute } from './labels.js';
 import { argmax, dot, ensemble, normalize, softmax } from './math.js';
 import {
@@ -93,34 +93,29 @@ const LAYOUT =
   'a transformers.js CLIP folder holds config.json, preprocessor_config.json, tokenizer.json, tokenizer_config.json and ' +
   'onnx/model.onnx (or onnx/text_model.onnx + onnx/vision_model.onnx)';
 
-/** Never download: the classifier is loaded from local files only (mission.md §3). Set on import and again before each load. */
-function configureLocalOnly(): void {
-  env.allowRemoteModels = false;
-  env.allowLocalModels = true;
-  env.useFSCache = false;
-  env.useBrowserCache = false;
-}
-configureLocalOnly();
-
 /**
  * Check a classifier folder before anything is loaded: a local directory (not a URL or hub id) with
  * every file of the layout. All missing files are named at once.
  */
 export function inspectClassifierFolder(dir: string): ClassifierFolder {
   if (typeof dir !== 'string' || dir.trim() === '')
-    throw new ClassifierError(`--classifier: ${show(dir)} must be a folder path`);
+    throw new ClassifierError(`${show(dir)} must be a folder path`, { field: 'classifierDir' });
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(dir)) {
     throw new ClassifierError(
-      `--classifier: ${show(dir)} is a URL; the classifier is loaded only from a local folder (remote models are disabled, nothing is downloaded)`,
+      `${show(dir)} is a URL; the classifier is loaded only from a local folder (remote models are disabled, nothing is downloaded)`,
+      { field: 'classifierDir' },
     );
   }
   const abs = resolve(dir);
   if (!existsSync(abs)) {
     throw new ClassifierError(
-      `--classifier: ${show(dir)} does not exist; it must be a local folder (remote model ids are not downloaded); ${LAYOUT}`,
+      `${show(dir)} does not exist; it must be a local folder (remote model ids are not downloaded); ${LAYOUT}`,
+      { field: 'classifierDir' },
     );
   }
-  if (!statSync(abs).isDirectory()) throw new ClassifierError(`--classifier: ${show(dir)} is not a folder; ${LAYOUT}`);
+  if (!statSync(abs).isDirectory()) {
+    throw new ClassifierError(`${show(dir)} is not a folder; ${LAYOUT}`, { field: 'classifierDir' });
+  }
   const has = (f: string) => existsSync(join(abs, f));
   const joint = JOINT_FILES.every(has);
   const split = SPLIT_FILES.every(has);
@@ -130,20 +125,21 @@ export function inspectClassifierFolder(dir: string): ClassifierFolder {
     missing.push(...(partial ? SPLIT_FILES.filter((f) => !has(f)) : JOINT_FILES));
   }
   if (missing.length) {
-    throw new ClassifierError(`--classifier ${show(dir)}: missing ${missing.join(', ')}; ${LAYOUT}`);
+    throw new ClassifierError(`${show(dir)}: missing ${missing.join(', ')}; ${LAYOUT}`, { field: 'classifierDir' });
   }
   let config: { model_type?: unknown };
   try {
     config = JSON.parse(readFileSync(join(abs, 'config.json'), 'utf8'));
   } catch (cause) {
-    throw new ClassifierError(
-      `--classifier ${show(dir)}: config.json is not valid JSON (${(cause as Error).message})`,
-      { cause },
-    );
+    throw new ClassifierError(`${show(dir)}: config.json is not valid JSON (${(cause as Error).message})`, {
+      cause,
+      field: 'classifierDir',
+    });
   }
   if (config.model_type !== 'clip') {
     throw new ClassifierError(
-      `--classifier ${show(dir)}: config.json model_type is ${show(config.model_type)}; a CLIP model ("clip") is required`,
+      `${show(dir)}: config.json model_type is ${show(config.model_type)}; a CLIP model ("clip") is required`,
+      { field: 'classifierDir' },
     );
   }
   return { kind: 'clip-folder', dir: abs, variant: joint ? 'joint' : 'split', modelType: 'clip' };
@@ -167,9 +163,9 @@ function requireIo(model: PreTrainedModel, file: string, inputs: string[], outpu
     if (missingIn.length) parts.push(`inputs ${missingIn.join(', ')} (it has ${s.inputNames.join(', ') || 'none'})`);
     if (missingOut.length)
       parts.push(`outputs ${missingOut.join(', ')} (it has ${s.outputNames.join(', ') || 'none'})`);
-    throw new ClassifierError(
-      `--classifier ${show(dir)}: ${file} lacks the ${parts.join(' and the ')} a CLIP classifier needs`,
-    );
+    throw new ClassifierError(`${show(dir)}: ${file} lacks the ${parts.join(' and the ')} a CLIP classifier needs`, {
+      field: 'classifierDir',
+    });
   }
 }
 
@@ -179,10 +175,10 @@ function rows(t: Tensor): Float32Array[] {
   return Array.from({ length: n }, (_, i) => data.slice(i * d, (i + 1) * d));
 }
 
-function validatePositive(name: string, value: number | undefined, integer: boolean): void {
+function validatePositive(field: string, value: number | undefined, integer: boolean): void {
   if (value === undefined) return;
   if (!Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
-    throw new ClassifierError(`${name}: ${show(value)} must be a positive ${integer ? 'integer' : 'number'}`);
+    throw new ClassifierError(`${show(value)} must be a positive ${integer ? 'integer' : 'number'}`, { field });
   }
 }
 
@@ -209,24 +205,27 @@ export class ClipClassifier {
 
   /** Load a CLIP folder (checked first, see `inspectClassifierFolder`), strictly locally. */
   static async load(dir: string, options: ClassifierOptions = {}): Promise<ClipClassifier> {
-    validatePositive('--batch-size', options.batchSize, true);
-    validatePositive('--logit-scale', options.logitScale, false);
+    validatePositive('batchSize', options.batchSize, true);
+    validatePositive('logitScale', options.logitScale, false);
     if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 0)) {
-      throw new ClassifierError(`--threads: ${show(options.threads)} must be a non-negative integer`);
+      throw new ClassifierError(`${show(options.threads)} must be a non-negative integer`, { field: 'threads' });
     }
-    const device = options.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'cuda')
-      throw new ClassifierError(`--device: ${show(device)} is not a known device; valid devices are cpu, cuda`);
+    const device = validateDevice(options.device ?? 'cpu');
     const preprocessing = validatePreprocess(options.preprocess ?? 'transformers');
     const folder = inspectClassifierFolder(dir);
     const pilConfig =
       preprocessing === 'pil' ? readImageProcessorConfig(join(folder.dir, 'preprocessor_config.json')) : undefined;
     if (device === 'cuda' && !cudaAvailable()) {
-      throw new ClassifierError(
-        `--device cuda: onnxruntime-node's CUDA provider is not installed on this host (needs the opt-in install and CUDA 12 + cuDNN 9; see README "CUDA"). Use --device cpu.`,
+      throw new UsageError(
+        `"cuda": onnxruntime-node's CUDA provider is not installed on this host (needs the opt-in install and CUDA 12 + cuDNN 9; see README "CUDA"); use the device "cpu"`,
+        { field: 'device' },
       );
     }
-    configureLocalOnly();
+    if (!isLocalOnly()) {
+      throw new ClassifierError(
+        'transformers.js was set to allow remote models; the classifier loads only local files (runtime/transformers.ts sets this once)',
+      );
+    }
     const path = folder.dir;
     const session_options: Record<string, unknown> = { graphOptimizationLevel: 'all' };
     if (options.threads) session_options.intraOpNumThreads = options.threads;
@@ -280,11 +279,12 @@ export class ClipClassifier {
       const message = (error as Error).message;
       if (device === 'cuda' && /cuda|shared library/i.test(message)) {
         throw new ClassifierError(
-          `--device cuda: onnxruntime-node could not use its CUDA provider on this host (${message}); it needs the opt-in install and CUDA 12 + cuDNN 9 (see README "CUDA"). Use --device cpu.`,
-          { cause: error },
+          `"cuda": onnxruntime-node could not use its CUDA provider on this host (${message}); it needs the opt-in install and CUDA 12 + cuDNN 9 (see README "CUDA"); use the device "cpu"`,
+          { cause: error, field: 'device' },
         );
       }
-      throw new ClassifierError(`--classifier ${show(dir)}: could not load the CLIP model: ${message}`, {
+      throw new ClassifierError(`${show(dir)}: could not load the CLIP model: ${message}`, {
+        field: 'classifierDir',
         cause: error,
       });
     }
@@ -372,7 +372,7 @@ export class ClipClassifier {
   ): Promise<ImageClassification[]> {
     const { threshold } = options;
     if (threshold !== undefined && !(Number.isFinite(threshold) && threshold > 0 && threshold <= 1)) {
-      throw new ClassifierError(`--threshold: ${show(threshold)} must be a probability in (0, 1]`);
+      throw new ClassifierError(`${show(threshold)} must be a probability in (0, 1]`, { field: 'threshold' });
     }
     validateAttribute(attribute);
     if (images.length === 0) return [];
@@ -480,12 +480,13 @@ async function measureLogitScale(
   });
   if (Math.abs(best.cos) < 1e-3) {
     throw new ClassifierError(
-      `--classifier ${show(dir)}: cannot read the logit scale off the model's outputs (all probe similarities ≈ 0); pass logitScale`,
+      `${show(dir)}: cannot read the logit scale off the model's outputs (all probe similarities ≈ 0); pass logitScale`,
+      { field: 'classifierDir' },
     );
   }
   const s = best.logit / best.cos;
   if (!(s > 0) || !Number.isFinite(s))
-    throw new ClassifierError(`--classifier ${show(dir)}: the model's logit scale ${s} is not positive`);
+    throw new ClassifierError(`${show(dir)}: the model's logit scale ${s} is not positive`, { field: 'classifierDir' });
   return s;
 }
 

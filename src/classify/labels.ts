@@ -37,7 +37,8 @@ export const PROFESSION_PLACEHOLDER = '{profession}';
 export function validateGenderStyle(value: unknown): GenderLabelStyle {
   if (typeof value === 'string' && Object.hasOwn(GENDER_LABEL_STYLES, value)) return value as GenderLabelStyle;
   throw new ClassifierError(
-    `--label-style: ${show(value)} is not a gender label style; valid styles are ${Object.keys(GENDER_LABEL_STYLES).join(', ')}`,
+    `${show(value)} is not a gender label style; valid styles are ${Object.keys(GENDER_LABEL_STYLES).join(', ')}`,
+    { field: 'labelStyle' },
   );
 }
 
@@ -55,7 +56,15 @@ export function genderAttribute(style: GenderLabelStyle = DEFAULT_GENDER_STYLE):
 
 /** One class per label prompt, named by the prompt itself (the `classify --labels` form). */
 export function attributeFromLabels(labels: readonly string[], name = 'labels'): Attribute {
-  return validateAttribute({ name, classes: labels.map((l) => ({ name: l, prompts: [l] })) }, '--labels');
+  if (labels.length < 2) {
+    throw new ClassifierError(`an attribute needs at least 2 classes (got ${labels.length})`, { field: 'labels' });
+  }
+  labels.forEach((l, i) => {
+    if (typeof l !== 'string' || l.trim() === '') {
+      throw new ClassifierError(`${show(l)} must be a non-empty string`, { field: `labels[${i}]` });
+    }
+  });
+  return validateAttribute({ name, classes: labels.map((l) => ({ name: l, prompts: [l] })) });
 }
 
 /**
@@ -64,37 +73,40 @@ export function attributeFromLabels(labels: readonly string[], name = 'labels'):
  */
 export function validateAttribute(value: unknown, where = 'attribute'): Attribute {
   if (typeof value !== 'object' || value === null)
-    throw new ClassifierError(`${where}: ${show(value)} must be an object`);
+    throw new ClassifierError(`${show(value)} must be an object`, { field: where });
   const v = value as { name?: unknown; classes?: unknown };
   if (typeof v.name !== 'string' || v.name.trim() === '') {
-    throw new ClassifierError(`${where}.name: ${show(v.name)} must be a non-empty string`);
+    throw new ClassifierError(`${show(v.name)} must be a non-empty string`, { field: `${where}.name` });
   }
   if (!Array.isArray(v.classes) || v.classes.length < 2) {
     throw new ClassifierError(
-      `${where}.classes: an attribute needs at least 2 classes (got ${Array.isArray(v.classes) ? v.classes.length : show(v.classes)})`,
+      `an attribute needs at least 2 classes (got ${Array.isArray(v.classes) ? v.classes.length : show(v.classes)})`,
+      { field: `${where}.classes` },
     );
   }
   const seen = new Set<string>();
   const classes = v.classes.map((c: unknown, i: number): AttributeClass => {
     const cc = c as { name?: unknown; prompts?: unknown };
     if (typeof cc?.name !== 'string' || cc.name.trim() === '') {
-      throw new ClassifierError(`${where}.classes[${i}].name: ${show(cc?.name)} must be a non-empty string`);
+      throw new ClassifierError(`${show(cc?.name)} must be a non-empty string`, {
+        field: `${where}.classes[${i}].name`,
+      });
     }
     if (seen.has(cc.name))
-      throw new ClassifierError(
-        `${where}.classes[${i}].name: ${show(cc.name)} appears twice; class names must be distinct`,
-      );
+      throw new ClassifierError(`${show(cc.name)} appears twice; class names must be distinct`, {
+        field: `${where}.classes[${i}].name`,
+      });
     seen.add(cc.name);
     if (!Array.isArray(cc.prompts) || cc.prompts.length === 0) {
-      throw new ClassifierError(
-        `${where}.classes[${i}].prompts (class ${show(cc.name)}): needs at least one label prompt`,
-      );
+      throw new ClassifierError(`class ${show(cc.name)} needs at least one label prompt`, {
+        field: `${where}.classes[${i}].prompts`,
+      });
     }
     const prompts = cc.prompts.map((p: unknown, k: number) => {
       if (typeof p !== 'string' || p.trim() === '') {
-        throw new ClassifierError(
-          `${where}.classes[${i}].prompts[${k}] (class ${show(cc.name)}): ${show(p)} must be a non-empty string`,
-        );
+        throw new ClassifierError(`${show(p)} (class ${show(cc.name)}) must be a non-empty string`, {
+          field: `${where}.classes[${i}].prompts[${k}]`,
+        });
       }
       return p;
     });

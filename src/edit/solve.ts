@@ -94,25 +94,28 @@ export function rowWeights(rows: RowSet, strengths: EditStrengths = {}): Float64
   const perPair = Array.isArray(lambda);
   const lambdas: unknown[] = perPair ? [...lambda] : new Array<unknown>(Math.max(1, rows.pairCount)).fill(lambda);
   if (perPair && lambdas.length !== rows.pairCount) {
-    throw new EditError(
-      `--lambda: ${lambdas.length} values for ${rows.pairCount} pairs; give one λ per pair or one for all`,
-    );
+    throw new EditError(`${lambdas.length} values for ${rows.pairCount} pairs; give one λ per pair or one for all`, {
+      field: 'lambda',
+    });
   }
   lambdas.forEach((l, p) => {
     if (typeof l !== 'number' || !Number.isFinite(l) || l <= 0) {
       const which = perPair ? ` (pair ${p}: ${describePair(rows, p)})` : '';
-      throw new EditError(`--lambda: ${show(l)} is not a valid λ${which}; λ must be a finite number > 0`);
+      throw new EditError(`${show(l)} is not a valid λ${which}; λ must be a finite number > 0`, { field: 'lambda' });
     }
   });
   const mu = strengths.mu ?? DEFAULT_PRESERVE_WEIGHT;
   const hasPreserve = rows.groups.some((g) => g.kind === 'preserve');
   if (hasPreserve && (typeof mu !== 'number' || !Number.isFinite(mu) || mu <= 0)) {
-    throw new EditError(`preservation weight μ: ${show(mu)} is not valid; μ must be a finite number > 0`);
+    throw new EditError(`${show(mu)} is not valid; the preservation weight μ must be a finite number > 0`, {
+      field: 'mu',
+    });
   }
   for (const [prompt, m] of strengths.muByPrompt ?? []) {
     if (typeof m !== 'number' || !Number.isFinite(m) || m <= 0) {
       throw new EditError(
         `preservation weight of ${show(prompt)}: ${show(m)} is not valid; μ must be a finite number > 0`,
+        { field: 'muByPrompt' },
       );
     }
   }
@@ -136,7 +139,7 @@ export async function solveEdit(rows: RowSet, options: SolveOptions = {}): Promi
   const w = rowWeights(rows, options);
   const method = options.method ?? 'auto';
   if (!['auto', 'woodbury', 'cholesky'].includes(method)) {
-    throw new EditError(`edit method: ${show(method)} is not one of auto, woodbury, cholesky`);
+    throw new EditError(`${show(method)} is not one of auto, woodbury, cholesky`, { field: 'method' });
   }
   const useWoodbury = method === 'woodbury' || (method === 'auto' && n < d);
   const gemm = options.gemm ?? new GemmEngine();

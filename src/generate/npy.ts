@@ -85,7 +85,7 @@ export function readNpy(path: string): NpyArray {
   try {
     bytes = readFileSync(path);
   } catch (cause) {
-    throw new GenerationError(`--latents: cannot read ${show(path)} (${(cause as Error).message})`, { cause });
+    throw new GenerationError(`cannot read ${show(path)} (${(cause as Error).message})`, { cause, field: 'latents' });
   }
   return parseNpy(bytes, show(path));
 }

@@ -49,7 +49,9 @@ export function writeGenerationRun(dir: string, result: GenerateResult, options:
   if (options.grid) planned.push('grid.png');
   for (const name of planned) {
     if (existsSync(join(dir, name))) {
-      throw new OutputError(`--out: ${show(join(dir, name))} already exists; choose another folder or remove it`);
+      throw new OutputError(`${show(join(dir, name))} already exists; choose another folder or remove it`, {
+        field: 'outDir',
+      });
     }
   }
   result.images.forEach((image, i) => {
@@ -58,7 +60,7 @@ export function writeGenerationRun(dir: string, result: GenerateResult, options:
   let latents: string | null = null;
   if (options.saveLatents) {
     const first = result.images[0];
-    if (!first?.latents) throw new OutputError('--save-latents: the generation did not return latents');
+    if (!first?.latents) throw new OutputError('the generation did not return latents', { field: 'saveLatents' });
     const per = first.latents.length;
     const data = new Float32Array(per * result.images.length);
     result.images.forEach((img, i) => {

@@ -19,12 +19,9 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLIPTokenizer, env } from '@huggingface/transformers';
+import { CLIPTokenizer } from '../runtime/transformers.js';
 import { ModelFormatError, show, UsageError } from '../util/errors.js';
 import { BOS_TOKEN, type BpeVocab, clipTokenizerJson, EOS_TOKEN, mergesFromMergesTxt } from './bpe-files.js';
-
-// Local files only: nothing in this module may reach the Hugging Face hub.
-env.allowRemoteModels = false;
 
 /** CLIP's context length; used when a config has no `model_max_length` or the "no limit" sentinel. */
 export const CLIP_CONTEXT_LENGTH = 77;
@@ -228,15 +225,16 @@ export class ClipTokenizer {
 }
 
 /**
- * Reject a missing or empty prompt where one is required (e.g. `--source`); `name` is the
- * argument's name as the user wrote it. The unconditional prompt "" is not checked with this.
+ * Reject a missing or empty prompt where one is required; `field` names the library parameter (e.g.
+ * `pairs[0].source`), which the CLI relabels with its flag. The unconditional prompt "" is not
+ * checked with this.
  */
-export function assertPrompt(name: string, value: unknown): asserts value is string {
+export function assertPrompt(field: string, value: unknown): asserts value is string {
   if (typeof value !== 'string') {
-    throw new UsageError(`${name}: ${show(value)} is not a prompt; give a non-empty text`);
+    throw new UsageError(`${show(value)} is not a prompt; give a non-empty text`, { field });
   }
   if (value.trim().length === 0) {
-    throw new UsageError(`${name}: ${show(value)} is empty; a prompt with at least one word is required`);
+    throw new UsageError(`${show(value)} is empty; a prompt with at least one word is required`, { field });
   }
 }
 

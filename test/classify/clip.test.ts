@@ -3,11 +3,12 @@ import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'n
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { env } from '@huggingface/transformers';
 import { encode } from 'fast-png';
 import { ClipClassifier, inspectClassifierFolder } from '../../src/classify/clip.js';
 import { attributeFromLabels, genderAttribute, validateAttribute } from '../../src/classify/labels.js';
 import { CLIP_MEAN, CLIP_STD } from '../../src/demo/clip-model.js';
+
+import { env } from '../../src/runtime/transformers.js';
 import { ClassifierError, UsageError } from '../../src/util/errors.js';
 import { directImage, directText, makeTinyClip, S, type TinyClip, testImage } from './fixtures.js';
 
@@ -350,7 +351,8 @@ describe('classifier folders are checked before loading, strictly locally', () =
     try {
       await assert.rejects(
         ClipClassifier.load(ok.dir, { device: 'cuda' }),
-        (e: Error) => e instanceof ClassifierError && /^--device cuda: .*CUDA provider/.test(e.message),
+        (e: Error) =>
+          e instanceof UsageError && e.field === 'device' && /^device: "cuda": .*CUDA provider/.test(e.message),
       );
     } finally {
       ok.cleanup();

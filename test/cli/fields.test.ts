@@ -72,19 +72,10 @@ describe('one error family', () => {
     );
   });
   test('time-debias generate --device tpu exits 2 and names --device', async () => {
-    const r = await runCli([
-      'generate',
-      '--model',
-      'nowhere',
-      '--prompt',
-      'a cat',
-      '--seeds',
-      '0',
-      '--out',
-      'x',
-      '--device',
-      'tpu',
-    ]);
+    const r = await runCli(
+      ['generate', '--model', 'nowhere', '--prompt', 'a cat', '--seeds', '0', '--out', 'x', '--device', 'tpu'],
+      180_000,
+    );
     assert.equal(r.code, EXIT.usage, r.stderr);
     assert.match(r.stderr, /^time-debias: UsageError: --device: "tpu" is not a known device/m);
   });

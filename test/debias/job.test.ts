@@ -82,8 +82,7 @@ test('small demo job: bias falls on held-out prompts and seeds, model exported a
     // written once, before the after audit (which records the folder's digest): no after shares
     assert.ok(
       manifest.debias.professions.every(
-        (p: { before: unknown; after: unknown; strength: number }) =>
-          p.before && p.after === null && p.strength > 0,
+        (p: { before: unknown; after: unknown; strength: number }) => p.before && p.after === null && p.strength > 0,
       ),
     );
     assert.equal(inspectModel(model).sites.length, inspectModel(world.modelDir).sites.length);

@@ -245,7 +245,7 @@ describe('validation', () => {
     test(`λ = ${String(bad)} is refused, naming --lambda and the value`, async () => {
       await assert.rejects(solveEdit(rows, { lambda: bad, gemm }), (e: unknown) => {
         assert.ok(e instanceof EditError);
-        assert.match(e.message, /^--lambda: /);
+        assert.match(e.message, /^lambda: /);
         assert.ok(e.message.includes(typeof bad === 'string' ? '"0.1"' : String(bad)), e.message);
         assert.match(e.message, /finite number > 0/);
         return true;
@@ -254,15 +254,15 @@ describe('validation', () => {
   }
 
   test('per-pair λ: wrong length, and a bad value names its pair', async () => {
-    await assert.rejects(solveEdit(rows, { lambda: [0.1], gemm }), /--lambda: 1 values for 2 pairs/);
+    await assert.rejects(solveEdit(rows, { lambda: [0.1], gemm }), /lambda: 1 values for 2 pairs/);
     await assert.rejects(
       solveEdit(rows, { lambda: [0.1, -1], gemm }),
-      /--lambda: -1 is not a valid λ \(pair 1: "s1.0" → "d1.0"\)/,
+      /lambda: -1 is not a valid λ \(pair 1: "s1.0" → "d1.0"\)/,
     );
   });
 
   test('μ must be positive when there are preservation rows', async () => {
-    await assert.rejects(solveEdit(rows, { mu: 0, gemm }), /preservation weight μ: 0 is not valid/);
+    await assert.rejects(solveEdit(rows, { mu: 0, gemm }), /mu: 0 is not valid; the preservation weight μ/);
     assert.deepEqual([...rowWeights(rows, { lambda: [0.5, 0.25], mu: 3 })], [2, 2, 2, 4, 4, 4, 3, 3, 3]);
   });
 
@@ -276,7 +276,7 @@ describe('validation', () => {
     for (const method of ['woodbury', 'cholesky'] as const) {
       await assert.rejects(solveEdit(nan, { method, gemm }), /is not positive definite .* rows must be finite/);
     }
-    await assert.rejects(solveEdit(rows, { method: 'lu' as 'auto', gemm }), /edit method: "lu" is not one of/);
+    await assert.rejects(solveEdit(rows, { method: 'lu' as 'auto', gemm }), /method: "lu" is not one of/);
   });
 
   test('without an engine, a temporary one is made and released', async () => {

@@ -355,7 +355,7 @@ describe('configuration', () => {
     assert.equal('skip_prk_steps' in e.toConfig(), false);
     assert.throws(
       () => createScheduler('karras', SD1_CONFIG),
-      /--scheduler: "karras" is not a known scheduler; valid schedulers are pndm, ddim, euler, euler-ancestral, lms, dpmpp-2m/,
+      /scheduler: "karras" is not a known scheduler; valid schedulers are pndm, ddim, euler, euler-ancestral, lms, dpmpp-2m/,
     );
     assert.throws(
       () => createScheduler('ddim', { ...SD1_CONFIG, beta_schedule: 'cosine' }),
@@ -373,13 +373,16 @@ describe('configuration', () => {
       () => createScheduler('pndm', { ...SD1_CONFIG, skip_prk_steps: false }),
       /skip_prk_steps: false is not supported/,
     );
-    assert.throws(() => createScheduler('euler', SD1_CONFIG, {}, { eta: 0.5 }), /--eta/);
+    assert.throws(() => createScheduler('euler', SD1_CONFIG, {}, { eta: 0.5 }), /GenerationError: eta: /);
   });
   it('steps < 1 and steps > T are refused; step() before setTimesteps too', () => {
     for (const id of SCHEDULER_IDS) {
       const s: Scheduler = createScheduler(id, SD1_CONFIG);
-      assert.throws(() => s.setTimesteps(0), /--steps: 0 is not an integer >= 1/);
-      assert.throws(() => s.setTimesteps(1001), /--steps: 1001 is more than the 1000 training timesteps/);
+      assert.throws(() => s.setTimesteps(0), /GenerationError: steps: 0 is not an integer >= 1/);
+      assert.throws(
+        () => s.setTimesteps(1001),
+        /GenerationError: steps: 1001 is more than the 1000 training timesteps/,
+      );
       assert.throws(() => s.step(new Float32Array(1), 1, new Float32Array(1)), GenerationError);
     }
   });

@@ -316,13 +316,13 @@ describe('ClipTokenizer errors name the path and the rule', () => {
 
 describe('assertPrompt', () => {
   test('accepts a prompt with words', () => {
-    assert.doesNotThrow(() => assertPrompt('--source', 'a nurse'));
+    assert.doesNotThrow(() => assertPrompt('source', 'a nurse'));
   });
   test('rejects empty, whitespace-only and non-string prompts, naming the argument', () => {
     for (const value of ['', '   ', '\t\n', undefined, 3]) {
       assert.throws(
-        () => assertPrompt('--destination', value),
-        (e: unknown) => e instanceof UsageError && e.message.startsWith('--destination: '),
+        () => assertPrompt('destination', value),
+        (e: unknown) => e instanceof UsageError && e.field === 'destination' && e.message.startsWith('destination: '),
         String(value),
       );
     }

@@ -405,11 +405,12 @@ export function formatSchedulerConfigJson(config: SchedulerConfigJson): string {
 
 export function checkSteps(className: string, numInferenceSteps: number, T: number): void {
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-    throw new GenerationError(`--steps: ${show(numInferenceSteps)} is not an integer >= 1`);
+    throw new GenerationError(`${show(numInferenceSteps)} is not an integer >= 1`, { field: 'steps' });
   }
   if (numInferenceSteps > T) {
     throw new GenerationError(
-      `--steps: ${numInferenceSteps} is more than the ${T} training timesteps of ${className}; use at most ${T}`,
+      `${numInferenceSteps} is more than the ${T} training timesteps of ${className}; use at most ${T}`,
+      { field: 'steps' },
     );
   }
 }

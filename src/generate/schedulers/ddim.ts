@@ -82,7 +82,8 @@ export class DdimScheduler implements Scheduler {
     requireValue(this.className, this.config, 'thresholding', false);
     requireValue(this.className, this.config, 'rescale_betas_zero_snr', false);
     const eta = options.eta ?? 0;
-    if (!Number.isFinite(eta) || eta < 0) throw new GenerationError(`--eta: ${show(eta)} is not a number >= 0`);
+    if (!Number.isFinite(eta) || eta < 0)
+      throw new GenerationError(`${show(eta)} is not a number >= 0`, { field: 'eta' });
     this.eta = eta;
     this.alphasCumprod = alphasCumprodFrom(betasFor(this.config));
     this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : (this.alphasCumprod[0] as number);

@@ -46,11 +46,12 @@ export function createScheduler(
 ): Scheduler {
   if (!isSchedulerId(id)) {
     throw new GenerationError(
-      `--scheduler: ${show(id)} is not a known scheduler; valid schedulers are ${SCHEDULER_IDS.join(', ')}`,
+      `${show(id)} is not a known scheduler; valid schedulers are ${SCHEDULER_IDS.join(', ')}`,
+      { field: 'scheduler' },
     );
   }
   if (options.eta !== undefined && options.eta !== 0 && id !== 'ddim') {
-    throw new GenerationError(`--eta: ${show(options.eta)} applies to the ddim scheduler only, not ${id}`);
+    throw new GenerationError(`${show(options.eta)} applies to the ddim scheduler only, not ${id}`, { field: 'eta' });
   }
   const merged = { ...config, ...overrides };
   switch (id) {
