@@ -19,7 +19,7 @@ import type { GemmEngine } from '../linalg/gemm.js';
 import { type ExportResult, startExport } from '../model/export.js';
 import type { SdModel } from '../model/folder.js';
 import { type EditSite, readSiteWeightStored } from '../model/sites.js';
-import { OutputError, show } from '../util/errors.js';
+import { EditError, OutputError, show } from '../util/errors.js';
 import { applyEdit } from './apply.js';
 import { EDIT_FILE, onnxEditFile } from './edit-file.js';
 import {
@@ -32,6 +32,7 @@ import {
   type ManifestPreserve,
   TIME_METHOD,
 } from './manifest.js';
+import type { RowSet } from './rows.js';
 import type { EditSolution } from './solve.js';
 
 export interface CommitTarget {
@@ -84,6 +85,57 @@ export interface PendingCommit {
   readonly outDir: string;
   commit(content: CommitContent): Promise<CommitResult>;
   abort(): Promise<void>;
+}
+
+/**
+ * The manifest's pairs and preservation, read off a row set (rows.ts) and the strengths it was solved
+ * with: per pair its first group's prompts, its λ_p and its rows (augmentations included); per
+ * preserved prompt μ (or μ_q from `muByPrompt`). For callers that build rows themselves (the debias
+ * job); `lambda` is the global λ, or null when every pair has its own.
+ */
+export function describeRows(
+  rows: RowSet,
+  strengths: {
+    lambdas: readonly number[];
+    lambda: number | null;
+    mu: number;
+    muByPrompt?: ReadonlyMap<string, number>;
+  },
+): Pick<CommitDescription, 'pairs' | 'preserve' | 'perPrompt'> {
+  const pairs: ManifestPair[] = [];
+  for (const g of rows.groups) {
+    if (g.kind !== 'pair') continue;
+    const lambdaP = strengths.lambdas[g.pair];
+    if (lambdaP === undefined) {
+      throw new EditError(`${strengths.lambdas.length} values for ${rows.pairCount} pairs`, { field: 'lambdas' });
+    }
+    const have = pairs[g.pair];
+    if (have) {
+      have.rows += g.count;
+      have.prompts.push(g.source);
+    } else {
+      pairs[g.pair] = {
+        source: g.source,
+        destination: g.destination,
+        weight: strengths.lambda === null ? null : strengths.lambda / lambdaP,
+        lambda: lambdaP,
+        rows: g.count,
+        prompts: [g.source],
+      };
+    }
+  }
+  const kept = rows.groups.filter((g) => g.kind === 'preserve');
+  const weights = kept.map((g) => strengths.muByPrompt?.get(g.prompt) ?? strengths.mu);
+  const preserve: ManifestPreserve | null =
+    kept.length === 0
+      ? null
+      : {
+          prompts: kept.map((g) => g.prompt),
+          weight: strengths.mu,
+          weights: weights.every((w) => w === strengths.mu) ? null : weights,
+          rows: kept.reduce((a, g) => a + g.count, 0),
+        };
+  return { pairs, preserve, perPrompt: rows.length };
 }
 
 /** The manifest body of an edit (everything but the export's facts). */
