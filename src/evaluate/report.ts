@@ -32,7 +32,7 @@ export function renderSummaryTable(r: EvaluateResult): string {
   return [
     table(header, body),
     '',
-    `${r.summary.rows} TIMED rows (${r.mode}${r.augment ? ', augmented' : ''}), ${r.images} images per prompt, seeds ${r.seeds.start}–${r.seeds.start + r.seeds.count - 1} before and after${skipped}`,
+    `${r.summary.rows} TIMED rows (${r.mode}${r.augment ? ', augmented' : ''}), ${r.images} images per prompt (seeds ${r.seeds.start}–${r.seeds.start + r.seeds.perRow - 1}, ${r.seeds.count} per prompt, the same before and after)${skipped}`,
   ].join('\n');
 }
 

@@ -11,9 +11,11 @@
  *      (src/edit/solve.ts), which the pipeline applies to the text side (TextTransform, the
  *      rank-r form Δ = Uᵀ Z when the solve is Woodbury's).
  *   3. images: per phase (before, and after each λ), row and prompt (source, 5 positives, 5
- *      negatives), N images with the SAME seeds in every phase (common random numbers: a before /
- *      after difference is the edit's, not the noise's), each classified by CLIP between the prompt
- *      and its edited text; one fsynced record per image, so a crash loses at most a chunk.
+ *      negatives), N images each, with the SAME seeds for a prompt in every phase (common random
+ *      numbers: a before / after difference is the edit's, not the noise's) and disjoint seeds
+ *      across the row's prompts (prompt k of the row uses start + k·N … start + (k+1)·N − 1, so the
+ *      images a row pools are independent draws), each classified by CLIP between the prompt and
+ *      its edited text; one fsynced record per image, so a crash loses at most a chunk.
  *   4. statistics (metrics.ts): per row and aggregated, before and after; the before → after change
  *      per row (Newcombe interval, McNemar on the paired images) and over rows (paired bootstrap).
  *
@@ -86,14 +88,14 @@ export interface EvaluateOptions {
   world: EvaluateWorld;
   /** Images per prompt N. */
   images: number;
-  /** First seed (default 0); every prompt uses seeds start … start + N − 1 in every phase. */
+  /** First seed (default 0): prompt k (0 source, 1–5 positives, 6–10 negatives) of every row uses start + k·N … start + (k+1)·N − 1, in every phase. */
   seedStart?: number;
   mode: EvaluateMode;
   /** λ values (each its own "after" phase). */
   lambdas: readonly number[];
   augment: boolean;
   generation: EvaluateGeneration;
-  /** Model identity for the fingerprint (default: the pipeline's folder digest). */
+  /** Execution device, part of the run's identity (default 'cpu'). */
   device?: string;
   /** Images per prompt kept for the contact sheets (default 4). */
   sheetImages?: number;
@@ -142,10 +144,6 @@ export interface EvaluatedRow {
   sheets: string[];
 }
 
-export interface EvaluateSummaryPhase {
-  metrics: AggregateMetrics;
-}
-
 export interface EvaluateResult {
   kind: 'timed-evaluation';
   version: 1;
@@ -156,7 +154,8 @@ export interface EvaluateResult {
   augment: boolean;
   lambdas: number[];
   images: number;
-  seeds: { start: number; count: number };
+  /** Prompt k of a row uses seeds start + k·count … start + (k+1)·count − 1 (perRow = 11·count in all). */
+  seeds: { start: number; count: number; perRow: number };
   issues: TimedRowIssue[];
   rows: EvaluatedRow[];
   summary: {
@@ -207,22 +206,26 @@ export function checkRowTokens(row: TimedRow, tokenizer: ClipTokenizer): TimedRo
 interface PlannedPrompt {
   role: PromptRole;
   position: number;
+  /** k: 0 source, 1–5 positives, 6–10 negatives (its seed block). */
+  slot: number;
   prompt: string;
   edited: string;
 }
 
 function plannedPrompts(row: TimedRow): PlannedPrompt[] {
   return [
-    { role: 'source', position: 0, prompt: row.old, edited: row.new },
+    { role: 'source', position: 0, slot: 0, prompt: row.old, edited: row.new },
     ...row.positives.map((p, i) => ({
       role: 'positive' as const,
       position: i + 1,
+      slot: 1 + i,
       prompt: p.prompt,
       edited: p.edited,
     })),
     ...row.negatives.map((p, i) => ({
       role: 'negative' as const,
       position: i + 1,
+      slot: 1 + row.positives.length + i,
       prompt: p.prompt,
       edited: p.edited,
     })),
@@ -295,7 +298,7 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
   try {
     const done = new Map<string, ClassifiedRecord>();
     for (const r of store.records) if (r.kind === 'classified') done.set(r.key, r);
-    const seeds = Array.from({ length: N }, (_, i) => seedStart + i);
+    const seedsOf = (p: PlannedPrompt) => Array.from({ length: N }, (_, i) => seedStart + p.slot * N + i);
     // Phase keys: the after phases name everything their edit depends on besides the settings.
     const jointTag =
       mode === 'joint'
@@ -351,14 +354,15 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
     let count = 0;
     for (const lambda of phases)
       for (const row of rows)
-        for (const p of plannedPrompts(row)) for (const s of seeds) if (done.has(key(lambda, row.index, p, s))) count++;
+        for (const p of plannedPrompts(row))
+          for (const s of seedsOf(p)) if (done.has(key(lambda, row.index, p, s))) count++;
     for (const lambda of phases) {
       const name = phaseName(lambda);
       if (lambda !== null)
         log(`${name}: ${mode === 'joint' ? 'one joint edit of' : 'one edit per row for'} ${rows.length} rows`);
       for (const row of rows) {
         const pending = plannedPrompts(row)
-          .map((p) => ({ p, seeds: seeds.filter((s) => !done.has(key(lambda, row.index, p, s))) }))
+          .map((p) => ({ p, seeds: seedsOf(p).filter((s) => !done.has(key(lambda, row.index, p, s))) }))
           .filter((x) => x.seeds.length > 0);
         if (pending.length === 0) continue;
         const textTransform = lambda === null ? undefined : await transformFor(lambda, row.index);
@@ -390,7 +394,7 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
           const labels = await world.classifier.classify(images, attribute);
           labels.forEach((l, i) => {
             const s = todo[i] as number;
-            if (sheetPrompt(p) && s < seedStart + sheetImages) {
+            if (sheetPrompt(p) && s < seedStart + p.slot * N + sheetImages) {
               const img = images[i] as RgbImage;
               writeFileAtomic(
                 join(out, pngOf(lambda, row.index, p, s)),
@@ -421,12 +425,12 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
       const classified: ClassifiedImage[] = [];
       const prompts = plannedPrompts(row).map((p): PromptResult => {
         let k = 0;
-        for (const s of seeds) {
+        for (const s of seedsOf(p)) {
           const edited = outcome(lambda, row.index, p, s);
           if (edited) k++;
           classified.push({ role: p.role, edited });
         }
-        return { role: p.role, position: p.position, prompt: p.prompt, edited: p.edited, k, n: seeds.length };
+        return { role: p.role, position: p.position, prompt: p.prompt, edited: p.edited, k, n: N };
       });
       return { metrics: rowMetrics(classified), prompts };
     };
@@ -437,7 +441,7 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
       let b = 0;
       let c = 0;
       for (const p of plannedPrompts(row).filter((q) => q.role === role))
-        for (const s of seeds) {
+        for (const s of seedsOf(p)) {
           const before = counts(outcome(null, row.index, p, s));
           const after = counts(outcome(lambda, row.index, p, s));
           if (before && !after) b++;
@@ -456,7 +460,8 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
         }));
         return { lambda, result, changes };
       });
-      const sheets = writeRowSheets(out, row, lambdas, sheetImages, seedStart, {
+      const sheets = writeRowSheets(out, row, lambdas, {
+        seedsOf: (p) => seedsOf(p).slice(0, sheetImages),
         pngOf: (lambda, p, s) => pngOf(lambda, row.index, p, s),
         edited: (lambda, p, s) => outcome(lambda, row.index, p, s),
       });
@@ -488,7 +493,7 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
       augment,
       lambdas,
       images: N,
-      seeds: { start: seedStart, count: N },
+      seeds: { start: seedStart, count: N, perRow: 11 * N },
       issues,
       rows: evaluated,
       summary,
@@ -511,21 +516,19 @@ function writeRowSheets(
   out: string,
   row: TimedRow,
   lambdas: readonly number[],
-  sheetImages: number,
-  seedStart: number,
   images: {
+    seedsOf: (p: PlannedPrompt) => number[];
     pngOf: (lambda: number | null, p: PlannedPrompt, seed: number) => string;
     edited: (lambda: number | null, p: PlannedPrompt, seed: number) => boolean;
   },
 ): string[] {
   const prompts = plannedPrompts(row).filter((p) => p.position <= 1);
-  const seeds = Array.from({ length: sheetImages }, (_, i) => seedStart + i);
   const sheets: string[] = [];
   for (const lambda of lambdas) {
     const cells = [];
     for (const p of prompts)
       for (const phase of [null, lambda])
-        for (const s of seeds) {
+        for (const s of images.seedsOf(p)) {
           const path = join(out, images.pngOf(phase, p, s));
           if (!existsSync(path)) continue;
           const png = decode(readFileSync(path));
@@ -536,7 +539,8 @@ function writeRowSheets(
         }
     if (cells.length === 0) continue;
     const rel = `sheets/row-${row.index}-lambda-${lambda}.png`;
-    writeFileAtomic(join(out, rel), contactSheet(cells, { columns: sheetImages }));
+    const columns = Math.max(1, ...prompts.map((p) => images.seedsOf(p).length));
+    writeFileAtomic(join(out, rel), contactSheet(cells, { columns }));
     sheets.push(rel);
   }
   return sheets;

@@ -117,8 +117,8 @@ export const EVALUATE_SCHEMA = {
     seeds: {
       type: 'object',
       additionalProperties: false,
-      required: ['start', 'count'],
-      properties: { start: count, count: { type: 'integer', minimum: 1 } },
+      required: ['start', 'count', 'perRow'],
+      properties: { start: count, count: { type: 'integer', minimum: 1 }, perRow: { type: 'integer', minimum: 11 } },
     },
     issues: {
       type: 'array',
