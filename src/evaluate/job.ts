@@ -75,7 +75,7 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
   const t0 = performance.now();
   const device = validateDevice(o.device ?? 'cpu');
   if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 0)) {
-    throw new UsageError(`--threads: ${show(o.threads)} is not an integer >= 0`);
+    throw new UsageError(`${show(o.threads)} is not an integer >= 0`, { field: 'threads' });
   }
   const usesDemo = o.model === 'demo' || o.classifier === 'demo';
   let demoBuilt = false;
@@ -93,14 +93,14 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
   try {
     text = readFileSync(file, 'utf8');
   } catch (cause) {
-    throw new UsageError(`--dataset: cannot read ${show(o.dataset)} (${(cause as Error).message})`, { cause });
+    throw new UsageError(`cannot read ${show(o.dataset)} (${(cause as Error).message})`, { cause, field: 'dataset' });
   }
   const dataset = parseTimed(text, o.dataset === 'demo' ? 'demo (src/demo/timed-demo.csv)' : o.dataset);
   const rows = o.rows === undefined ? undefined : parseRowSpec(o.rows, dataset.rowCount);
   const demoGen = o.model === 'demo' ? DEMO_EVALUATE_GENERATION : undefined;
   const batchSize = o.generation.batchSize ?? demoGen?.batchSize ?? 4;
   if (!Number.isInteger(batchSize) || batchSize < 1)
-    throw new UsageError(`--batch-size: ${show(batchSize)} must be an integer ≥ 1`);
+    throw new UsageError(`${show(batchSize)} must be an integer ≥ 1`, { field: 'batchSize' });
 
   const sessionOptions = { device, threads: o.threads || undefined };
   const pipeline = await StableDiffusionPipeline.create(modelDir, sessionOptions);

@@ -239,17 +239,18 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
   const { dataset, world, mode, augment } = options;
   const log = options.log ?? (() => {});
   const N = options.images;
-  if (!Number.isInteger(N) || N < 1) throw new UsageError(`--images: ${show(N)} must be an integer ≥ 1`);
+  if (!Number.isInteger(N) || N < 1) throw new UsageError(`${show(N)} must be an integer ≥ 1`, { field: 'images' });
   const seedStart = options.seedStart ?? 0;
   if (!Number.isInteger(seedStart) || seedStart < 0)
-    throw new UsageError(`--seed-start: ${show(seedStart)} must be an integer ≥ 0`);
-  if (options.lambdas.length === 0) throw new UsageError('--lambda: at least one λ is needed');
+    throw new UsageError(`${show(seedStart)} must be an integer ≥ 0`, { field: 'seedStart' });
+  if (options.lambdas.length === 0) throw new UsageError('at least one λ is needed', { field: 'lambdas' });
   for (const l of options.lambdas) {
-    if (!(Number.isFinite(l) && l > 0)) throw new UsageError(`--lambda: ${show(l)} must be a finite number > 0`);
+    if (!(Number.isFinite(l) && l > 0))
+      throw new UsageError(`${show(l)} must be a finite number > 0`, { field: 'lambdas' });
   }
   const lambdas = [...new Set(options.lambdas)];
   if (mode !== 'per-row' && mode !== 'joint')
-    throw new UsageError(`--mode: ${show(mode)} is not one of per-row, joint`);
+    throw new UsageError(`${show(mode)} is not one of per-row, joint`, { field: 'mode' });
   const sheetImages = Math.min(N, options.sheetImages ?? 4);
   const out = resolve(options.out);
   const gen = options.generation;
@@ -269,7 +270,8 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
   for (const i of issues) log(`row ${i.index} left out (${i.kind}): ${i.message}`);
   if (rows.length === 0) {
     throw new UsageError(
-      `--dataset: none of the ${selected.length} selected rows of ${dataset.file} can be evaluated (${issues.length} bad rows; first: ${issues[0]?.message ?? 'none'})`,
+      `none of the ${selected.length} selected rows of ${dataset.file} can be evaluated (${issues.length} bad rows; first: ${issues[0]?.message ?? 'none'})`,
+      { field: 'dataset' },
     );
   }
 

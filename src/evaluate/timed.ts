@@ -78,7 +78,7 @@ export interface CsvRecord {
  * RFC 4180 records of `text`, each with its first line (1-based). Blank lines are skipped. Throws
  * UsageError naming the line of an unterminated quoted field or a quote inside an unquoted field.
  */
-export function parseCsvRecords(text: string, file: string, argument = '--dataset'): CsvRecord[] {
+export function parseCsvRecords(text: string, file: string, errorField = 'dataset'): CsvRecord[] {
   const records: CsvRecord[] = [];
   const src = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
   let line = 1;
@@ -112,7 +112,8 @@ export function parseCsvRecords(text: string, file: string, argument = '--datase
       if (ch === '"') {
         if (!atFieldStart) {
           throw new UsageError(
-            `${argument}: ${file} line ${line} is not valid CSV: a quote inside an unquoted field (rule: quote the whole field and double inner quotes)`,
+            `${file} line ${line} is not valid CSV: a quote inside an unquoted field (rule: quote the whole field and double inner quotes)`,
+            { field: errorField },
           );
         }
         quotedAt = line;
@@ -139,7 +140,8 @@ export function parseCsvRecords(text: string, file: string, argument = '--datase
     }
     if (quotedAt >= 0) {
       throw new UsageError(
-        `${argument}: ${file} line ${quotedAt} is not valid CSV: a quoted field is never closed (rule: every opening quote needs a closing quote)`,
+        `${file} line ${quotedAt} is not valid CSV: a quoted field is never closed (rule: every opening quote needs a closing quote)`,
+        { field: errorField },
       );
     }
     fields.push(field);
@@ -150,29 +152,36 @@ export function parseCsvRecords(text: string, file: string, argument = '--datase
 }
 
 /** Parse a TIMED file's text. Throws UsageError when it is not CSV or has no TIMED header. */
-export function parseTimed(text: string, file: string, argument = '--dataset'): TimedFile {
+export function parseTimed(text: string, file: string, errorField = 'dataset'): TimedFile {
   if (text.includes('\0')) {
-    throw new UsageError(`${argument}: ${file} line 1 is not text (a NUL byte); a TIMED CSV file is expected`);
+    throw new UsageError(`${file} line 1 is not text (a NUL byte); a TIMED CSV file is expected`, {
+      field: errorField,
+    });
   }
-  const records = parseCsvRecords(text, file, argument);
+  const records = parseCsvRecords(text, file, errorField);
   const head = records[0];
-  if (!head) throw new UsageError(`${argument}: ${file} is empty; a TIMED CSV file with a header is expected`);
+  if (!head)
+    throw new UsageError(`${file} is empty; a TIMED CSV file with a header is expected`, {
+      field: errorField,
+    });
   const header = head.fields.map((h) => h.trim().toLowerCase());
   const missing = TIMED_COLUMNS.filter((c) => !header.includes(c));
   if (header[0] !== 'old' || header[1] !== 'new' || missing.length) {
     const gender = header.includes('validation') && header.includes('ex1');
     throw new UsageError(
-      `${argument}: ${file} line ${head.line} is not a TIMED header (rule: the columns ${TIMED_COLUMNS.slice(0, 4).join(',')},…,negative5,gn5` +
+      `${file} line ${head.line} is not a TIMED header (rule: the columns ${TIMED_COLUMNS.slice(0, 4).join(',')},…,negative5,gn5` +
         `${missing.length ? `; missing ${missing.slice(0, 4).join(', ')}${missing.length > 4 ? ', …' : ''}` : ''})` +
         (gender
           ? "; this is TIMED's gender file (old,new,validation,ex1…ex5), which has no positives and negatives: use `debias`/`audit` for it"
           : ''),
+      { field: errorField },
     );
   }
   const extraHeader = header.filter((h) => !TIMED_COLUMNS.includes(h));
   if (extraHeader.length) {
     throw new UsageError(
-      `${argument}: ${file} line ${head.line}: unknown column(s) ${extraHeader.join(', ')} (rule: exactly the TIMED columns old,new,positive1,gt1,…,negative5,gn5)`,
+      `${file} line ${head.line}: unknown column(s) ${extraHeader.join(', ')} (rule: exactly the TIMED columns old,new,positive1,gt1,…,negative5,gn5)`,
+      { field: errorField },
     );
   }
   const col = new Map(header.map((h, i) => [h, i]));
@@ -215,7 +224,7 @@ export function parseTimed(text: string, file: string, argument = '--dataset'): 
  * Parse a `--rows` selection: "all", or comma-separated 0-based indices and ranges ("0-4,7").
  * Returns the sorted unique indices (all when the spec is "all").
  */
-export function parseRowSpec(spec: string, rowCount: number, argument = '--rows'): number[] {
+export function parseRowSpec(spec: string, rowCount: number, errorField = 'rows'): number[] {
   const s = spec.trim();
   if (s === '' || s === 'all') return Array.from({ length: rowCount }, (_, i) => i);
   const out = new Set<number>();
@@ -223,16 +232,17 @@ export function parseRowSpec(spec: string, rowCount: number, argument = '--rows'
     const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
     if (!m) {
       throw new UsageError(
-        `${argument}: ${JSON.stringify(part)} is not a row index or range (rule: "all" or 0-based indices and ranges like 0-4,7)`,
+        `${JSON.stringify(part)} is not a row index or range (rule: "all" or 0-based indices and ranges like 0-4,7)`,
+        { field: errorField },
       );
     }
     const a = Number(m[1]);
     const b = m[2] === undefined ? a : Number(m[2]);
-    if (b < a) throw new UsageError(`${argument}: range ${JSON.stringify(part)} ends before it starts`);
+    if (b < a) throw new UsageError(`range ${JSON.stringify(part)} ends before it starts`, { field: errorField });
     if (b >= rowCount) {
-      throw new UsageError(
-        `${argument}: row ${b} does not exist (rule: 0-based indices below the file's ${rowCount} data rows)`,
-      );
+      throw new UsageError(`row ${b} does not exist (rule: 0-based indices below the file's ${rowCount} data rows)`, {
+        field: errorField,
+      });
     }
     for (let i = a; i <= b; i++) out.add(i);
   }

@@ -157,5 +157,28 @@ describe('evaluate on the demo world', () => {
     );
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--lambda: "-1" is not a valid λ/);
+    // a library error names the flag: the field `rows` is relabelled `--rows`
+    const rows = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        CLI,
+        'evaluate',
+        '--dataset',
+        'demo',
+        '--model',
+        modelDir,
+        '--classifier',
+        classifierDir,
+        '--rows',
+        '9',
+        '--out',
+        join(tmp, 'bad'),
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(rows.status, 2);
+    assert.match(rows.stderr, /--rows: row 9 does not exist \(rule: 0-based indices below the file's 3 data rows\)/);
   });
 });

@@ -63,11 +63,13 @@ describe('TIMED CSV parsing', () => {
   });
 
   test('a malformed file is an error naming the line', () => {
-    assert.throws(() => parseTimed('', 'e.csv'), /--dataset: e\.csv is empty/);
+    assert.throws(() => parseTimed('', 'e.csv'), /UsageError: dataset: e\.csv is empty/);
     assert.throws(
       () => parseTimed(`${HEADER}\n${row('a', 'b')}\n"A rose,b`, 'q.csv'),
       (e: Error) =>
-        e instanceof UsageError && /q\.csv line 3 is not valid CSV: a quoted field is never closed/.test(e.message),
+        e instanceof UsageError &&
+        e.field === 'dataset' &&
+        /^dataset: q\.csv line 3 is not valid CSV: a quoted field is never closed/.test(e.message),
     );
     assert.throws(
       () => parseTimed(`${HEADER}\nA r"ose,b`, 'q.csv'),
@@ -75,7 +77,7 @@ describe('TIMED CSV parsing', () => {
     );
     assert.throws(
       () => parseTimed(`${row('a', 'b')}\n${row('c', 'd')}`, 'h.csv'),
-      /h\.csv line 1 is not a TIMED header \(rule: the columns old,new,positive1,gt1,…,negative5,gn5; missing/,
+      /UsageError: dataset: h\.csv line 1 is not a TIMED header \(rule: the columns old,new,positive1,gt1,…,negative5,gn5; missing/,
     );
     assert.throws(() => parseTimed(`${HEADER},note\n`, 'x.csv'), /line 1: unknown column\(s\) note/);
     assert.throws(() => parseTimed('old,new\0', 'b.bin'), /b\.bin line 1 is not text/);
@@ -97,7 +99,7 @@ describe('TIMED CSV parsing', () => {
     assert.deepEqual(parseRowSpec('4,0-2,2', 5), [0, 1, 2, 4]);
     assert.throws(
       () => parseRowSpec('7', 5),
-      /--rows: row 7 does not exist \(rule: 0-based indices below the file's 5 data rows\)/,
+      /UsageError: rows: row 7 does not exist \(rule: 0-based indices below the file's 5 data rows\)/,
     );
     assert.throws(() => parseRowSpec('3-1', 5), /ends before it starts/);
     assert.throws(() => parseRowSpec('x', 5), /"x" is not a row index or range/);

@@ -13,6 +13,7 @@ import { renderRowsTable, renderSummaryTable } from '../../evaluate/report.js';
 import type { EvaluateMode } from '../../evaluate/run.js';
 import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
 import { show, UsageError } from '../../util/errors.js';
+import { flagOf, relabelForUser } from '../fields.js';
 
 interface EvaluateArgs {
   dataset: string;
@@ -123,6 +124,9 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       throw new UsageError(`--mode: ${show(argv.mode)} is not one of per-row, joint`);
     const lambdas = parseLambdas(argv.lambda);
     let last = 0;
+    // the library's fields whose flag is not their kebab-cased name
+    const flag = (field: string) =>
+      field === 'seedStart' ? '--seed' : field === 'lambdas' ? '--lambda' : flagOf(field);
     const job = await runEvaluateJob({
       dataset: argv.dataset,
       model: argv.model,
@@ -156,6 +160,8 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
           process.stderr.write(`evaluate: ${p.done}/${p.total} images (${p.phase})\n`);
         }
       },
+    }).catch((error: unknown) => {
+      throw relabelForUser(error, flag);
     });
     const r = job.result;
     if (argv.json) {
