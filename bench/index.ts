@@ -16,6 +16,7 @@ const MODULES: string[] = [
   './debias.ts',
   './sd14.ts',
   './preprocess.ts',
+  './apply.ts',
 ];
 
 const filters = process.argv.slice(2);
