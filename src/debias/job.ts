@@ -97,22 +97,9 @@ export async function runDebiasJob(
             before: before.audit,
           })
         : null;
-    const after = await runAfter(config, world, pre, folder, { exported, solution, gemm }, log);
+    const after = await runAfter(config, world, pre, folder, before.audit, { exported, solution, gemm }, log);
 
-    const result = assembleResult(
-      config,
-      folder.dir,
-      after.dir,
-      state,
-      pairs,
-      before.audit,
-      after.audit,
-      exported,
-      complete,
-      after.genderedKept,
-      after.unrelated,
-      pre.held,
-    );
+    const result = assembleResult(config, folder.dir, state, pairs, before.audit, after, exported, complete, pre.held);
     folder.advance('done');
     folder.writeJob(result);
     return result;

@@ -7,6 +7,7 @@ import { meanDelta } from '../audit/stats.js';
 import type { JobConfig } from './config.js';
 import { professionStatus } from './joint-policy.js';
 import type { ProfessionPair } from './prompts.js';
+import type { AfterResult } from './stages/after.js';
 import { imagesUsed } from './tuner.js';
 import type { DebiasResult, JobState, ProfessionOutcome, ShareSummary } from './types.js';
 
@@ -19,17 +20,15 @@ export function shareSummary(audit: AuditResult | null, profession: string): Sha
 export function assembleResult(
   config: JobConfig,
   runDir: string,
-  afterDir: string,
   state: JobState,
   pairs: ProfessionPair[],
   before: AuditResult,
-  after: AuditResult | null,
+  afterStage: AfterResult,
   exported: string | null,
   complete: boolean,
-  genderedKept: DebiasResult['summary']['genderedKept'],
-  unrelated: DebiasResult['summary']['unrelatedTextChange'],
   held: Set<string>,
 ): DebiasResult {
+  const after = afterStage.audit;
   const outcomes: ProfessionOutcome[] = pairs.map((p) => {
     const tuner = state.tuners[p.profession];
     const accepted = tuner?.probes.filter((x) => x.outcome === 'accepted').at(-1);
@@ -66,7 +65,7 @@ export function assembleResult(
     kind: 'debias',
     version: 1,
     runDir,
-    audits: { before: 'before', after: afterDir },
+    audits: { before: 'before', after: afterStage.dir },
     strategy: config.tuning.strategy,
     status: !complete ? 'tolerance-not-reached' : outside.length ? 'held-out-parity-not-reached' : 'complete',
     exported,
@@ -81,8 +80,8 @@ export function assembleResult(
       maxDeltaAfter: afterDeltas.length ? Math.max(...afterDeltas) : null,
       tuningImages,
       tuningImagesPerProfession: pairs.length ? tuningImages / pairs.length : 0,
-      genderedKept,
-      unrelatedTextChange: unrelated,
+      genderedKept: afterStage.genderedKept,
+      unrelatedTextChange: afterStage.unrelated,
       jointRounds: state.joint.rounds.length,
       heldOutParity: {
         target: config.target.share,
@@ -98,6 +97,9 @@ export function assembleResult(
       },
     },
     joint: state.joint.rounds,
+    comparison: afterStage.comparison,
+    classes: [...before.classes],
+    images: afterStage.images,
   };
 }
 

@@ -93,8 +93,9 @@ export class RunFolder {
         probes: unknown;
         uce: unknown;
       };
-      // a result of an older version (no held-out parity) is recomputed: the audits resume complete
-      return result.kind === 'debias' && result.summary?.heldOutParity ? result : null;
+      // a result of an older version (without held-out parity or the comparison) is recomputed: the
+      // audits resume complete
+      return result.kind === 'debias' && result.summary?.heldOutParity && result.comparison ? result : null;
     } catch {
       return null;
     }

@@ -2,6 +2,7 @@
  * The debias job's typed values: what it needs from the layers below (JobWorld), its persisted
  * state (JobState, state.json), and its result (DebiasResult, job.json, what the renderers read).
  */
+import type { Comparison } from '../audit/compare.js';
 import type { ProfessionList } from '../audit/professions.js';
 import type { MeanDelta } from '../audit/stats.js';
 import type { ClipClassifier } from '../classify/clip.js';
@@ -78,6 +79,17 @@ export interface TextChange {
   mean: number;
   max: number;
   prompts: string[];
+  /** per prompt (in `prompts` order): the mean over the edited sites */
+  perPrompt: number[];
+}
+
+/** One held-out prompt and seed rendered before and after (the audits' kept images), for the reports' sheets. */
+export interface BeforeAfterImage {
+  prompt: string;
+  seed: number;
+  /** image files relative to the run folder, and their classified class (null: unclear) */
+  before: { file: string; label: string | null };
+  after: { file: string; label: string | null };
 }
 
 export interface ShareSummary {
@@ -173,6 +185,8 @@ export interface DebiasResult {
       n: number;
       share: number | null;
       perClass: Record<string, { k: number; n: number }>;
+      /** per profession and class: the images of "{article} <class word> <profession>" that kept the class */
+      perProfession: Record<string, Record<string, { k: number; n: number }>>;
     } | null;
     /**
      * ‖W'c − Wc‖/‖Wc‖ per (prompt, edited site), mean and max: on the preserved unrelated prompts
@@ -192,4 +206,10 @@ export interface DebiasResult {
     };
   };
   joint: JointRound[];
+  /** the before/after audits compared (paired tests per profession; audit/compare.ts) */
+  comparison: Comparison;
+  /** the attribute's classes in the audits' order (the sheets' frame colours) */
+  classes: string[];
+  /** per profession (edited and held out): the same held-out prompts and seeds before and after */
+  images: { profession: string; edited: boolean; pairs: BeforeAfterImage[] }[];
 }

@@ -1,23 +1,17 @@
 /**
- * Audit and comparison reports rendered from the plain result objects: `report.md` and
- * `report.html` (with an inline SVG chart), `chart.svg`, and per-profession contact sheets.
+ * Audit and comparison reports rendered from the plain result objects: the terminal tables,
+ * `report.md` and `report.html` (with an inline SVG chart), `chart.svg`, and per-profession contact sheets.
  * Nothing here computes statistics; it only formats what src/audit returned.
  */
 import { existsSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import type { Comparison } from '../audit/compare.js';
-import type { AuditResult, ShareResult } from '../audit/run.js';
+import type { AuditResult } from '../audit/run.js';
 import { readImageFile } from '../classify/clip.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { CLASS_COLORS, contactSheet, UNCLEAR_COLOR } from './sheet.js';
 import { escapeXml, shareChart } from './svg.js';
-
-const pct = (x: number | null | undefined, digits = 1) =>
-  x === null || x === undefined || !Number.isFinite(x) ? '–' : `${(100 * x).toFixed(digits)}%`;
-const dec = (x: number | null | undefined, digits = 2) =>
-  x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits);
-const interval = (lo: number | null, hi: number | null, f: (x: number | null) => string) => `[${f(lo)}, ${f(hi)}]`;
-const shareText = (s: ShareResult) => `${pct(s.p)} ${interval(s.lower, s.upper, (x) => pct(x))}`;
+import { dec, interval, pct, pValue, shareText, textTable } from './text/index.js';
 
 export function sheetSlug(s: string): string {
   return (
@@ -104,6 +98,30 @@ function legend(result: AuditResult): string {
     ...result.classes.map((c, i) => `${c} ${CLASS_COLORS[i % CLASS_COLORS.length]}`),
     `unclear ${UNCLEAR_COLOR} (dashed)`,
   ].join(', ');
+}
+
+/** The terminal rendering: per profession share with interval and Δ, sorted by share, then the summary. */
+export function renderAuditTable(r: AuditResult): string {
+  const t = r.summary.targetClass;
+  const body = [...r.professions]
+    .sort((a, b) => (a.share.p ?? 2) - (b.share.p ?? 2))
+    .map((p) => [
+      p.profession,
+      String(p.share.n),
+      pct(p.share.p),
+      interval(p.share.lower, p.share.upper, (x) => pct(x)),
+      dec(p.delta.value),
+      String(p.unclear),
+    ]);
+  const s = r.summary;
+  const md = s.meanDelta;
+  return [
+    ...textTable({ header: ['profession', 'n', `share ${t}`, '95% interval', 'Δ', 'unclear'], rows: body }),
+    '',
+    `mean Δ ${dec(md.value, 3)} ${interval(md.lower, md.upper, (x) => dec(x, 3))} over ${md.professions} professions (at exact parity: ≈ ${dec(md.parityFloor, 3)}); ` +
+      `seed groups ${dec(s.seedGroups.mean, 3)} ± ${dec(s.seedGroups.std, 3)}; ${s.images} images, ${s.unclear} unclear`,
+    '',
+  ].join('\n');
 }
 
 export function renderAuditMarkdown(result: AuditResult, options: { sheets?: string[] } = {}): string {
@@ -266,10 +284,43 @@ export function compareChart(c: Comparison): string {
   });
 }
 
-const pValue = (p: number) => (p < 0.001 ? '<0.001' : p.toFixed(3));
-
 function comparisonRows(c: Comparison) {
   return [...c.professions].sort((a, b) => (a.deltaChange ?? 0) - (b.deltaChange ?? 0));
+}
+
+/** The terminal rendering of a comparison: per profession, sorted by Δ change, then the summary. */
+export function renderCompareTable(c: Comparison): string {
+  const body = comparisonRows(c).map((r) => {
+    const p = r.change.paired ? r.change.paired.pValue : r.change.pValue;
+    return [
+      r.profession,
+      pct(r.before.share.p),
+      pct(r.after.share.p),
+      pct(r.change.difference),
+      interval(r.change.lower, r.change.upper, (x) => pct(x)),
+      `${pValue(p)}${r.change.significant ? ' *' : ''}`,
+      dec(r.before.delta.value),
+      dec(r.after.delta.value),
+    ];
+  });
+  const m = c.summary.meanDelta;
+  const header = [
+    'profession',
+    `${c.targetClass} before`,
+    'after',
+    'change',
+    '95% interval',
+    'p',
+    'Δ before',
+    'Δ after',
+  ];
+  return [
+    ...textTable({ header, rows: body }),
+    '',
+    `mean Δ ${dec(m.before, 3)} → ${dec(m.after, 3)} (change ${dec(m.difference, 3)} ${interval(m.lower, m.upper, (x) => dec(x, 3))}); ` +
+      `${c.summary.significant}/${c.summary.professions} significant (* p < 0.05, ${c.summary.paired ? 'McNemar, paired by prompt and seed' : 'two-proportion z'})`,
+    '',
+  ].join('\n');
 }
 
 export function renderCompareMarkdown(c: Comparison, names: { before: string; after: string }): string {

@@ -12,9 +12,9 @@ import { after, test } from 'node:test';
 import { normalizeConfig } from '../../src/debias/config.js';
 import { runDebiasJob } from '../../src/debias/job.js';
 import { openJobWorld } from '../../src/debias/open.js';
-import { writeDebiasReports } from '../../src/debias/report.js';
 import { ensureDemoWorld } from '../../src/demo/world.js';
 import { inspectModel } from '../../src/model/inspect.js';
+import { writeDebiasReports } from '../../src/report/debias.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'debias-job-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -30,6 +30,10 @@ export const SMALL_DEMO = {
   tuning: { imagesPerProbe: 96, batch: 32, tolerance: 0.08, verificationImages: 128, jointRounds: 1 },
   audit: { imagesPerProfession: 60 },
 };
+
+function debiasChartText(runDir: string): string {
+  return readFileSync(join(runDir, 'debias.svg'), 'utf8');
+}
 
 /** Every file under `dir` but config.json: size and modification time. */
 function snapshot(dir: string, prefix = ''): Record<string, [number, number]> {
@@ -86,11 +90,32 @@ test('small demo job: bias falls on held-out prompts and seeds, model exported a
       ),
     );
     assert.equal(inspectModel(model).sites.length, inspectModel(world.modelDir).sites.length);
-    const files = writeDebiasReports(result);
+    const files = await writeDebiasReports(result);
     for (const f of files) assert.ok(existsSync(join(result.runDir, f)), f);
     const job = JSON.parse(readFileSync(join(result.runDir, 'job.json'), 'utf8'));
     assert.ok(job.probes.length >= 3);
-    assert.match(readFileSync(join(result.runDir, 'report.html'), 'utf8'), /<svg/);
+    const html = readFileSync(join(result.runDir, 'report.html'), 'utf8');
+    const md = readFileSync(join(result.runDir, 'report.md'), 'utf8');
+    assert.match(html, /<svg/);
+    // every link and image of the reports resolves, relative to the run folder
+    const targets = [
+      ...[...md.matchAll(/\]\(([^)]+)\)/g)].map((m) => m[1] as string),
+      ...[...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1] as string),
+    ];
+    assert.ok(targets.length >= 2 * 4 + 4, targets.join(', '));
+    for (const t of targets) assert.ok(existsSync(join(result.runDir, t)), t);
+    // a before/after sheet per profession, the held-out one marked, in the table, chart and sheets
+    for (const p of ['nurse', 'doctor', 'teacher', 'carpenter']) {
+      assert.ok(targets.includes(`sheets/${p}.png`), p);
+      assert.ok(result.images.find((i) => i.profession === p)!.pairs.length > 0, p);
+    }
+    assert.match(md, /carpenter \(held out, not edited\)/);
+    assert.match(debiasChartText(result.runDir), /carpenter \(not edited\)/);
+    assert.match(md, /## Explicitly gendered prompts/);
+    assert.match(md, /## Unrelated prompts' text-side change/);
+    // paired: the same prompt and seed before and after
+    for (const i of result.images)
+      for (const p of i.pairs) assert.ok(p.before.file.startsWith('before/') && p.after.file.startsWith('after/'));
 
     // Run again: the finished job returns its result and touches nothing (config.json aside).
     const snap = snapshot(result.runDir);

@@ -10,11 +10,11 @@ import { readFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import type { Argv, CommandModule } from 'yargs';
 import { type AuditJobOptions, runAuditJob } from '../../audit/job.js';
-import type { AuditProgress, AuditResult } from '../../audit/run.js';
+import type { AuditProgress } from '../../audit/run.js';
 import { genderAttribute, validateAttribute, validateGenderStyle } from '../../classify/labels.js';
 import { validatePreprocess } from '../../classify/preprocess-pil.js';
 import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
-import { writeAuditReports } from '../../report/audit-report.js';
+import { renderAuditTable, writeAuditReports } from '../../report/audit-report.js';
 import { validateDevice } from '../../runtime/ort.js';
 import { show, UsageError } from '../../util/errors.js';
 
@@ -196,37 +196,6 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
     }
   },
 };
-
-const pct = (x: number | null) => (x === null ? '–' : `${(100 * x).toFixed(1)}%`);
-
-/** The terminal rendering: per profession share with interval and Δ, sorted by share, then the summary. */
-export function renderAuditTable(r: AuditResult): string {
-  const t = r.summary.targetClass;
-  const rows = [...r.professions].sort((a, b) => (a.share.p ?? 2) - (b.share.p ?? 2));
-  const header = ['profession', 'n', `share ${t}`, '95% interval', 'Δ', 'unclear'];
-  const body = rows.map((p) => [
-    p.profession,
-    String(p.share.n),
-    pct(p.share.p),
-    `[${pct(p.share.lower)}, ${pct(p.share.upper)}]`,
-    p.delta.value === null ? '–' : p.delta.value.toFixed(2),
-    String(p.unclear),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] as string).length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join('  ');
-  const s = r.summary;
-  const md = s.meanDelta;
-  return [
-    line(header),
-    line(widths.map((w) => '-'.repeat(w))),
-    ...body.map(line),
-    '',
-    `mean Δ ${md.value === null ? '–' : md.value.toFixed(3)} [${md.lower?.toFixed(3) ?? '–'}, ${md.upper?.toFixed(3) ?? '–'}] over ${md.professions} professions (at exact parity: ≈ ${md.parityFloor?.toFixed(3) ?? '–'}); ` +
-      `seed groups ${s.seedGroups.mean?.toFixed(3) ?? '–'} ± ${s.seedGroups.std?.toFixed(3) ?? '–'}; ${s.images} images, ${s.unclear} unclear`,
-    '',
-  ].join('\n');
-}
 
 function makeProgress(tty: boolean) {
   let bar: cliProgress.SingleBar | null = null;

@@ -3,10 +3,12 @@
  * probabilities per image (a table, or JSON with --json). Without --labels, the gender labels of
  * --label-style. Parses, calls ClipClassifier (src/classify), renders.
  */
+
 import type { Argv, CommandModule } from 'yargs';
 import { ClipClassifier, type ImageClassification } from '../../classify/clip.js';
 import { attributeFromLabels, genderAttribute, validateGenderStyle } from '../../classify/labels.js';
 import { validatePreprocess } from '../../classify/preprocess-pil.js';
+import { textTable } from '../../report/text/index.js';
 import { validateDevice } from '../../runtime/ort.js';
 import { UsageError } from '../../util/errors.js';
 
@@ -106,11 +108,5 @@ export function renderClassifyTable(rows: ({ image: string } & ImageClassificati
     r.kind === 'unclear' ? `unclear (${r.label})` : r.label,
     ...classes.map((c) => (r.probabilities[c] ?? 0).toFixed(4)),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] as string).length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i < 2 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number)))
-      .join('  ')
-      .trimEnd();
-  return `${[line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n')}\n`;
+  return `${textTable({ header, rows: body, align: ['left', 'left'] }).join('\n')}\n`;
 }

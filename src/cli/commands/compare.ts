@@ -5,9 +5,9 @@
  */
 import { basename, join, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { type Comparison, compareAudits } from '../../audit/compare.js';
+import { compareAudits } from '../../audit/compare.js';
 import { readAudit } from '../../audit/run.js';
-import { writeCompareReports } from '../../report/audit-report.js';
+import { renderCompareTable, writeCompareReports } from '../../report/audit-report.js';
 
 interface CompareArgs {
   before: string;
@@ -42,45 +42,3 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
       process.stdout.write(`${renderCompareTable(c)}\nreport: ${out}/compare.html (also compare.md, compare.json)\n`);
   },
 };
-
-const pct = (x: number | null) => (x === null ? '–' : `${(100 * x).toFixed(1)}%`);
-
-export function renderCompareTable(c: Comparison): string {
-  const header = [
-    'profession',
-    `${c.targetClass} before`,
-    'after',
-    'change',
-    '95% interval',
-    'p',
-    'Δ before',
-    'Δ after',
-  ];
-  const rows = [...c.professions].sort((a, b) => (a.deltaChange ?? 0) - (b.deltaChange ?? 0));
-  const body = rows.map((r) => {
-    const p = r.change.paired ? r.change.paired.pValue : r.change.pValue;
-    return [
-      r.profession,
-      pct(r.before.share.p),
-      pct(r.after.share.p),
-      pct(r.change.difference),
-      `[${pct(r.change.lower)}, ${pct(r.change.upper)}]`,
-      `${p < 0.001 ? '<0.001' : p.toFixed(3)}${r.change.significant ? ' *' : ''}`,
-      r.before.delta.value?.toFixed(2) ?? '–',
-      r.after.delta.value?.toFixed(2) ?? '–',
-    ];
-  });
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] as string).length)));
-  const line = (cells: string[]) =>
-    cells.map((x, i) => (i === 0 ? x.padEnd(widths[i] as number) : x.padStart(widths[i] as number))).join('  ');
-  const m = c.summary.meanDelta;
-  return [
-    line(header),
-    line(widths.map((w) => '-'.repeat(w))),
-    ...body.map(line),
-    '',
-    `mean Δ ${m.before.toFixed(3)} → ${m.after.toFixed(3)} (change ${m.difference.toFixed(3)} [${m.lower.toFixed(3)}, ${m.upper.toFixed(3)}]); ` +
-      `${c.summary.significant}/${c.summary.professions} significant (* p < 0.05, ${c.summary.paired ? 'McNemar, paired by prompt and seed' : 'two-proportion z'})`,
-    '',
-  ].join('\n');
-}

@@ -10,7 +10,8 @@ import { loadConfig } from '../../debias/config.js';
 import { runDebiasJob } from '../../debias/job.js';
 import { type DemoFolders, openJobWorld } from '../../debias/open.js';
 import { planDebias, renderPlan } from '../../debias/plan.js';
-import { renderDebiasTable, writeDebiasReports } from '../../debias/report.js';
+import type { DebiasStatus } from '../../debias/types.js';
+import { renderDebiasTable, writeDebiasReports } from '../../report/debias.js';
 import { EXIT } from '../exit.js';
 
 interface DebiasArgs {
@@ -34,6 +35,13 @@ export async function demoFoldersFor(config: {
   const { ensureDemoWorld } = await import('../../demo/world.js');
   const world = ensureDemoWorld();
   return { modelDir: world.modelDir, classifierDir: world.classifierDir, professions: world.professions };
+}
+
+/** 0 complete; 9 tolerance not reached in tuning/verification; 10 done, but held-out parity not reached. */
+export function debiasExitCode(status: DebiasStatus): number {
+  if (status === 'tolerance-not-reached') return EXIT.notReached;
+  if (status === 'held-out-parity-not-reached') return EXIT.heldOutNotReached;
+  return EXIT.ok;
 }
 
 export const debiasCommand: CommandModule<object, DebiasArgs> = {
@@ -84,14 +92,13 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
         exportPartial: args.exportPartial,
         log,
       });
-      writeDebiasReports(result);
+      await writeDebiasReports(result);
       process.stdout.write(
         args.json
           ? `${JSON.stringify(result, null, 2)}\n`
           : `${renderDebiasTable(result)}\n\nreport: ${result.runDir}/report.md\n`,
       );
-      if (result.status === 'tolerance-not-reached') process.exitCode = EXIT.notReached;
-      else if (result.status === 'held-out-parity-not-reached') process.exitCode = EXIT.heldOutNotReached;
+      process.exitCode = debiasExitCode(result.status);
     } finally {
       await opened.dispose();
     }

@@ -8,9 +8,11 @@
  *                    [--layers up_blocks.3 ...] [--preserve "a photo of a dog" ...] [--preserve-weight μ]
  *                    [--force] [--json]
  */
+
 import type { Argv, CommandModule } from 'yargs';
 import type { EditFileResult, EditProgress, EditRequest, EditResult } from '../../edit/api.js';
 import { readPairsFile } from '../../edit/pairs-file.js';
+import { textTable } from '../../report/text/index.js';
 import { show, UsageError } from '../../util/errors.js';
 import { flagOf, relabelForUser } from '../fields.js';
 
@@ -253,15 +255,7 @@ export function renderEditResult(r: EditResult): string {
   lines.push('');
   const header = ['site', 'shape [out, d]', 'dtype', '‖ΔW‖/‖W‖'];
   const rows = r.sites.map((s) => [s.name, `[${s.out}, ${s.d}]`, s.dtype, s.relativeChange.toExponential(3)]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] as number))
-      .join('  ')
-      .trimEnd();
-  lines.push(line(header));
-  lines.push(line(widths.map((w) => '-'.repeat(w))));
-  for (const row of rows) lines.push(line(row));
+  lines.push(...textTable({ header, rows, align: header.map(() => 'left') }));
   lines.push('');
   lines.push(
     `${r.sites.length} sites, ${r.parameters.toLocaleString('en-US')} parameters edited; ` +

@@ -3,8 +3,10 @@
  * cross-attention K/V sites TIME edits with their shapes, and how much of the UNet they are.
  * Parses, calls `inspectModel`, renders; nothing else.
  */
+
 import type { Argv, CommandModule } from 'yargs';
 import { inspectModel, type ModelInspection } from '../../model/inspect.js';
+import { textTable } from '../../report/text/index.js';
 
 interface InspectArgs {
   model: string;
@@ -42,13 +44,7 @@ function formatBytes(n: number): string {
 }
 
 function table(header: string[], rows: string[][], alignRight: boolean[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (alignRight[i] ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+  return textTable({ header, rows, align: alignRight.map((r) => (r ? 'right' : 'left')) }).join('\n');
 }
 
 /** The human rendering of an inspection. */

@@ -4,8 +4,10 @@
  * it (do they keep their gender?), and the text-side change of unrelated prompts measured.
  */
 
+import { isAbsolute } from 'node:path';
+import { type Comparison, compareAudits } from '../../audit/compare.js';
 import type { Profession } from '../../audit/professions.js';
-import { type AuditResult, runAudit } from '../../audit/run.js';
+import { type AuditImage, type AuditResult, runAudit } from '../../audit/run.js';
 import { seedPlan } from '../../audit/seeds.js';
 import { pipelineSource } from '../../audit/source.js';
 import type { EditSolution } from '../../edit/solve.js';
@@ -16,12 +18,14 @@ import type { JobConfig } from '../config.js';
 import type { Preflight } from '../preflight.js';
 import { UNRELATED_HELD_OUT_PROMPTS, UNRELATED_PROMPTS } from '../prompts.js';
 import type { RunFolder } from '../run-folder.js';
-import type { DebiasResult, JobWorld, TextChange } from '../types.js';
+import type { BeforeAfterImage, DebiasResult, JobWorld, TextChange } from '../types.js';
 import { type AuditCommon, auditCommon } from './before.js';
 import { progressLogger } from './context.js';
 
 export interface AfterResult {
   audit: AuditResult;
+  comparison: Comparison;
+  images: DebiasResult['images'];
   /** the after audit's folder, relative to the run folder */
   dir: string;
   genderedKept: DebiasResult['summary']['genderedKept'];
@@ -33,6 +37,7 @@ export async function runAfter(
   world: JobWorld,
   pre: Preflight,
   folder: RunFolder,
+  before: AuditResult,
   edit: { exported: string | null; solution: EditSolution; gemm: GemmEngine },
   log: (line: string) => void,
 ): Promise<AfterResult> {
@@ -62,7 +67,47 @@ export async function runAfter(
     UNRELATED_PROMPTS,
     UNRELATED_HELD_OUT_PROMPTS,
   ]);
-  return { audit, dir, genderedKept, unrelated: { ...(preserved as TextChange), heldOut: heldOut as TextChange } };
+  return {
+    audit,
+    dir,
+    comparison: compareAudits(before, audit, { bootstrap: { seed: 1 } }),
+    images: beforeAfterImages(before, audit, pre, { before: 'before', after: dir }),
+    genderedKept,
+    unrelated: { ...(preserved as TextChange), heldOut: heldOut as TextChange },
+  };
+}
+
+/**
+ * Per profession, the images both audits kept (the first of the plan: the same held-out prompts and
+ * seeds), paired by prompt and seed, up to `limit` pairs; files relative to the run folder.
+ */
+export function beforeAfterImages(
+  before: AuditResult,
+  after: AuditResult,
+  pre: Pick<Preflight, 'all' | 'held'>,
+  dirs: { before: string; after: string },
+  limit = 8,
+): DebiasResult['images'] {
+  const key = (i: AuditImage) => `${i.profession}\u0000${i.prompt}\u0000${i.seed}`;
+  const kept = (i: AuditImage) => i.file !== null && i.prompt !== null && i.seed !== null && !isAbsolute(i.file);
+  const afterByKey = new Map(after.images.filter(kept).map((i) => [key(i), i]));
+  const label = (i: AuditImage) => (i.kind === 'unclear' ? null : i.label);
+  return pre.all.map((p) => {
+    const pairs: BeforeAfterImage[] = [];
+    for (const b of before.images) {
+      if (pairs.length >= limit) break;
+      if (b.profession !== p.profession || !kept(b)) continue;
+      const a = afterByKey.get(key(b));
+      if (!a) continue;
+      pairs.push({
+        prompt: b.prompt as string,
+        seed: b.seed as number,
+        before: { file: `${dirs.before}/${b.file}`, label: label(b) },
+        after: { file: `${dirs.after}/${a.file}`, label: label(a) },
+      });
+    }
+    return { profession: p.profession, edited: !pre.held.has(p.profession), pairs };
+  });
 }
 
 async function genderedAudits(
@@ -76,6 +121,7 @@ async function genderedAudits(
   log: (line: string) => void,
 ): Promise<NonNullable<DebiasResult['summary']['genderedKept']>> {
   const perClass: Record<string, { k: number; n: number }> = {};
+  const perProfession: Record<string, Record<string, { k: number; n: number }>> = {};
   const count = Math.max(4, Math.ceil(config.audit.imagesPerProfession / 10));
   for (const c of config.attribute.classes) {
     log(`gendered: "{article} ${c.word} {profession}" on the debiased model`);
@@ -97,10 +143,16 @@ async function genderedAudits(
     const k = audit.professions.reduce((a, p) => a + (p.counts[c.id] ?? 0), 0);
     const n = audit.professions.reduce((a, p) => a + p.classified, 0);
     perClass[c.id] = { k, n };
+    for (const p of audit.professions) {
+      perProfession[p.profession] = {
+        ...perProfession[p.profession],
+        [c.id]: { k: p.counts[c.id] ?? 0, n: p.classified },
+      };
+    }
   }
   const k = Object.values(perClass).reduce((a, v) => a + v.k, 0);
   const n = Object.values(perClass).reduce((a, v) => a + v.n, 0);
-  return { k, n, share: n ? k / n : null, perClass };
+  return { k, n, share: n ? k / n : null, perClass, perProfession };
 }
 
 function articleOf(word: string): string {
@@ -129,7 +181,9 @@ async function unrelatedChange(
     let total = 0;
     let max = 0;
     let count = 0;
+    const perPrompt: number[] = [];
     for (const e of encoded) {
+      let promptTotal = 0;
       const X = matrix(e.hidden, e.hidden.length / d, d);
       // rows of (Δc)ᵀ = cᵀΔᵀ
       const DX = await gemm.gemm(X, matrix(solution.delta, d, d), { transB: true });
@@ -144,11 +198,13 @@ async function unrelatedChange(
         }
         const ratio = den > 0 ? Math.sqrt(num / den) : 0;
         total += ratio;
+        promptTotal += ratio;
         max = Math.max(max, ratio);
         count++;
       }
+      perPrompt.push(weights.length ? promptTotal / weights.length : 0);
     }
-    out.push({ mean: count ? total / count : 0, max, prompts });
+    out.push({ mean: count ? total / count : 0, max, prompts, perPrompt });
   }
   return out;
 }
