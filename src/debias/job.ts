@@ -93,7 +93,7 @@ export async function runDebiasJob(
             sites: pre.sites,
             solution,
             gemm,
-            preserve: jobRows.preserve,
+            jobRows,
             before: before.audit,
           })
         : null;

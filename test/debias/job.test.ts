@@ -102,7 +102,7 @@ test('small demo job: bias falls on held-out prompts and seeds, model exported a
       ...[...md.matchAll(/\]\(([^)]+)\)/g)].map((m) => m[1] as string),
       ...[...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1] as string),
     ];
-    assert.ok(targets.length >= 2 * 4 + 4, targets.join(', '));
+    assert.ok(targets.length >= 11, targets.join(', '));
     for (const t of targets) assert.ok(existsSync(join(result.runDir, t)), t);
     // a before/after sheet per profession, the held-out one marked, in the table, chart and sheets
     for (const p of ['nurse', 'doctor', 'teacher', 'carpenter']) {
