@@ -25,6 +25,15 @@ interface Spec {
 const spec = JSON.parse(process.argv[2] as string) as Spec;
 const mb = (kb: number) => Math.round(kb / 1024);
 const rssMb = () => Math.round(process.memoryUsage().rss / 2 ** 20);
+/** CPU time of the whole process (all onnxruntime threads), ms. */
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const note = (what: string) =>
+  process.stderr.write(
+    `sd14-child ${spec.mode}: ${what} (rss ${rssMb()} MB, peak ${mb(process.resourceUsage().maxRSS)} MB)\n`,
+  );
 
 async function raw(): Promise<Record<string, unknown>> {
   const t0 = performance.now();
@@ -40,16 +49,28 @@ async function raw(): Promise<Record<string, unknown>> {
     timestep: tensor('float32', new Float32Array(2).fill(961), [2]),
     encoder_hidden_states: tensor('float32', noise(2, [2, 77, 768]), [2, 77, 768]),
   };
+  note(`session created in ${Math.round(createMs)} ms`);
   const runMs: number[] = [];
+  const runCpuMs: number[] = [];
   for (let i = 0; i <= (spec.runs ?? 2); i++) {
     const t = performance.now();
+    const c = cpuMs();
     const out = await s.run(feeds);
     runMs.push(performance.now() - t);
+    runCpuMs.push(cpuMs() - c);
+    note(`run ${i}: ${Math.round(runMs.at(-1) as number)} ms, cpu ${Math.round(runCpuMs.at(-1) as number)} ms`);
     const y = out.out_sample?.data as Float32Array;
     if (!y.every(Number.isFinite)) throw new Error('sd14 unet produced non-finite values');
   }
   await s.dispose();
-  return { createMs, afterCreateMb, firstRunMs: runMs[0], runMs: runMs.slice(1) };
+  return {
+    createMs,
+    afterCreateMb,
+    firstRunMs: runMs[0],
+    runMs: runMs.slice(1),
+    firstRunCpuMs: runCpuMs[0],
+    runCpuMs: runCpuMs.slice(1),
+  };
 }
 
 async function pipeline(): Promise<Record<string, unknown>> {
@@ -57,9 +78,12 @@ async function pipeline(): Promise<Record<string, unknown>> {
   const p = await StableDiffusionPipeline.create(spec.dir, { threads: spec.threads, tuning: spec.tuning });
   const createMs = performance.now() - t0;
   const afterCreateMb = rssMb();
+  note(`pipeline created in ${Math.round(createMs)} ms`);
   const stepMs: number[] = [];
+  const stepCpuMs: number[] = [];
   const rssAfterStepMb: number[] = [];
   let last = performance.now();
+  let lastCpu = cpuMs();
   const r = await p.generate({
     prompt: 'a photo of a doctor',
     seeds: [0],
@@ -69,9 +93,13 @@ async function pipeline(): Promise<Record<string, unknown>> {
     onProgress: (e) => {
       if (e.kind !== 'step') return;
       const now = performance.now();
+      const cpu = cpuMs();
       stepMs.push(now - last);
+      stepCpuMs.push(cpu - lastCpu);
       rssAfterStepMb.push(rssMb());
+      note(`step ${e.step}: ${Math.round(now - last)} ms, cpu ${Math.round(cpu - lastCpu)} ms`);
       last = now;
+      lastCpu = cpu;
     },
   });
   const image = r.images[0];
@@ -82,6 +110,8 @@ async function pipeline(): Promise<Record<string, unknown>> {
     afterCreateMb,
     firstStepMs: stepMs[0],
     stepMs: stepMs.slice(1),
+    firstStepCpuMs: stepCpuMs[0],
+    stepCpuMs: stepCpuMs.slice(1),
     unetMsPerCall: r.timing.unetMs / r.timing.unetCalls,
     loopMs: r.timing.loopMs,
     unetMs: r.timing.unetMs,

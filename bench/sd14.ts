@@ -26,7 +26,9 @@ interface ChildResult {
   peakRssMb: number;
   afterCreateMb: number;
   runMs?: number[];
+  runCpuMs?: number[];
   firstRunMs?: number;
+  stepCpuMs?: number[];
   stepMs?: number[];
   firstStepMs?: number;
   unetMsPerCall?: number;
@@ -58,6 +60,7 @@ async function run(): Promise<BenchResult[]> {
     const chosen: SessionTuning = { ...SESSION_MEMORY_DEFAULTS };
     const raw = child('raw', model.dir, chosen, { runs: RAW_RUNS });
     const rawStep = summarize('', 'ms', raw.runMs ?? []).median;
+    const rawCpu = summarize('', 'ms', raw.runCpuMs ?? []).median;
     results.push(
       summarize('sd14: raw onnxruntime UNet step (batch 2, 4×64×64 latents)', 'ms', raw.runMs ?? [], {
         details: {
@@ -65,6 +68,7 @@ async function run(): Promise<BenchResult[]> {
           threads: THREADS,
           createMs: round(raw.createMs),
           firstRunMs: round(raw.firstRunMs ?? 0),
+          cpuMsPerRun: rawCpu,
           peakRssMb: raw.peakRssMb,
           rssAfterCreateMb: raw.afterCreateMb,
           parameters: model.parameterCount,
@@ -78,6 +82,7 @@ async function run(): Promise<BenchResult[]> {
     const pipe = child('pipeline', model.dir, chosen, { steps: PIPELINE_STEPS });
     const step = summarize('', 'ms', pipe.stepMs ?? []).median;
     const ratio = step / rawStep;
+    const stepCpu = summarize('', 'ms', pipe.stepCpuMs ?? []).median;
     results.push(
       summarize('sd14: pipeline denoising step (512×512, guidance 7.5)', 'ms', pipe.stepMs ?? [], {
         reference: { name: 'raw onnxruntime session run, same inputs (separate process)', median: rawStep, unit: 'ms' },
@@ -85,6 +90,8 @@ async function run(): Promise<BenchResult[]> {
         meetsTarget: ratio <= 1.05,
         details: {
           ratio: round(ratio),
+          cpuMsPerStep: stepCpu,
+          cpuRatio: round(stepCpu / rawCpu),
           unetMsPerCallInsideLoop: round(pipe.unetMsPerCall ?? 0),
           loopOverUnetInside: round(step / (pipe.unetMsPerCall ?? step)),
           firstStepMs: round(pipe.firstStepMs ?? 0),
@@ -126,6 +133,7 @@ async function run(): Promise<BenchResult[]> {
               rssAfterCreateMb: r.afterCreateMb,
               createMs: round(r.createMs),
               firstRunMs: round(r.firstRunMs ?? 0),
+              cpuMsPerRun: summarize('', 'ms', r.runCpuMs ?? []).median,
               loadAverageBefore: r.loadBefore,
               loadAverageAfter: r.loadAfter,
             },
