@@ -23,6 +23,7 @@ const COMMANDS: Record<string, Loader> = {
   evaluate: async () => (await import('./cli/commands/evaluate.js')).evaluateCommand,
   generate: async () => (await import('./cli/commands/generate.js')).generateCommand,
   inspect: async () => (await import('./cli/commands/inspect.js')).inspectCommand,
+  worker: async () => (await import('./cli/commands/worker.js')).workerCommand,
 };
 
 export async function main(argv: string[]): Promise<void> {

@@ -7,9 +7,11 @@ import { ClipClassifier } from '../classify/clip.js';
 import { type Attribute, genderAttribute, validateAttribute } from '../classify/labels.js';
 import type { PreprocessMode } from '../classify/preprocess-pil.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
+import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
 import type { Device } from '../runtime/ort.js';
 import { UsageError } from '../util/errors.js';
 import { loadProfessions } from './professions.js';
+import { queueSource } from './queue-source.js';
 import { type AuditProgress, type AuditResult, auditImageFolder, runAudit } from './run.js';
 import { type SeedUse, seedPlan } from './seeds.js';
 import { type GenerationSettings, pipelineSource } from './source.js';
@@ -47,6 +49,10 @@ export interface AuditJobOptions {
   bootstrap?: { samples?: number; seed?: number };
   seedGroups?: number;
   onProgress?: (p: AuditProgress) => void;
+  /** redis://… of a render queue: images are rendered and classified by `time-debias worker`s (default: in process). */
+  queue?: string;
+  /** Deadlines and checks of the queue (src/queue/producer.ts). */
+  queueOptions?: RenderQueueOptions;
 }
 
 export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
@@ -79,18 +85,32 @@ export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
       batchSize: o.batchSize,
     };
     if (o.fromImages) return await auditImageFolder({ ...common, dir: o.fromImages, professions });
+    const plan = {
+      professions: professions as NonNullable<typeof professions>,
+      templates,
+      seeds: seeds as NonNullable<typeof seeds>,
+      keepImages: o.keepImages,
+      sheetImages: o.sheetImages,
+    };
+    if (o.queue) {
+      const queue = await RenderQueue.connect(o.queue, o.queueOptions);
+      try {
+        const source = await queueSource({
+          queue,
+          modelDir: o.model as string,
+          classifier,
+          generation: o.generation,
+          device: o.device ?? 'cpu',
+        });
+        return await runAudit({ ...common, ...plan, source });
+      } finally {
+        await queue.close();
+      }
+    }
     const pipeline = await StableDiffusionPipeline.create(o.model as string, { device: o.device, threads: o.threads });
     try {
       const source = pipelineSource(pipeline, o.generation, o.device ?? 'cpu');
-      return await runAudit({
-        ...common,
-        source,
-        professions: professions as NonNullable<typeof professions>,
-        templates,
-        seeds: seeds as NonNullable<typeof seeds>,
-        keepImages: o.keepImages,
-        sheetImages: o.sheetImages,
-      });
+      return await runAudit({ ...common, ...plan, source });
     } finally {
       await pipeline.dispose();
     }

@@ -36,6 +36,41 @@ export interface ImageSource {
   generate(prompt: string, seeds: readonly number[]): Promise<RgbImage[]>;
 }
 
+/**
+ * Images rendered and classified elsewhere — by queue workers running the same generate + classify
+ * code (src/audit/queue-source.ts) — one request per chunk of seeds, results as they arrive.
+ * Its `identity` has the same shape and values as the in-process generator's for the same model
+ * and settings, so a run folder can be started in process and finished through the queue.
+ */
+export interface RenderService {
+  kind: 'renderer';
+  identity: Record<string, unknown>;
+  render(
+    requests: readonly RenderRequest[],
+    onResult: (index: number, images: RenderedImage[]) => void | Promise<void>,
+    onTick?: (tick: { workers: number; seen: string[] }) => void,
+  ): Promise<void>;
+}
+
+export interface RenderRequest {
+  profession: string;
+  prompt: string;
+  seeds: number[];
+  /** Per seed: the PNG is wanted (kept for the contact sheet or --keep-images). */
+  keep: boolean[];
+  attribute: Attribute;
+  threshold: number | null;
+}
+
+export interface RenderedImage {
+  seed: number;
+  classification: ImageClassification;
+  /** The PNG bytes where the request asked for them. */
+  png: Uint8Array | null;
+  /** sha256 of the RGB bytes. */
+  digest: string;
+}
+
 export interface StatisticsOptions {
   /** The class whose share is reported (default: the attribute's first class, "female"). */
   targetClass?: string;
@@ -48,7 +83,8 @@ export interface StatisticsOptions {
 
 export interface AuditOptions extends StatisticsOptions {
   out: string;
-  source: ImageSource;
+  /** In process (a generator) or elsewhere (a render service: the queue). */
+  source: ImageSource | RenderService;
   classifier: ClipClassifier;
   professions: ProfessionList;
   templates: readonly string[];
@@ -69,6 +105,8 @@ export interface AuditProgress {
   total: number;
   generated: number;
   profession: string;
+  /** With a render service: workers connected, and the names of those whose results arrived. */
+  workers?: { connected: number; seen: string[] };
 }
 
 export interface AuditImage {
@@ -225,71 +263,127 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
       templates.forEach((template, k) => {
         for (const seed of seedLists[k] as number[]) if (done.has(imageKey(prof.profession, template, seed))) count++;
       });
-    for (const prof of professions.professions) {
-      let position = 0;
-      for (const [k, template] of templates.entries()) {
-        const seedList = seedLists[k] as number[];
-        const prompt = fillTemplate(template, prof);
-        for (let start = 0; start < seedList.length; start += batchSize) {
-          const chunk = seedList.slice(start, start + batchSize);
-          const pending = chunk.filter((s) => !done.has(imageKey(prof.profession, template, s)));
-          const keptAt = (s: number) => options.keepImages || position + chunk.indexOf(s) < sheetImages;
-          const pngOf = (s: number) => pngPath(prof.profession, template, s);
-          if (pending.length) {
-            const images = new Map<number, RgbImage>();
-            const fresh: number[] = [];
-            for (const s of pending) {
-              const path = join(out, pngOf(s));
-              if (existsSync(path)) {
-                images.set(s, readPng(path));
-                const key = imageKey(prof.profession, template, s);
-                if (!generated.has(key)) {
-                  // saved before the crash but not yet recorded: record the (single) generation now
-                  store.append({ kind: 'generated', key, profession: prof.profession, prompt, seed: s });
-                  generated.add(key);
-                }
-              } else fresh.push(s);
-            }
-            if (fresh.length) {
-              const made1 = await source.generate(prompt, fresh);
-              if (made1.length !== fresh.length) {
-                throw new OutputError(
-                  `generator returned ${made1.length} images for ${fresh.length} seeds of ${show(prompt)}`,
-                );
-              }
-              made1.forEach((img, i) => {
-                const s = fresh[i] as number;
-                const key = imageKey(prof.profession, template, s);
-                writeFileAtomic(
-                  join(out, pngOf(s)),
-                  encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
-                );
-                store.append({ kind: 'generated', key, profession: prof.profession, prompt, seed: s });
-                generated.add(key);
-                images.set(s, img);
-                made++;
+    if (source.kind === 'renderer') {
+      // The same chunks as in process, rendered and classified by the service; results recorded as they arrive.
+      const requests: RenderRequest[] = [];
+      const requestTemplates: string[] = [];
+      for (const prof of professions.professions) {
+        let position = 0;
+        for (const [k, template] of templates.entries()) {
+          const seedList = seedLists[k] as number[];
+          const prompt = fillTemplate(template, prof);
+          for (let start = 0; start < seedList.length; start += batchSize) {
+            const chunk = seedList.slice(start, start + batchSize);
+            const pending = chunk.filter((s) => !done.has(imageKey(prof.profession, template, s)));
+            if (pending.length) {
+              requestTemplates.push(template);
+              requests.push({
+                profession: prof.profession,
+                prompt,
+                seeds: pending,
+                keep: pending.map((s) => !!options.keepImages || position + chunk.indexOf(s) < sheetImages),
+                attribute,
+                threshold: options.threshold ?? null,
               });
             }
-            const results = await classifier.classify(
-              pending.map((s) => images.get(s) as RgbImage),
-              attribute,
-              { profession: prof.profession, threshold: options.threshold },
-            );
-            results.forEach((r, i) => {
-              const s = pending[i] as number;
-              const key = imageKey(prof.profession, template, s);
-              const rec = classifiedRecord(key, prof.profession, r);
-              store.append(rec);
-              done.set(key, rec);
-              if (!keptAt(s)) rmSync(join(out, pngOf(s)), { force: true });
-              count++;
-            });
-            options.onProgress?.({ done: count, total, generated: made, profession: prof.profession });
+            position += chunk.length;
           }
-          position += chunk.length;
         }
       }
-    }
+      let workers: AuditProgress['workers'];
+      await source.render(
+        requests,
+        (i, results) => {
+          const req = requests[i] as RenderRequest;
+          const template = requestTemplates[i] as string;
+          results.forEach((r, j) => {
+            const s = req.seeds[j] as number;
+            const key = imageKey(req.profession, template, s);
+            if (done.has(key)) return; // a duplicate delivery counts once
+            if (r.png && req.keep[j]) writeFileAtomic(join(out, pngPath(req.profession, template, s)), r.png);
+            if (!generated.has(key)) {
+              store.append({ kind: 'generated', key, profession: req.profession, prompt: req.prompt, seed: s });
+              generated.add(key);
+              made++;
+            }
+            const rec = classifiedRecord(key, req.profession, r.classification);
+            store.append(rec);
+            done.set(key, rec);
+            count++;
+          });
+          options.onProgress?.({ done: count, total, generated: made, profession: req.profession, workers });
+        },
+        (tick) => {
+          workers = { connected: tick.workers, seen: tick.seen };
+          options.onProgress?.({ done: count, total, generated: made, profession: '', workers });
+        },
+      );
+    } else
+      for (const prof of professions.professions) {
+        let position = 0;
+        for (const [k, template] of templates.entries()) {
+          const seedList = seedLists[k] as number[];
+          const prompt = fillTemplate(template, prof);
+          for (let start = 0; start < seedList.length; start += batchSize) {
+            const chunk = seedList.slice(start, start + batchSize);
+            const pending = chunk.filter((s) => !done.has(imageKey(prof.profession, template, s)));
+            const keptAt = (s: number) => options.keepImages || position + chunk.indexOf(s) < sheetImages;
+            const pngOf = (s: number) => pngPath(prof.profession, template, s);
+            if (pending.length) {
+              const images = new Map<number, RgbImage>();
+              const fresh: number[] = [];
+              for (const s of pending) {
+                const path = join(out, pngOf(s));
+                if (existsSync(path)) {
+                  images.set(s, readPng(path));
+                  const key = imageKey(prof.profession, template, s);
+                  if (!generated.has(key)) {
+                    // saved before the crash but not yet recorded: record the (single) generation now
+                    store.append({ kind: 'generated', key, profession: prof.profession, prompt, seed: s });
+                    generated.add(key);
+                  }
+                } else fresh.push(s);
+              }
+              if (fresh.length) {
+                const made1 = await source.generate(prompt, fresh);
+                if (made1.length !== fresh.length) {
+                  throw new OutputError(
+                    `generator returned ${made1.length} images for ${fresh.length} seeds of ${show(prompt)}`,
+                  );
+                }
+                made1.forEach((img, i) => {
+                  const s = fresh[i] as number;
+                  const key = imageKey(prof.profession, template, s);
+                  writeFileAtomic(
+                    join(out, pngOf(s)),
+                    encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
+                  );
+                  store.append({ kind: 'generated', key, profession: prof.profession, prompt, seed: s });
+                  generated.add(key);
+                  images.set(s, img);
+                  made++;
+                });
+              }
+              const results = await classifier.classify(
+                pending.map((s) => images.get(s) as RgbImage),
+                attribute,
+                { profession: prof.profession, threshold: options.threshold },
+              );
+              results.forEach((r, i) => {
+                const s = pending[i] as number;
+                const key = imageKey(prof.profession, template, s);
+                const rec = classifiedRecord(key, prof.profession, r);
+                store.append(rec);
+                done.set(key, rec);
+                if (!keptAt(s)) rmSync(join(out, pngOf(s)), { force: true });
+                count++;
+              });
+              options.onProgress?.({ done: count, total, generated: made, profession: prof.profession });
+            }
+            position += chunk.length;
+          }
+        }
+      }
     // Results in plan order.
     const images: AuditImage[] = [];
     for (const prof of professions.professions) {

@@ -13,7 +13,6 @@
  * folder's lock (src/model/run-lock.ts) from open to close, and marks the folder as an audit run
  * (src/model/path-guard.ts). Leftover temporaries of interrupted writes are removed at open.
  */
-import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -28,10 +27,11 @@ import {
   rmSync,
   statSync,
 } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { markRunFolder, RUN_MARKER } from '../model/path-guard.js';
 import { lockRunFolder, RUN_LOCK, type RunLock } from '../model/run-lock.js';
 import { removeTempLeftovers, writeAll, writeJsonAtomic } from '../util/atomic.js';
+import { canonicalJson, fingerprint } from '../util/canonical-json.js';
 import { OutputError, show } from '../util/errors.js';
 import { fsErrorToOutput } from '../util/fs-errors.js';
 
@@ -61,64 +61,8 @@ export interface RunHeader {
   settings: Record<string, unknown>;
 }
 
-/** Canonical JSON: object keys sorted, so equal settings give equal text. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
-export function fingerprint(settings: unknown): string {
-  return createHash('sha256').update(canonicalJson(settings)).digest('hex');
-}
-
-/**
- * Digests computed in this process, keyed by folder and every file's path, size and mtime: a job
- * that opens several audits of one model hashes its gigabytes once, and a changed file is hashed again.
- */
-const digestCache = new Map<string, string>();
-
-/** sha256 over a folder's files (sorted relative paths and contents): the identity of a model folder. */
-export function folderDigest(dir: string): string {
-  const walk = (d: string): string[] =>
-    readdirSync(d, { withFileTypes: true })
-      .flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.isFile() ? [join(d, e.name)] : []))
-      .sort();
-  const files = walk(dir);
-  const key = JSON.stringify([
-    dir,
-    files.map((f) => {
-      const st = statSync(f);
-      return [f, st.size, st.mtimeMs];
-    }),
-  ]);
-  const cached = digestCache.get(key);
-  if (cached) return cached;
-  const hash = createHash('sha256');
-  for (const file of files) {
-    const rel = relative(dir, file).split('\\').join('/');
-    hash.update(`${rel}\0${statSync(file).size}\0`);
-    const fd = openSync(file, 'r');
-    try {
-      const buf = Buffer.allocUnsafe(1 << 22);
-      for (;;) {
-        const n = readSync(fd, buf, 0, buf.length, null);
-        if (n === 0) break;
-        hash.update(buf.subarray(0, n));
-      }
-    } finally {
-      closeSync(fd);
-    }
-  }
-  const digest = hash.digest('hex');
-  digestCache.set(key, digest);
-  return digest;
-}
+export { folderDigest } from '../model/folder-digest.js';
+export { canonicalJson, fingerprint } from '../util/canonical-json.js';
 
 /** The settings that differ between two settings objects, as dotted paths. */
 export function settingsDiff(a: unknown, b: unknown, prefix = ''): string[] {

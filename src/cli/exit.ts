@@ -6,6 +6,7 @@ import {
   GenerationError,
   ModelFormatError,
   OutputError,
+  QueueError,
   RuntimeError,
   UsageError,
 } from '../util/errors.js';
@@ -25,6 +26,8 @@ export const EXIT = Object.freeze({
   notReached: 9,
   /** the job finished, but the held-out after audit puts some edited profession outside target ± tolerance */
   heldOutNotReached: 10,
+  /** the job queue (Redis, workers) failed */
+  queue: 11,
   interrupted: 130,
 });
 
@@ -38,6 +41,7 @@ export function exitCodeFor(error: unknown): number {
   if (error instanceof OutputError) return EXIT.output;
   // a filesystem error no caller explained (no space, permission, ...) is still an output error
   if (isOutputFsError(error)) return EXIT.output;
+  if (error instanceof QueueError) return EXIT.queue;
   // onnxruntime could not load or run a model: a failure of the run, not of its arguments (a bad
   // device name is a UsageError).
   if (error instanceof RuntimeError) return EXIT.failure;

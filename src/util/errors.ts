@@ -67,6 +67,11 @@ export class RuntimeError extends TimeDebiasError {
   override name = 'RuntimeError';
 }
 
+/** The job queue: Redis unreachable, a task no worker can do, a task a worker refuses or fails. */
+export class QueueError extends TimeDebiasError {
+  override name = 'QueueError';
+}
+
 /** Format a value for an error message: strings quoted, long values cut. */
 export function show(value: unknown): string {
   let s: string;

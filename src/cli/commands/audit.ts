@@ -49,6 +49,7 @@ interface AuditArgs {
   'seed-groups': number;
   out: string;
   json: boolean;
+  queue?: string;
 }
 
 export const auditCommand: CommandModule<object, AuditArgs> = {
@@ -120,6 +121,11 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
       .option('bootstrap-seed', { type: 'number', default: 1, describe: 'Seed of the bootstrap' })
       .option('seed-groups', { type: 'number', default: 5, describe: 'Seed groups for mean ± sd' })
       .option('out', { type: 'string', demandOption: true, describe: 'Run folder (created; re-running resumes it)' })
+      .option('queue', {
+        type: 'string',
+        describe:
+          'redis://[user:pass@]HOST:PORT[/DB] (or rediss:// for TLS): render and classify on `time-debias worker`s (default: in process)',
+      })
       .option('json', {
         type: 'boolean',
         default: false,
@@ -183,6 +189,7 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
       bootstrap: { samples: argv.bootstrap, seed: argv['bootstrap-seed'] },
       seedGroups: argv['seed-groups'],
       onProgress: (p) => progress.update(p),
+      queue: argv.queue,
     };
     const result = await runAuditJob(options);
     progress.stop();
@@ -200,6 +207,13 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
 function makeProgress(tty: boolean) {
   let bar: cliProgress.SingleBar | null = null;
   let last = 0;
+  let first: { t: number; done: number } | null = null;
+  const rate = (done: number) => {
+    const now = performance.now();
+    first ??= { t: now, done };
+    const s = (now - first.t) / 1000;
+    return s > 1 && done > first.done ? `, ${((done - first.done) / s).toFixed(2)} images/s` : '';
+  };
   return {
     update(p: AuditProgress) {
       if (tty) {
@@ -213,7 +227,10 @@ function makeProgress(tty: boolean) {
         bar.update(p.done, { profession: p.profession });
       } else if (p.done - last >= Math.max(1, Math.floor(p.total / 20)) || p.done === p.total) {
         last = p.done;
-        process.stderr.write(`audit: ${p.done}/${p.total} images (${p.profession})\n`);
+        const w = p.workers
+          ? `, ${p.workers.connected} workers (seen: ${p.workers.seen.join(', ') || 'none yet'})`
+          : '';
+        process.stderr.write(`audit: ${p.done}/${p.total} images (${p.profession || '…'})${rate(p.done)}${w}\n`);
       }
     },
     stop() {

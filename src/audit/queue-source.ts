@@ -1,0 +1,128 @@
+/**
+ * The audit's render service on the queue (src/queue): each request becomes a render-and-classify
+ * task naming the model and classifier by content digest, and the text transform M (if any) by
+ * the digest of its bytes, stored once in Redis. Workers run the same generate + classify code as
+ * `pipelineSource` + the in-process classifier, with the same chunks, so the results are the same.
+ *
+ * The identity is built like `pipelineSource`'s (model path and digest, no UNet edit, the
+ * transform's hash, the fixed generation settings, the device) without opening the model: the
+ * coordinator needs no pipeline. The default image size is read as the pipeline reads it: the
+ * UNet's sample_size × 8, else its static sample shape, else 512.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ClipClassifier } from '../classify/clip.js';
+import { openSdModel } from '../model/folder.js';
+import { folderDigest } from '../model/folder-digest.js';
+import type { RenderQueue } from '../queue/producer.js';
+import type { RenderTask } from '../queue/task.js';
+import { TASK_VERSION } from '../queue/task.js';
+import { QueueError } from '../util/errors.js';
+import type { RenderedImage, RenderService } from './run.js';
+import type { GenerationSettings } from './source.js';
+
+export interface QueueSourceOptions {
+  queue: RenderQueue;
+  modelDir: string;
+  /** The classifier (opened by the coordinator for its identity and logit scale; workers open their copy). */
+  classifier: ClipClassifier;
+  generation?: GenerationSettings;
+  device?: string;
+}
+
+export async function queueSource(o: QueueSourceOptions): Promise<RenderService & { counters: { tasks: number } }> {
+  const model = openSdModel(o.modelDir);
+  const settings = o.generation ?? {};
+  const size = defaultSize(model.components.unet, model.unetIo.inputs.find((i) => i.name === 'sample')?.shape);
+  const fixed = {
+    steps: settings.steps ?? 25,
+    scheduler: settings.scheduler ?? 'pndm',
+    guidance: settings.guidance ?? 7.5,
+    height: settings.height ?? size,
+    width: settings.width ?? size,
+    negativePrompt: settings.negativePrompt ?? '',
+  };
+  const modelDigest = folderDigest(model.dir);
+  const m = settings.textTransform;
+  const identity: Record<string, unknown> = {
+    kind: 'generator',
+    model: { path: model.dir, digest: modelDigest },
+    unetEdit: null,
+    textTransform: m
+      ? createHash('sha256')
+          .update(new Uint8Array(m.buffer, m.byteOffset, m.byteLength))
+          .digest('hex')
+      : null,
+    ...fixed,
+    device: o.device ?? 'cpu',
+  };
+  const transform = m ? await o.queue.putTransform(m, model.d) : null;
+  const classifierRef = {
+    digest: folderDigest(o.classifier.folder.dir),
+    hint: o.classifier.folder.dir,
+    logitScale: o.classifier.logitScale,
+  };
+  const counters = { tasks: 0 };
+  return {
+    kind: 'renderer',
+    identity,
+    counters,
+    async render(requests, onResult, onTick) {
+      const tasks: RenderTask[] = requests.map((r) => ({
+        version: TASK_VERSION,
+        model: { digest: modelDigest, hint: model.dir },
+        classifier: classifierRef,
+        transform,
+        generation: fixed,
+        prompt: r.prompt,
+        seeds: [...r.seeds],
+        profession: r.profession,
+        attribute: r.attribute,
+        threshold: r.threshold,
+        images: [...r.keep],
+      }));
+      await o.queue.run(
+        tasks,
+        async (i, result) => {
+          counters.tasks++;
+          const images: RenderedImage[] = result.images.map((img) => {
+            const probabilities = img.probabilities;
+            return {
+              seed: img.seed,
+              classification: img.unclear
+                ? {
+                    kind: 'unclear',
+                    label: img.label,
+                    probabilities,
+                    threshold: (tasks[i] as RenderTask).threshold ?? 0,
+                  }
+                : { kind: 'label', label: img.label, probabilities },
+              png: img.png ? new Uint8Array(Buffer.from(img.png, 'base64')) : null,
+              digest: img.digest,
+            };
+          });
+          if (images.some((img, j) => (tasks[i] as RenderTask).images[j] && !img.png))
+            throw new QueueError(`worker ${result.worker} returned no PNG for an image the task asked for`);
+          await onResult(i, images);
+        },
+        onTick ? (t) => onTick({ workers: t.workers, seen: t.seen }) : undefined,
+      );
+    },
+  };
+}
+
+function defaultSize(unetDir: string, sample: (number | string)[] | undefined): number {
+  const configPath = join(unetDir, 'config.json');
+  let sampleSize: number | null = null;
+  if (existsSync(configPath)) {
+    try {
+      const c = JSON.parse(readFileSync(configPath, 'utf8')) as { sample_size?: unknown };
+      if (typeof c.sample_size === 'number') sampleSize = c.sample_size;
+    } catch {
+      // the pipeline ignores an unreadable config.json the same way
+    }
+  }
+  const staticSize = typeof sample?.[2] === 'number' ? sample[2] : null;
+  return 8 * (sampleSize ?? staticSize ?? 64);
+}
