@@ -78,7 +78,10 @@ export class RenderQueue {
       await q.deadline(queue.waitUntilReady(), 'connect');
     } catch (error) {
       await queue.close().catch(() => {});
-      throw error;
+      if (error instanceof QueueError) throw error;
+      throw new QueueError(`--queue ${address.redacted}: cannot connect to Redis: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
     return q;
   }
@@ -139,6 +142,8 @@ export class RenderQueue {
       finish = res;
       fail = rej;
     });
+    // awaited below; a failure found before that must not be an unhandled rejection
+    finished.catch(() => {});
     const stop = (e: Error) => {
       if (!fatal) {
         fatal = e;
@@ -186,7 +191,8 @@ export class RenderQueue {
       for (let i = 0; i < jobs.length; i += 500)
         await this.deadline(this.queue.addBulk(jobs.slice(i, i + 500)), 'enqueue');
       // Jobs left failed by an earlier run (add() does not replace them): try them again once.
-      for (const id of pending) {
+      for (const id of [...pending]) {
+        if (fatal) break;
         const state = await this.deadline(this.queue.getJobState(id), 'read job state');
         if (state === 'failed') {
           const job = await this.queue.getJob(id);

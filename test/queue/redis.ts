@@ -6,7 +6,7 @@
  * missing Redis is a failure (.ci/run installs it).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,10 +38,14 @@ export interface RedisOptions {
   password?: string;
   /** appendonly yes + appendfsync always (the persistence README recommends for long jobs). */
   persistent?: boolean;
+  /** Serve TLS only (rediss://), with a throw-away CA made by openssl; `ca` is its PEM file. */
+  tls?: boolean;
 }
 
 export interface TestRedis {
   port: number;
+  /** The CA's PEM file (TLS only). */
+  ca?: string;
   dir: string;
   url: string;
   /** Stop (SIGKILL when `hard`) and start again on the same port and folder. */
@@ -66,10 +70,25 @@ export async function startRedis(options: RedisOptions = {}): Promise<TestRedis>
     ...(options.persistent ? ['--appendfsync', 'always'] : []),
     ...(options.password ? ['--requirepass', options.password] : []),
   ];
+  let ca: string | undefined;
+  if (options.tls) {
+    ca = makeCertificates(dir);
+    args.splice(0, 2, '--port', '0', '--tls-port', String(port));
+    args.push(
+      '--tls-cert-file',
+      join(dir, 'server.pem'),
+      '--tls-key-file',
+      join(dir, 'server.key'),
+      '--tls-ca-cert-file',
+      ca,
+      '--tls-auth-clients',
+      'no',
+    );
+  }
   let proc: ChildProcess | null = null;
   const launch = async () => {
     proc = spawn(REDIS_SERVER, args, { stdio: 'ignore' });
-    await waitForPort(port, 10_000);
+    await waitForPort(port, 10_000, !!options.tls);
   };
   const halt = async (hard: boolean) => {
     const p = proc as ChildProcess | null;
@@ -83,7 +102,8 @@ export async function startRedis(options: RedisOptions = {}): Promise<TestRedis>
   return {
     port,
     dir,
-    url: `redis://${auth}127.0.0.1:${port}`,
+    ca,
+    url: `${options.tls ? 'rediss' : 'redis'}://${auth}127.0.0.1:${port}`,
     async restart(hard = true) {
       await halt(hard);
       await launch();
@@ -95,9 +115,78 @@ export async function startRedis(options: RedisOptions = {}): Promise<TestRedis>
   };
 }
 
-async function waitForPort(port: number, ms: number): Promise<void> {
+/** A CA and a server certificate for 127.0.0.1 (openssl); returns the CA's PEM path. */
+function makeCertificates(dir: string): string {
+  const run = (args: string[]) => {
+    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
+  };
+  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  run([
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=td-test-ca',
+  ]);
+  run([
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'server.key',
+    '-out',
+    'server.csr',
+    '-subj',
+    '/CN=127.0.0.1',
+  ]);
+  run([
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'server.pem',
+    '-days',
+    '1',
+    '-extfile',
+    'san.ext',
+  ]);
+  return join(dir, 'ca.pem');
+}
+
+async function waitForPort(port: number, ms: number, tls: boolean): Promise<void> {
   const t0 = Date.now();
   for (;;) {
+    if (tls) {
+      // a TLS server answers no plain PING: a TCP connect is enough
+      const up = await new Promise<boolean>((resolve) => {
+        const s = createConnection({ port, host: '127.0.0.1' });
+        s.once('connect', () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once('error', () => resolve(false));
+      });
+      if (up) return;
+      if (Date.now() - t0 > ms) throw new Error(`redis-server did not start on port ${port} within ${ms} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+      continue;
+    }
     const ok = await new Promise<boolean>((resolve) => {
       const s = createConnection({ port, host: '127.0.0.1' });
       s.once('connect', () => {
