@@ -17,6 +17,7 @@ const MODULES: string[] = [
   './sd14.ts',
   './preprocess.ts',
   './apply.ts',
+  './queue.ts',
 ];
 
 const filters = process.argv.slice(2);

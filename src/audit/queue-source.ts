@@ -11,9 +11,9 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { ClipClassifier } from '../classify/clip.js';
-import { openSdModel } from '../model/folder.js';
+import { openSdModel, type SdModel } from '../model/folder.js';
 import { folderDigest } from '../model/folder-digest.js';
 import type { RenderQueue } from '../queue/producer.js';
 import type { RenderTask } from '../queue/task.js';
@@ -25,6 +25,8 @@ import type { GenerationSettings } from './source.js';
 export interface QueueSourceOptions {
   queue: RenderQueue;
   modelDir: string;
+  /** The model folder already opened (skips opening it again). */
+  model?: SdModel;
   /** The classifier (opened by the coordinator for its identity and logit scale; workers open their copy). */
   classifier: ClipClassifier;
   generation?: GenerationSettings;
@@ -32,7 +34,7 @@ export interface QueueSourceOptions {
 }
 
 export async function queueSource(o: QueueSourceOptions): Promise<RenderService & { counters: { tasks: number } }> {
-  const model = openSdModel(o.modelDir);
+  const model = o.model && o.model.dir === resolve(o.modelDir) ? o.model : openSdModel(o.modelDir);
   const settings = o.generation ?? {};
   const size = defaultSize(model.components.unet, model.unetIo.inputs.find((i) => i.name === 'sample')?.shape);
   const fixed = {
@@ -62,6 +64,7 @@ export async function queueSource(o: QueueSourceOptions): Promise<RenderService 
     digest: folderDigest(o.classifier.folder.dir),
     hint: o.classifier.folder.dir,
     logitScale: o.classifier.logitScale,
+    preprocess: o.classifier.preprocessing,
   };
   const counters = { tasks: 0 };
   return {

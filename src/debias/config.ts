@@ -69,6 +69,8 @@ export interface JobConfig {
   device: 'cpu' | 'cuda';
   threads: number;
   concurrency: number;
+  /** redis://… of a render queue (time-debias worker); absent: in process. Not part of the fingerprint. */
+  queue?: string;
 }
 
 let validator: ValidateFunction | null = null;

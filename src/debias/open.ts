@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { loadProfessions, type Profession, type ProfessionList } from '../audit/professions.js';
 import { ClipClassifier } from '../classify/clip.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
+import { RenderQueue } from '../queue/producer.js';
 import { encodePrompts } from '../text/encoder.js';
 import { ConfigError, show } from '../util/errors.js';
 import type { JobConfig } from './config.js';
@@ -87,6 +88,16 @@ export async function openJobWorld(config: JobConfig, demo?: DemoFolders): Promi
     await pipeline.dispose();
     throw error;
   }
+  let queue: RenderQueue | undefined;
+  if (resolved.queue) {
+    try {
+      queue = await RenderQueue.connect(resolved.queue, { log: (l) => process.stderr.write(`${l}\n`) });
+    } catch (error) {
+      await pipeline.dispose();
+      await classifier.dispose();
+      throw error;
+    }
+  }
   const world: JobWorld = {
     model: pipeline.model,
     pipeline,
@@ -95,6 +106,7 @@ export async function openJobWorld(config: JobConfig, demo?: DemoFolders): Promi
     classifier,
     professions,
     openPipeline: (dir) => StableDiffusionPipeline.create(dir, options),
+    queue,
   };
   return {
     world,
@@ -102,6 +114,7 @@ export async function openJobWorld(config: JobConfig, demo?: DemoFolders): Promi
     async dispose() {
       await pipeline.dispose();
       await classifier.dispose();
+      await queue?.close();
     },
   };
 }

@@ -42,10 +42,26 @@ export interface DryRunPlan {
     totalExpected: number;
     totalMax: number;
   };
-  estimate: { secondsPerImage: number; expectedMinutes: number; maxMinutes: number };
+  estimate: {
+    secondsPerImage: number;
+    expectedMinutes: number;
+    maxMinutes: number;
+    /**
+     * Wall time with N workers of the measured speed (a model, not a measurement: images × s/image ÷ N,
+     * perfect scaling): N = the workers the queue sees, or 1, 4 and 16 without a queue.
+     */
+    byWorkers: { workers: number; expectedSeconds: number; maxSeconds: number }[];
+    /** The workers counted on the queue (null: no queue given). */
+    queueWorkers: number | null;
+  };
 }
 
-export async function planDebias(config: JobConfig, world: JobWorld): Promise<DryRunPlan> {
+export interface PlanOptions {
+  /** Workers connected to the job's queue (the estimate is given for them). */
+  queueWorkers?: number;
+}
+
+export async function planDebias(config: JobConfig, world: JobWorld, options: PlanOptions = {}): Promise<DryRunPlan> {
   // The job's own checks first: whatever the dry run accepts, the job accepts.
   const { all, edited, held } = preflight(config, world);
   const professions = edited.map((p) => ({
@@ -125,6 +141,12 @@ export async function planDebias(config: JobConfig, world: JobWorld): Promise<Dr
       secondsPerImage,
       expectedMinutes: (secondsPerImage * totalExpected) / 60,
       maxMinutes: (secondsPerImage * totalMax) / 60,
+      byWorkers: (options.queueWorkers !== undefined ? [Math.max(1, options.queueWorkers)] : [1, 4, 16]).map((n) => ({
+        workers: n,
+        expectedSeconds: (secondsPerImage * totalExpected) / n,
+        maxSeconds: (secondsPerImage * totalMax) / n,
+      })),
+      queueWorkers: options.queueWorkers ?? null,
     },
   };
 }
@@ -151,8 +173,27 @@ export function renderPlan(plan: DryRunPlan): string {
   );
   lines.push(`total ≈ ${b.totalExpected} images (at most ${b.totalMax})`);
   const e = plan.estimate;
+  lines.push(`time: ${e.secondsPerImage.toFixed(3)} s per image (measured here, one process)`);
+  const who =
+    e.queueWorkers !== null ? ` (the queue sees ${e.queueWorkers})` : ' of this speed (a model: perfect scaling)';
+  for (const w of e.byWorkers) {
+    lines.push(
+      `  ${w.workers} worker${w.workers === 1 ? '' : 's'}${who}: ≈ ${humanDuration(w.expectedSeconds)} (at most ${humanDuration(w.maxSeconds)})`,
+    );
+  }
   lines.push(
-    `time: ${e.secondsPerImage.toFixed(3)} s per image (measured) → ≈ ${e.expectedMinutes.toFixed(1)} min (at most ${e.maxMinutes.toFixed(1)} min)`,
+    '  brings it down: more workers (time-debias worker on other machines, --queue), GPU workers (--device cuda, ' +
+      'about 100× a CPU per image), fewer steps (generation.steps), fewer images (audit.imagesPerProfession, ' +
+      'tuning.verificationImages), fewer professions',
   );
   return `${lines.join('\n')}\n`;
+}
+
+/** Seconds in the unit a person reads: s, min, h or days. */
+export function humanDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return String(seconds);
+  if (seconds < 90) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+  if (seconds < 90 * 60) return `${(seconds / 60).toFixed(1)} min`;
+  if (seconds < 48 * 3600) return `${(seconds / 3600).toFixed(1)} h`;
+  return `${(seconds / 86400).toFixed(1)} days`;
 }

@@ -26,7 +26,7 @@ const JOB = 'job.json';
 
 /** Settings whose change invalidates a run folder (what decides images and edits). */
 export function jobFingerprint(config: JobConfig): string {
-  const { output: _o, concurrency: _c, threads: _t, ...decisive } = config;
+  const { output: _o, concurrency: _c, threads: _t, queue: _q, ...decisive } = config;
   return fingerprint(decisive as unknown as Record<string, unknown>);
 }
 
@@ -46,7 +46,9 @@ export class RunFolder {
     if (options.restart && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
     const folder = new RunFolder(dir, loadState(dir, jobFingerprint(config)));
-    writeJsonAtomic(join(dir, 'config.json'), config);
+    // the queue URL's password stays out of the run folder
+    const shown = config.queue ? { ...config, queue: config.queue.replace(/:[^:@/]*@/, ':***@') } : config;
+    writeJsonAtomic(join(dir, 'config.json'), shown);
     return folder;
   }
 

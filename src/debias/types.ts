@@ -9,6 +9,7 @@ import type { ClipClassifier } from '../classify/clip.js';
 import type { EncodedRows } from '../edit/rows.js';
 import type { StableDiffusionPipeline } from '../generate/pipeline.js';
 import type { SdModel } from '../model/folder.js';
+import type { RenderQueue } from '../queue/producer.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
 import type { JobConfig } from './config.js';
 import type { ProfessionPair } from './prompts.js';
@@ -26,6 +27,8 @@ export interface JobWorld {
   professions: ProfessionList;
   /** Opens a pipeline on another model folder (the exported one, for the after audit). */
   openPipeline: (dir: string) => Promise<StableDiffusionPipeline>;
+  /** With a render queue, every image-producing step renders and classifies on its workers. */
+  queue?: RenderQueue;
 }
 
 export interface JobOptions {

@@ -41,7 +41,8 @@ export interface TaskGeneration {
 export interface RenderTask {
   version: typeof TASK_VERSION;
   model: FolderRef;
-  classifier: FolderRef & { logitScale: number };
+  /** logitScale and preprocess as the coordinator's classifier has them (they decide the labels). */
+  classifier: FolderRef & { logitScale: number; preprocess: 'transformers' | 'pil' };
   /** M (d × d, float32 row-major) by digest: sha256 of its little-endian bytes. */
   transform: { digest: string; d: number } | null;
   generation: TaskGeneration;
@@ -106,9 +107,13 @@ export const TASK_SCHEMA = {
     model: folderRef,
     classifier: {
       type: 'object',
-      required: ['digest', 'hint', 'logitScale'],
+      required: ['digest', 'hint', 'logitScale', 'preprocess'],
       additionalProperties: false,
-      properties: { ...folderRef.properties, logitScale: { type: 'number', exclusiveMinimum: 0 } },
+      properties: {
+        ...folderRef.properties,
+        logitScale: { type: 'number', exclusiveMinimum: 0 },
+        preprocess: { enum: ['transformers', 'pil'] },
+      },
     },
     transform: {
       oneOf: [
@@ -189,7 +194,7 @@ export function taskId(task: RenderTask): string {
   const identity = {
     ...rest,
     model: model.digest,
-    classifier: { digest: classifier.digest, logitScale: classifier.logitScale },
+    classifier: { digest: classifier.digest, logitScale: classifier.logitScale, preprocess: classifier.preprocess },
   };
   // BullMQ job ids must not be integers or contain ':'.
   return `t${fingerprint(identity)}`;

@@ -25,6 +25,7 @@ import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullm
 import { encode } from 'fast-png';
 import { Redis } from 'ioredis';
 import { ClipClassifier } from '../classify/clip.js';
+import { textSideEdit } from '../edit/text-transform.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { folderDigest } from '../model/folder-digest.js';
 import type { Device } from '../runtime/ort.js';
@@ -186,11 +187,11 @@ export async function startWorker(options: WorkerOptions): Promise<RenderWorker>
     }
     return p;
   };
-  const classifierFor = (dir: string, logitScale: number) => {
-    const key = `${dir}\0${logitScale}`;
+  const classifierFor = (dir: string, logitScale: number, preprocess: 'transformers' | 'pil') => {
+    const key = `${dir}\0${logitScale}\0${preprocess}`;
     let c = classifiers.get(key);
     if (!c) {
-      c = ClipClassifier.load(dir, { device, threads: options.threads, logitScale });
+      c = ClipClassifier.load(dir, { device, threads: options.threads, logitScale, preprocess });
       classifiers.set(key, c);
       c.catch(() => classifiers.delete(key));
     }
@@ -257,7 +258,7 @@ export async function startWorker(options: WorkerOptions): Promise<RenderWorker>
       );
     const [pipeline, classifier] = await Promise.all([
       pipelineFor(model.dir),
-      classifierFor(clip.dir, task.classifier.logitScale),
+      classifierFor(clip.dir, task.classifier.logitScale, task.classifier.preprocess),
     ]);
     const textTransform = task.transform ? await transformFor(task.transform) : undefined;
     const g = task.generation;
@@ -271,7 +272,7 @@ export async function startWorker(options: WorkerOptions): Promise<RenderWorker>
       width: g.width,
       negativePrompt: g.negativePrompt,
       batchSize: task.seeds.length,
-      textTransform,
+      textTransform: textTransform ? textSideEdit(textTransform) : undefined,
     });
     const rgb = made.images.map((img) => ({ width: img.width, height: img.height, data: img.rgb }));
     const classes = await classifier.classify(rgb, task.attribute, {

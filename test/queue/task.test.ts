@@ -22,7 +22,7 @@ function task(extra: Partial<RenderTask> = {}): RenderTask {
   return {
     version: TASK_VERSION,
     model: { digest: HEX, hint: '/models/sd' },
-    classifier: { digest: 'b'.repeat(64), hint: '/models/clip', logitScale: 100 },
+    classifier: { digest: 'b'.repeat(64), hint: '/models/clip', logitScale: 100, preprocess: 'transformers' },
     transform: null,
     generation: { steps: 8, scheduler: 'pndm', guidance: 7.5, height: 64, width: 64, negativePrompt: '' },
     prompt: 'A nurse',
@@ -43,7 +43,10 @@ describe('task payloads', () => {
     assert.equal(taskId(task({ model: { digest: HEX, hint: '/elsewhere' } })), id);
     assert.notEqual(taskId(task({ seeds: [1, 3] })), id);
     assert.notEqual(taskId(task({ transform: { digest: HEX, d: 32 } })), id);
-    assert.notEqual(taskId(task({ classifier: { digest: 'b'.repeat(64), hint: '', logitScale: 50 } })), id);
+    assert.notEqual(
+      taskId(task({ classifier: { digest: 'b'.repeat(64), hint: '', logitScale: 50, preprocess: 'transformers' } })),
+      id,
+    );
     assert.notEqual(taskId(task({ generation: { ...task().generation, steps: 9 } })), id);
   });
 

@@ -22,6 +22,7 @@ interface DebiasArgs {
   json: boolean;
   quiet: boolean;
   preprocess?: string;
+  queue?: string;
 }
 
 /** The demo world's folders, built (or taken from the cache) only when a config names "demo". */
@@ -66,6 +67,11 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
         describe: 'Export the model even when some profession did not reach the tolerance',
       })
       .option('json', { type: 'boolean', default: false, describe: 'Print the result as JSON' })
+      .option('queue', {
+        type: 'string',
+        describe:
+          "redis://[user:pass@]HOST:PORT[/DB] (rediss:// for TLS): render and classify every image on `time-debias worker`s (overrides the config's queue)",
+      })
       .option('quiet', { type: 'boolean', default: false, describe: 'No progress lines on stderr' })
       .option('preprocess', {
         type: 'string',
@@ -79,11 +85,13 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
   handler: async (args) => {
     const config = loadConfig(args.config);
     if (args.preprocess !== undefined) config.classifier.preprocess = validatePreprocess(args.preprocess);
+    if (args.queue !== undefined) config.queue = args.queue;
     const opened = await openJobWorld(config, await demoFoldersFor(config));
     const log = args.quiet ? undefined : (line: string) => process.stderr.write(`${line}\n`);
     try {
       if (args.dryRun) {
-        const plan = await planDebias(opened.config, opened.world);
+        const queueWorkers = opened.world.queue ? await opened.world.queue.workerCount() : undefined;
+        const plan = await planDebias(opened.config, opened.world, { queueWorkers });
         process.stdout.write(args.json ? `${JSON.stringify(plan, null, 2)}\n` : renderPlan(plan));
         return;
       }

@@ -9,7 +9,7 @@ import { type Comparison, compareAudits } from '../../audit/compare.js';
 import type { Profession } from '../../audit/professions.js';
 import { type AuditImage, type AuditResult, runAudit } from '../../audit/run.js';
 import { seedPlan } from '../../audit/seeds.js';
-import { pipelineSource } from '../../audit/source.js';
+import type { GenerationSettings } from '../../audit/source.js';
 import type { EditSolution } from '../../edit/solve.js';
 import type { StableDiffusionPipeline } from '../../generate/pipeline.js';
 import { type GemmEngine, matrix } from '../../linalg/gemm.js';
@@ -20,7 +20,7 @@ import { UNRELATED_HELD_OUT_PROMPTS, UNRELATED_PROMPTS } from '../prompts.js';
 import type { RunFolder } from '../run-folder.js';
 import type { BeforeAfterImage, DebiasResult, JobWorld, TextChange } from '../types.js';
 import { type AuditCommon, auditCommon } from './before.js';
-import { progressLogger } from './context.js';
+import { auditSource, progressLogger } from './context.js';
 
 export interface AfterResult {
   audit: AuditResult;
@@ -54,11 +54,21 @@ export async function runAfter(
     audit = await runAudit({
       ...common,
       out: folder.path(dir),
-      source: pipelineSource(afterPipeline, settings, config.device),
+      source: await auditSource(world, afterPipeline, settings, config.device),
       onProgress: progressLogger(log, 'after'),
     });
     if (config.audit.gendered) {
-      genderedKept = await genderedAudits(config, folder, suffix, afterPipeline, settings, common, pre.edited, log);
+      genderedKept = await genderedAudits(
+        config,
+        world,
+        folder,
+        suffix,
+        afterPipeline,
+        settings,
+        common,
+        pre.edited,
+        log,
+      );
     }
   } finally {
     if (afterPipeline !== world.pipeline) await afterPipeline.dispose();
@@ -112,10 +122,11 @@ export function beforeAfterImages(
 
 async function genderedAudits(
   config: JobConfig,
+  world: JobWorld,
   folder: RunFolder,
   suffix: string,
   pipeline: StableDiffusionPipeline,
-  settings: Parameters<typeof pipelineSource>[1],
+  settings: GenerationSettings,
   common: AuditCommon,
   professions: readonly Profession[],
   log: (line: string) => void,
@@ -138,7 +149,7 @@ async function genderedAudits(
       targetClass: c.id,
       targetShare: config.target.class === c.id ? config.target.share : 1 - config.target.share,
       out: folder.path(`gendered-${c.id}${suffix}`),
-      source: pipelineSource(pipeline, settings, config.device),
+      source: await auditSource(world, pipeline, settings, config.device),
     });
     const k = audit.professions.reduce((a, p) => a + (p.counts[c.id] ?? 0), 0);
     const n = audit.professions.reduce((a, p) => a + p.classified, 0);

@@ -5,14 +5,13 @@
  * the pairs are recomputed on resume and checked against the saved ones.
  */
 import { type AuditOptions, type AuditResult, runAudit } from '../../audit/run.js';
-import { pipelineSource } from '../../audit/source.js';
 import { OutputError } from '../../util/errors.js';
 import type { JobConfig } from '../config.js';
 import type { Preflight } from '../preflight.js';
 import { buildPairs, type ProfessionPair } from '../prompts.js';
 import type { RunFolder } from '../run-folder.js';
 import type { JobWorld } from '../types.js';
-import { progressLogger } from './context.js';
+import { auditSource, progressLogger } from './context.js';
 
 /** What the before and after audits share (everything but the folder and the image source). */
 export type AuditCommon = Omit<AuditOptions, 'out' | 'source'>;
@@ -40,7 +39,7 @@ export interface BeforeResult {
 
 export async function runBefore(
   config: JobConfig,
-  world: Pick<JobWorld, 'pipeline' | 'classifier' | 'professions'>,
+  world: Pick<JobWorld, 'pipeline' | 'classifier' | 'professions' | 'queue' | 'model'>,
   pre: Preflight,
   folder: RunFolder,
   log: (line: string) => void,
@@ -50,7 +49,7 @@ export async function runBefore(
   const audit = await runAudit({
     ...auditCommon(config, world, pre),
     out: folder.path('before'),
-    source: pipelineSource(world.pipeline, pre.generation, config.device),
+    source: await auditSource(world, world.pipeline, pre.generation, config.device),
     onProgress: progressLogger(log, 'before'),
   });
   const baseline = new Map(audit.professions.map((p) => [p.profession, p.share.p]));
