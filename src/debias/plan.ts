@@ -173,7 +173,7 @@ export function renderPlan(plan: DryRunPlan): string {
   );
   lines.push(`total ≈ ${b.totalExpected} images (at most ${b.totalMax})`);
   const e = plan.estimate;
-  lines.push(`time: ${e.secondsPerImage.toFixed(3)} s per image (measured here, one process)`);
+  lines.push(`time: ${e.secondsPerImage.toFixed(3)} s per image (measured) in one process here`);
   const who =
     e.queueWorkers !== null ? ` (the queue sees ${e.queueWorkers})` : ' of this speed (a model: perfect scaling)';
   for (const w of e.byWorkers) {

@@ -218,10 +218,14 @@ export async function startWorker(options: WorkerOptions): Promise<RenderWorker>
   /** Hand a task this worker cannot do back to the others; fail it when every worker has declined it. */
   const decline = async (job: Job, token: string | undefined, why: string): Promise<never> => {
     stats.declined++;
+    // Who declined it lately: a worker that lacks the model declines again each time it takes the
+    // task, so entries older than 15 s are workers that have gone.
     const key = `time-debias:declined:${job.id}`;
-    await redis.sadd(key, name);
+    const now = Date.now();
+    await redis.zadd(key, now, name);
+    await redis.zremrangebyscore(key, '-inf', now - 15_000);
     await redis.expire(key, 3600);
-    const declined = await redis.smembers(key);
+    const declined = await redis.zrange(key, 0, -1);
     const workers = await queue.getWorkersCount();
     if (declined.length >= workers) {
       await redis.del(key);

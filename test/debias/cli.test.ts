@@ -120,6 +120,9 @@ describe('time-debias debias: dry run and budget', () => {
     assert.match(r.stdout, /verification ≈ 8 \(at most 8\)/);
     assert.match(r.stdout, /total ≈ \d+ images/);
     assert.match(r.stdout, /s per image \(measured\)/);
+    // the estimate in human units for 1, 4 and 16 workers (no queue given)
+    assert.match(r.stdout, /^ {2}1 worker of this speed .*: ≈ [\d.]+ (s|min|h|days) \(at most/m);
+    assert.match(r.stdout, /^ {2}16 workers of this speed/m);
     assert.equal(existsSync(out), false);
   });
 

@@ -171,10 +171,8 @@ describe('queue faults', { skip: missing ?? false }, () => {
       assert.equal(got.audit, reference.audit);
       assert.deepEqual(got.images, reference.images);
       assert.deepEqual(classifiedCounts(join(w.root, 'kill-worker')), new Array(24).fill(1));
-      assert.ok(
-        b.stats.tasks >= 1 && b.stats.tasks <= 12,
-        `worker B did ${b.stats.tasks} tasks; A's log:\n${a.log.join('\n')}`,
-      );
+      // B redid the task A was in (and more: its own short locks may lapse under load; at least once)
+      assert.ok(b.stats.tasks >= 11, `worker B did ${b.stats.tasks} tasks; A's log:\n${a.log.join('\n')}`);
     } finally {
       await b?.close();
       await redis.stop();
@@ -275,13 +273,18 @@ describe('queue faults', { skip: missing ?? false }, () => {
         (e: Error) => e instanceof QueueError && /no worker has been connected for 2 s/.test(e.message),
       );
       assert.ok(Date.now() - t0 < 15_000);
-      // with a worker that has the model, the same command finishes (the failed tasks are retried)
+      // with a worker that has the model beside one that lacks it, the same command finishes: the
+      // failed tasks are retried, and the lacking worker hands back whatever it takes
       const good = await startWorker({ url: redis.url, models: [w.models], threads: 1, name: 'has-it' });
+      const lacking = await startWorker({ url: redis.url, models: [root], threads: 1, name: 'lacking-2' });
       try {
         await runAuditJob(auditOptions(w, 'no-model', { queue: redis.url, queueOptions: { checkIntervalMs: 200 } }));
         assert.equal(runBytes(join(w.root, 'no-model')).audit, reference.audit);
+        assert.equal(lacking.stats.tasks, 0);
+        assert.ok(good.stats.tasks >= 12, 'at least once');
       } finally {
         await good.close();
+        await lacking.close();
       }
     } finally {
       await redis.stop();
