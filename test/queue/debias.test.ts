@@ -1,7 +1,7 @@
 /**
  * A small debias job on the demo world through the queue (2 workers) writes the same as in
  * process: byte-identical job.json probes and before audit.json, the same after shares, and the
- * same exported model files (all but time-edit.json, which records compute timings). Tuning probes travel as text transforms M; the after audit names the exported folder by
+ * same exported model files (all but time-edit.json and edit.safetensors, which record compute timings). Tuning probes travel as text transforms M; the after audit names the exported folder by
  * digest (the workers' --models include the job's output folder).
  */
 import assert from 'node:assert/strict';
@@ -41,13 +41,13 @@ after(async () => {
   w?.cleanup();
 });
 
-/** sha256 of every file of a model folder but its manifest (time-edit.json records compute timings). */
+/** sha256 of every file of a model folder but the edit records (time-edit.json and edit.safetensors, which carries it, record compute timings). */
 function fileDigests(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
   const walk = (d: string, rel: string) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       if (e.isDirectory()) walk(join(d, e.name), `${rel}${e.name}/`);
-      else if (e.name !== 'time-edit.json')
+      else if (e.name !== 'time-edit.json' && e.name !== 'edit.safetensors')
         out[`${rel}${e.name}`] = createHash('sha256')
           .update(readFileSync(join(d, e.name)))
           .digest('hex');
@@ -98,7 +98,7 @@ test('debias through the queue with 2 workers = in process (probes, audits, expo
     );
     assert.equal(queued.exported !== null, inProcess.exported !== null);
     if (inProcess.exported && queued.exported) {
-      // the same weights and files; time-edit.json differs only by its timings
+      // the same weights and files; the edit records differ by their timings
       assert.deepEqual(fileDigests(queued.exported), fileDigests(inProcess.exported));
       assert.equal(read(queued.runDir, 'after/audit.json').length > 0, true);
     }
