@@ -102,7 +102,12 @@ function professionTable(r: DebiasResult, marks: { outside: string; heldOut: str
 
 /** The table the CLI prints: per profession, share of the target class before/after with 95% intervals. */
 export function renderDebiasTable(r: DebiasResult): string {
-  const table = textTable({ ...professionTable(r, { outside: '! ', heldOut: '(held out)' }), rule: '─' });
+  // the terminal table right-aligns every column but the first (as it always printed)
+  const table = textTable({
+    ...professionTable(r, { outside: '! ', heldOut: '(held out)' }),
+    align: undefined,
+    rule: '─',
+  });
   const note = r.summary.heldOutParity.outside.length
     ? [`! after interval outside ${pct(r.summary.targetShare)} ± ${pct(r.summary.heldOutParity.tolerance)}`]
     : [];
