@@ -8,6 +8,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { PreprocessMode } from '../classify/preprocess-pil.js';
+import { checkRunName } from '../model/path-guard.js';
 import { ConfigError, show } from '../util/errors.js';
 
 export const SCHEMA_PATH = fileURLToPath(new URL('../../configs/schema.json', import.meta.url));
@@ -115,6 +116,11 @@ export function normalizeConfig(raw: unknown, baseDir: string): JobConfig {
     throw new ConfigError(`invalid config:\n  - ${[...new Set(messages)].join('\n  - ')}`);
   }
   const problems: string[] = [];
+  try {
+    checkRunName(config.name, 'config.name');
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
   const ids = config.attribute.classes.map((c) => c.id);
   if (ids[0] === ids[1])
     problems.push(`config.attribute.classes: both classes are ${show(ids[0])} (rule: distinct ids)`);

@@ -43,6 +43,21 @@ export async function runDebiasJob(
   const log = options.log ?? (() => {});
   const pre = preflight(config, world);
   const folder = RunFolder.open(config, { restart: options.restart });
+  try {
+    return await runInFolder(config, world, options, pre, folder, log);
+  } finally {
+    folder.close();
+  }
+}
+
+async function runInFolder(
+  config: JobConfig,
+  world: JobWorld,
+  options: JobOptions,
+  pre: ReturnType<typeof preflight>,
+  folder: RunFolder,
+  log: (line: string) => void,
+): Promise<DebiasResult> {
   const { state } = folder;
   // A finished job is not run again: its result is what it printed (unless it can export now).
   const finished = state.phase === 'done' ? folder.readResult() : null;

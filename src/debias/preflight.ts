@@ -9,10 +9,12 @@ import { type SeedPlan, seedPlan } from '../audit/seeds.js';
 import type { Attribute } from '../classify/labels.js';
 import { alignmentTokens, selectSites } from '../edit/prepare.js';
 import type { SdModel } from '../model/folder.js';
+import { checkOutsideModel } from '../model/path-guard.js';
 import { type EditSite, locateSites } from '../model/sites.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
 import { ConfigError, show } from '../util/errors.js';
 import type { JobConfig } from './config.js';
+import { runDirOf } from './run-folder.js';
 import type { JobWorld } from './types.js';
 
 export interface Preflight {
@@ -59,6 +61,8 @@ export function preflight(
       );
     }
   }
+  // The run folder (emptied by --restart, the exported model inside it) never touches the model.
+  checkOutsideModel('outDir', runDirOf(config), world.model.dir, { replacing: true });
   const edited = all.filter((p) => !held.has(p.profession));
   if (edited.length === 0) throw new ConfigError('config.professions: no profession left to edit (rule: at least one)');
 

@@ -13,11 +13,14 @@
  *   model/               the debiased model (diffusers layout + time-edit.json)
  *   report.md  report.html
  */
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fingerprint } from '../audit/store.js';
-import { writeJsonAtomic } from '../util/atomic.js';
+import { checkReplaceable, checkRunName, markRunFolder } from '../model/path-guard.js';
+import { lockRunFolder, RUN_LOCK, type RunLock } from '../model/run-lock.js';
+import { removeExportLeftovers, removeTempLeftovers, writeJsonAtomic } from '../util/atomic.js';
 import { OutputError } from '../util/errors.js';
+import { fsErrorToOutput } from '../util/fs-errors.js';
 import type { JobConfig } from './config.js';
 import { type DebiasResult, type JobPhase, type JobState, PHASES } from './types.js';
 
@@ -31,30 +34,58 @@ export function jobFingerprint(config: JobConfig): string {
 }
 
 export function runDirOf(config: JobConfig): string {
-  return resolve(config.output, config.name);
+  return resolve(config.output, checkRunName(config.name, 'config.name'));
 }
+
+/** The field the run folder's errors name (the CLI shows config.output). */
+const WHAT = 'outDir';
 
 export class RunFolder {
   private constructor(
     readonly dir: string,
     readonly state: JobState,
+    private readonly lock: RunLock,
   ) {}
 
-  /** Open (or create) the run folder of `config`; `restart` deletes it first. Writes config.json. */
+  /**
+   * Open (or create) the run folder of `config` and lock it for this process (a second process is
+   * refused, naming the holder); `restart` empties it first. Only a folder of this tool (its marker,
+   * or the state and config of an older run) is ever written into or emptied; anything else is
+   * refused. Leftover temporaries (interrupted writes, `model.tmp-*` exports) are removed.
+   * Writes config.json. Call `close` when the job ends.
+   */
   static open(config: JobConfig, options: { restart?: boolean } = {}): RunFolder {
     const dir = runDirOf(config);
-    if (options.restart && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true });
-    const folder = new RunFolder(dir, loadState(dir, jobFingerprint(config)));
-    // the queue URL's password stays out of the run folder
-    const shown = config.queue ? { ...config, queue: config.queue.replace(/:[^:@/]*@/, ':***@') } : config;
-    writeJsonAtomic(join(dir, 'config.json'), shown);
-    return folder;
+    const legacy = [STATE, 'config.json'];
+    checkReplaceable(WHAT, dir, 'debias', { legacy, action: options.restart ? 'delete' : 'use' });
+    const lock = lockRunFolder(WHAT, dir);
+    try {
+      if (options.restart) {
+        for (const name of readdirSync(dir))
+          if (name !== RUN_LOCK) rmSync(join(dir, name), { recursive: true, force: true });
+      }
+      markRunFolder(dir, 'debias');
+      removeTempLeftovers(dir);
+      removeExportLeftovers(join(dir, 'model'));
+      const folder = new RunFolder(dir, loadState(dir, jobFingerprint(config)), lock);
+      // the queue URL's password stays out of the run folder
+      const shown = config.queue ? { ...config, queue: config.queue.replace(/:[^:@/]*@/, ':***@') } : config;
+      writeJsonAtomic(join(dir, 'config.json'), shown, WHAT);
+      return folder;
+    } catch (error) {
+      lock.release();
+      throw fsErrorToOutput(error, WHAT, dir);
+    }
+  }
+
+  /** Release the run folder's lock. */
+  close(): void {
+    this.lock.release();
   }
 
   /** Save the state (atomically): the resume point. */
   save(): void {
-    writeJsonAtomic(join(this.dir, STATE), this.state);
+    writeJsonAtomic(join(this.dir, STATE), this.state, WHAT);
   }
 
   /** Move the phase forward to `phase` (never back) and save. */

@@ -29,19 +29,22 @@ import {
   openSync,
   readdirSync,
   readFileSync,
-  realpathSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { copyFile } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
+import { chmod, copyFile } from 'node:fs/promises';
+import { basename, dirname, join, normalize, relative, resolve, sep } from 'node:path';
 import { bytesToFloat32, readTensorFloat32 } from '../onnx/model-file.js';
 import { applyWritePlan, planTensorWrites } from '../onnx/write.js';
+import { removeExportLeftovers, trackTemp } from '../util/atomic.js';
 import { EditError, ModelFormatError, OutputError, show } from '../util/errors.js';
+import { fsErrorToOutput } from '../util/fs-errors.js';
 import { type SourceFileRecord, sha256Files } from './file-hash.js';
 import type { SdModel } from './folder.js';
+import { checkOutsideModel, checkReplaceable } from './path-guard.js';
+import { lockExportTarget } from './run-lock.js';
 import { type EditSite, locateSites, toStoredBytes } from './sites.js';
 
 export const EDIT_MANIFEST = 'time-edit.json';
@@ -189,10 +192,27 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
   ) => Promise<ExportResult>;
 } {
   const { model, sites } = target;
-  const { outDir, exists } = checkExportTarget(model.dir, target.outDir, target.force ?? false);
+  const { outDir } = checkExportTarget(model.dir, target.outDir, target.force ?? false);
   const parent = dirname(outDir);
-  mkdirSync(parent, { recursive: true });
+  // One export per target at a time; then, under the lock, the target is checked again (another
+  // export may have finished meanwhile) and the leftovers of interrupted exports are removed.
+  const lock = lockExportTarget('outDir', outDir);
+  let exists: boolean;
   const tmp = `${outDir}.tmp-${randomBytes(6).toString('hex')}`;
+  let untrack: () => void;
+  try {
+    ({ exists } = checkExportTarget(model.dir, outDir, target.force ?? false));
+    removeExportLeftovers(outDir);
+    untrack = trackTemp(tmp);
+    mkdirSync(tmp, { recursive: true });
+  } catch (error) {
+    lock.release();
+    throw fsErrorToOutput(error, 'outDir', outDir);
+  }
+  const release = () => {
+    untrack();
+    lock.release();
+  };
   const t0 = performance.now();
   const unetRel = relative(model.dir, model.unet.dir);
 
@@ -212,6 +232,7 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
     done = true;
     await Promise.all([cloning, hashing]);
     rmSync(tmp, { recursive: true, force: true });
+    release();
   };
 
   const finishWith = async (
@@ -281,7 +302,8 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
       const tFsync = performance.now();
       let replaced = false;
       if (exists) {
-        const old = `${outDir}.old-${randomBytes(6).toString('hex')}`;
+        const old = `${outDir}.tmp-old-${randomBytes(6).toString('hex')}`;
+        trackTemp(old);
         renameSync(outDir, old);
         try {
           renameSync(tmp, outDir);
@@ -295,6 +317,7 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
         renameSync(tmp, outDir);
       }
       fsyncPath(parent);
+      release();
       const tEnd = performance.now();
       const ms = (x: number) => Math.round(x * 10) / 10;
       return {
@@ -319,7 +342,8 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
     } catch (error) {
       await Promise.all([cloning, hashing]);
       rmSync(tmp, { recursive: true, force: true });
-      throw error;
+      release();
+      throw fsErrorToOutput(error, 'outDir', outDir);
     }
   };
   return { outDir, tmpDir: tmp, finishWith, abort };
@@ -336,27 +360,16 @@ export function checkExportTarget(
   force: boolean,
 ): { outDir: string; exists: boolean } {
   const outDir = resolve(outDirIn);
-  const input = resolve(modelDir);
-  const inputReal = realpathNear(input);
-  const outReal = realpathNear(outDir);
-  if (isSameOrInside(outReal, inputReal) || isSameOrInside(outDir, input)) {
-    throw new OutputError(
-      `${show(outDir)} is the input folder or inside it (${show(input)}); the input is never modified, choose a folder outside it`,
-      { field: 'outDir' },
-    );
-  }
-  if (isSameOrInside(inputReal, outReal) || isSameOrInside(input, outDir)) {
-    throw new OutputError(
-      `${show(outDir)} contains the input model folder ${show(input)}; replacing it would delete the input`,
-      { field: 'outDir' },
-    );
-  }
+  // real paths, for the model folder and each component folder (src/model/path-guard.ts)
+  checkOutsideModel('outDir', outDir, modelDir, { replacing: true });
   const exists = existsSync(outDir) || isSymlink(outDir);
   if (exists && !force) {
     throw new OutputError(`${show(outDir)} already exists; choose another folder, or replace it (force)`, {
       field: 'outDir',
     });
   }
+  // --force replaces only a model folder this tool exported (or an empty folder)
+  if (exists) checkReplaceable('outDir', outDir, 'model');
   return { outDir, exists };
 }
 
@@ -423,24 +436,6 @@ export function relativeChange(before: Float32Array, after: Float32Array): numbe
   return den > 0 ? Math.sqrt(num / den) : num > 0 ? Number.POSITIVE_INFINITY : 0;
 }
 
-function isSameOrInside(path: string, dir: string): boolean {
-  const rel = relative(dir, path);
-  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
-}
-
-/** The real path of `path`, resolving its deepest existing ancestor (the rest may not exist yet). */
-function realpathNear(path: string): string {
-  let head = path;
-  const rest: string[] = [];
-  while (!existsSync(head)) {
-    const up = dirname(head);
-    if (up === head) return path;
-    rest.unshift(basename(head));
-    head = up;
-  }
-  return join(realpathSync(head), ...rest);
-}
-
 function isSymlink(path: string): boolean {
   try {
     return lstatSync(path).isSymbolicLink();
@@ -449,7 +444,7 @@ function isSymlink(path: string): boolean {
   }
 }
 
-/** Copy every file under `src` into `dst` (created): clones, symlinks dereferenced. */
+/** Copy every file under `src` into `dst` (created): clones, symlinks dereferenced, modes from the umask. */
 async function cloneTree(src: string, dst: string): Promise<{ files: number; bytes: number }> {
   const jobs: { from: string; to: string; size: number }[] = [];
   const walk = (from: string, to: string, depth: number) => {
@@ -470,6 +465,9 @@ async function cloneTree(src: string, dst: string): Promise<{ files: number; byt
     }
   };
   walk(src, dst, 0);
+  // Files get the permissions of a newly created file (the umask: what mkdir gave the folder, less
+  // execute), not the source's: a read-only source model gives an editable copy.
+  const fileMode = statSync(dst).mode & 0o666;
   // Largest first, two at a time (the big weight file starts at once).
   jobs.sort((x, y) => y.size - x.size);
   let next = 0;
@@ -477,6 +475,7 @@ async function cloneTree(src: string, dst: string): Promise<{ files: number; byt
     while (next < jobs.length) {
       const job = jobs[next++] as (typeof jobs)[number];
       await copyFile(job.from, job.to, constants.COPYFILE_FICLONE);
+      await chmod(job.to, fileMode);
     }
   };
   await Promise.all([worker(), worker()]);

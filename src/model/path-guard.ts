@@ -30,7 +30,8 @@ export type RunKind = 'audit' | 'debias';
 export function checkRunName(name: unknown, field = 'name'): string {
   if (typeof name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(name) || name === '.' || name === '..') {
     throw new ConfigError(
-      `${field}: ${show(name)} is not a run name (rule: one folder name of letters, digits, ".", "_", "-", not "." or "..")`,
+      `${show(name)} is not a run name (rule: one folder name of letters, digits, ".", "_", "-", not "." or "..")`,
+      { field },
     );
   }
   return name;
@@ -83,7 +84,7 @@ export function modelRealFolders(modelDir: string): string[] {
 }
 
 /**
- * `what` (an argument, e.g. "--out") at `path` must be neither a model folder (or one of its
+ * The output `field` (the library parameter, e.g. `outDir`; the CLI names its flag) at `path` must be neither a model folder (or one of its
  * component folders) nor inside one: outputs never go into a model. With `replacing` (the path will
  * be deleted or replaced), it must not contain the model or a component either. OutputError.
  */
@@ -103,13 +104,15 @@ export function checkOutsideModel(
         : `${show(real)}, a component folder of the model ${show(model)}`;
     if (isSameOrInside(outReal, real) || (real === realpathNear(model) && isSameOrInside(out, model))) {
       throw new OutputError(
-        `${what} ${show(out)} is ${outReal === real ? '' : 'inside '}${where}${outReal !== out ? ` (real path ${show(outReal)})` : ''}; ` +
+        `${show(out)} is ${outReal === real ? '' : 'inside '}${where}${outReal !== out ? ` (real path ${show(outReal)})` : ''}; ` +
           'outputs never go into a model folder (the input is only ever read); choose a folder outside it',
+        { field: what },
       );
     }
     if (options.replacing && (isSameOrInside(real, outReal) || isSameOrInside(model, out))) {
       throw new OutputError(
-        `${what} ${show(out)} contains ${where}; replacing it would delete the input; choose another folder`,
+        `${show(out)} contains ${where}; replacing it would delete the input; choose another folder`,
+        { field: what },
       );
     }
   }
@@ -174,18 +177,20 @@ export function markRunFolder(dir: string, kind: RunKind): void {
 }
 
 /**
- * Before `path` is deleted or replaced: it is absent, an empty folder, or this tool's own (a run
- * folder of `kind` with its marker, or — for 'model' — an exported model folder with its
- * manifest). A symbolic link, a file, or any other folder is refused with what is there.
- * `legacy` lists files that identify a run folder made before the marker existed (all must be present).
+ * Before `path` is deleted or replaced (`action` 'delete', the default), or written into as a run
+ * folder ('use'): it is absent, an empty folder, or this tool's own (a run folder of `kind` with
+ * its marker, or — for 'model' — an exported model folder with its manifest). A symbolic link, a
+ * file, or any other folder is refused with what is there. `legacy` lists files that identify a run
+ * folder made before the marker existed (all must be present).
  */
 export function checkReplaceable(
   what: string,
   path: string,
   kind: RunKind | 'model',
-  legacy: readonly string[] = [],
+  options: { legacy?: readonly string[]; action?: 'delete' | 'use' } = {},
 ): void {
   const p = resolve(path);
+  const legacy = options.legacy ?? [];
   let st: ReturnType<typeof lstatSync>;
   try {
     st = lstatSync(p);
@@ -194,7 +199,10 @@ export function checkReplaceable(
   }
   const refuse = (why: string) => {
     throw new OutputError(
-      `${what} ${show(p)} is ${describePath(p)}, ${why}; refusing to delete it. Choose another path, or remove it yourself if it is yours to lose`,
+      options.action === 'use'
+        ? `${show(p)} is ${describePath(p)}, ${why}; refusing to write into it. Choose another path`
+        : `${show(p)} is ${describePath(p)}, ${why}; refusing to delete it. Choose another path, or remove it yourself if it is yours to lose`,
+      { field: what },
     );
   };
   if (st.isSymbolicLink())

@@ -72,7 +72,7 @@ export function lockExportTarget(what: string, outDir: string): RunLock {
 
 function acquireLock(what: string, target: string, path: string): RunLock {
   if (held.has(path)) {
-    throw new OutputError(`${what} ${show(target)} is already in use by this process (lock ${show(path)})`);
+    throw new OutputError(`${show(target)} is already in use by this process (lock ${show(path)})`, { field: what });
   }
   const me: LockHolder = {
     pid: process.pid,
@@ -197,13 +197,15 @@ function moveAway(path: string, raw: string | null): void {
 function heldBy(what: string, target: string, path: string, h: LockHolder | null): OutputError {
   if (h === null) {
     return new OutputError(
-      `${what} ${show(target)} is locked by another process that is starting (lock ${show(path)}); try again in a moment`,
+      `${show(target)} is locked by another process that is starting (lock ${show(path)}); try again in a moment`,
+      { field: what },
     );
   }
   const here = h.host === hostname();
   return new OutputError(
-    `${what} ${show(target)} is in use by process ${h.pid} on ${here ? 'this host' : `host ${show(h.host)}`} ` +
+    `${show(target)} is in use by process ${h.pid} on ${here ? 'this host' : `host ${show(h.host)}`} ` +
       `(since ${h.started}: ${show(h.command)}); wait for it to finish` +
       (here ? '' : `, or remove ${show(path)} once that process is gone`),
+    { field: what },
   );
 }

@@ -50,8 +50,8 @@ export function fsErrorToOutput(error: unknown, what: string, path: string): unk
   const other = (error as { path?: unknown }).path;
   const at = typeof other === 'string' && other !== path ? ` (at ${show(other)})` : '';
   return new OutputError(
-    `${what}: cannot write ${show(path)}${at}: ${REASONS[code]} [${code}${typeof syscall === 'string' ? ` in ${syscall}` : ''}]`,
-    { cause: error },
+    `cannot write ${show(path)}${at}: ${REASONS[code]} [${code}${typeof syscall === 'string' ? ` in ${syscall}` : ''}]`,
+    { cause: error, field: what },
   );
 }
 

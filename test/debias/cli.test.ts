@@ -75,6 +75,9 @@ describe('time-debias debias: bad configs', () => {
       EXIT.config,
       /config\.edit: tuning edits of a subset of sites/,
     ],
+    // run names are one folder name: "." and ".." named the output folder or its parent (--restart deleted it)
+    ['name dot', { ...base, name: '.' }, EXIT.config, /config\.name: "\." must match pattern/],
+    ['name dotdot', { ...base, name: '..' }, EXIT.config, /config\.name: "\.\." must match pattern/],
     [
       'unknown held-out',
       { ...base, professions: { list: 'demo', select: ['nurse'], heldOut: ['astronaut'] } },
@@ -99,6 +102,16 @@ describe('time-debias debias: bad configs', () => {
     const r = await runCli(['debias', '--config', path, '--dry-run']);
     assert.equal(r.code, EXIT.config, r.stderr);
     assert.match(r.stderr, /config\.edit: tuning edits of a subset of sites/);
+  });
+  test('an output inside the model folder is refused before any work, by the run and by --dry-run', async () => {
+    const model = ensureDemoWorld().modelDir;
+    const path = writeConfig('in-model', { ...base, output: join(model, 'runs') });
+    for (const extra of [[], ['--dry-run']]) {
+      const r = await runCli(['debias', '--config', path, ...extra]);
+      assert.equal(r.code, EXIT.output, r.stderr);
+      assert.match(r.stderr, /config\.output: ".*runs[/\\]debias" is inside the model folder/);
+      assert.equal(existsSync(join(model, 'runs')), false, 'nothing written into the model');
+    }
   });
   test('missing config file', async () => {
     const r = await runCli(['debias', '--config', join(dir, 'nope.json')]);

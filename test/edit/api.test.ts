@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { buildTinySdModel, type TinySdOptions } from '../../src/demo/sd-model.js';
@@ -335,20 +335,27 @@ describe('editModel end to end', () => {
     }
   });
 
-  test('--force replaces an existing output folder', async () => {
+  test('--force replaces an exported model folder, never a folder of other files', async () => {
     const { dir, root } = tiny({ sites: 1 });
     const outDir = join(root, 'edited');
     mkdirSync(outDir);
     writeFileSync(join(outDir, 'old-file.txt'), 'old');
-    const result = await editModel({
+    const request = {
       modelDir: dir,
       outDir,
       force: true,
       pairs: [{ source: 'a cat', destination: 'a blue cat' }],
       threads: 1,
-    });
+    };
+    await assert.rejects(
+      editModel(request),
+      /outDir: .* is a folder of 1 entry \(old-file\.txt\).*refusing to delete it/,
+    );
+    assert.equal(readFileSync(join(outDir, 'old-file.txt'), 'utf8'), 'old');
+    rmSync(outDir, { recursive: true });
+    await editModel({ ...request, force: false });
+    const result = await editModel(request);
     assert.equal(result.replaced, true);
-    assert.equal(existsSync(join(outDir, 'old-file.txt')), false);
     assert.ok(existsSync(join(outDir, 'time-edit.json')));
     assert.deepEqual(exportLeftovers(outDir), []);
   });
@@ -437,7 +444,7 @@ describe('editModel rejects bad requests before writing anything', () => {
     });
     assert.deepEqual(listFiles(existing), ['keep.txt']);
     await assert.rejects(editModel({ ...base, outDir: join(dir, 'edited') }), OutputError);
-    await assert.rejects(editModel({ ...base, outDir: root, force: true }), /contains the input model folder/);
+    await assert.rejects(editModel({ ...base, outDir: root, force: true }), /contains the model folder/);
     assert.deepEqual(checksums(dir), inputSums);
   });
 

@@ -229,7 +229,7 @@ describe('exportEditedModel end to end on the tiny models', () => {
 });
 
 describe('exportEditedModel refuses, and writes nothing', () => {
-  test('output exists: refused without force; with force replaced atomically', async () => {
+  test('output exists: refused without force; with force a folder of other files is refused, an export replaced atomically', async () => {
     const { model, sites } = tiny();
     const outDir = join(tmp.dir, `out${counter++}`);
     mkdirSync(outDir);
@@ -243,13 +243,24 @@ describe('exportEditedModel refuses, and writes nothing', () => {
         e.field === 'outDir' &&
         /replace it \(force\)/.test(e.message),
     );
+    // issue 11: --force replaced whatever was there; only this tool's exports are replaced now
+    await assert.rejects(
+      exportEditedModel({ model, weights, outDir, force: true }),
+      (e: Error) => e instanceof OutputError && /a folder of 1 entry \(keep\.txt\)/.test(e.message),
+    );
     assert.deepEqual(readdirSync(outDir), ['keep.txt']);
     assert.deepEqual(leftovers(outDir), []);
-    const result = await exportEditedModel({ model, weights, outDir, force: true });
+    const first = join(tmp.dir, `out${counter++}`);
+    await exportEditedModel({ model, weights, outDir: first });
+    const result = await exportEditedModel({
+      model,
+      weights: editedWeights(model, sites.slice(0, 1), 3),
+      outDir: first,
+      force: true,
+    });
     assert.equal(result.replaced, true);
-    assert.ok(!existsSync(join(outDir, 'keep.txt')));
-    assert.ok(existsSync(join(outDir, EDIT_MANIFEST)));
-    assert.deepEqual(leftovers(outDir), []);
+    assert.equal(JSON.parse(readFileSync(join(first, EDIT_MANIFEST), 'utf8')).editedSites.length, 1);
+    assert.deepEqual(leftovers(first), []);
   });
 
   test('output inside the input, or containing it (force would delete the input)', async () => {
@@ -258,7 +269,7 @@ describe('exportEditedModel refuses, and writes nothing', () => {
     const weights = editedWeights(model, sites.slice(0, 1), 3);
     await assert.rejects(
       exportEditedModel({ model, weights, outDir: join(dir, 'edited') }),
-      (e: Error) => e instanceof OutputError && /inside it/.test(e.message),
+      (e: Error) => e instanceof OutputError && /inside the model folder/.test(e.message),
     );
     await assert.rejects(exportEditedModel({ model, weights, outDir: dir, force: true }), OutputError);
     // a not-yet-existing output under a symlink that points into the input
@@ -267,7 +278,7 @@ describe('exportEditedModel refuses, and writes nothing', () => {
     await assert.rejects(exportEditedModel({ model, weights, outDir: join(link, 'new', 'edited') }), OutputError);
     await assert.rejects(
       exportEditedModel({ model, weights, outDir: dirname(dir), force: true }),
-      (e: Error) => e instanceof OutputError && /contains the input/.test(e.message),
+      (e: Error) => e instanceof OutputError && /contains the model folder/.test(e.message),
     );
     assert.deepEqual(checksums(dir), before);
   });

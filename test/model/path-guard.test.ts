@@ -37,7 +37,7 @@ test('outputs never inside a model or a component folder, symbolic links resolve
   const refused = (path: string, replacing = false) =>
     assert.throws(
       () => checkOutsideModel('--out', path, snap, { replacing }),
-      (e: unknown) => e instanceof OutputError && e.message.startsWith('--out '),
+      (e: unknown) => e instanceof OutputError && e.message.startsWith('--out: '),
       path,
     );
   refused(snap);
