@@ -6,7 +6,9 @@
 import { ClipClassifier } from '../classify/clip.js';
 import { type Attribute, genderAttribute, validateAttribute } from '../classify/labels.js';
 import type { PreprocessMode } from '../classify/preprocess-pil.js';
+import { checkWorkBounds } from '../generate/bounds.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
+import { checkOutsideModel } from '../model/path-guard.js';
 import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
 import type { Device } from '../runtime/ort.js';
 import { UsageError } from '../util/errors.js';
@@ -64,6 +66,20 @@ export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
   const professions = o.professions ? loadProfessions(o.professions, { select: o.select }) : undefined;
   if (o.model && !professions) throw new UsageError('--professions: needed with --model (e.g. winobias35)');
   const templates = o.model ? resolveTemplates(o.templates ?? ['default']) : [];
+  // Every number that sizes memory or time, before anything is planned or loaded.
+  const g = o.generation ?? {};
+  checkWorkBounds(
+    {
+      height: g.height,
+      width: g.width,
+      steps: g.steps,
+      batchSize: o.batchSize,
+      images: o.model ? (o.images ?? 20) * templates.length * (professions?.professions.length ?? 1) : undefined,
+      bootstrap: o.bootstrap?.samples,
+    },
+    { error: (m) => new UsageError(m) },
+  );
+  if (o.model) checkOutsideModel('out', o.out, o.model);
   const seeds = o.model ? seedPlan(o.seedUse ?? 'evaluation', o.images ?? 20, o.seedStart) : undefined;
   const classifier = await ClipClassifier.load(o.classifier, {
     device: o.device,

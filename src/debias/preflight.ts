@@ -8,6 +8,7 @@ import type { Profession } from '../audit/professions.js';
 import { type SeedPlan, seedPlan } from '../audit/seeds.js';
 import type { Attribute } from '../classify/labels.js';
 import { alignmentTokens, selectSites } from '../edit/prepare.js';
+import { checkWorkBounds } from '../generate/bounds.js';
 import type { SdModel } from '../model/folder.js';
 import { checkOutsideModel } from '../model/path-guard.js';
 import { type EditSite, locateSites } from '../model/sites.js';
@@ -63,6 +64,31 @@ export function preflight(
   }
   // The run folder (emptied by --restart, the exported model inside it) never touches the model.
   checkOutsideModel('outDir', runDirOf(config), world.model.dir, { replacing: true });
+  // Every number that sizes memory or time, the same bounds as the CLI's.
+  const perProfession = Math.max(
+    config.audit.imagesPerProfession,
+    config.tuning.imagesPerProbe,
+    config.tuning.verificationImages,
+  );
+  checkWorkBounds(
+    {
+      height: config.generation.height,
+      width: config.generation.width,
+      batchSize: config.generation.batchSize,
+      steps: config.generation.steps,
+      images: perProfession * all.length,
+    },
+    {
+      names: {
+        height: 'config.generation.height',
+        width: 'config.generation.width',
+        batchSize: 'config.generation.batchSize',
+        steps: 'config.generation.steps',
+        images: 'config.audit.imagesPerProfession (or the tuning images) × professions',
+      },
+      error: (m) => new ConfigError(m),
+    },
+  );
   const edited = all.filter((p) => !held.has(p.profession));
   if (edited.length === 0) throw new ConfigError('config.professions: no profession left to edit (rule: at least one)');
 

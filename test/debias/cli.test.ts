@@ -113,6 +113,19 @@ describe('time-debias debias: bad configs', () => {
       assert.equal(existsSync(join(model, 'runs')), false, 'nothing written into the model');
     }
   });
+  test('--height 100000 in a config: refused by the run and by --dry-run alike (was a RangeError)', async () => {
+    const path = writeConfig('huge', {
+      ...base,
+      generation: { ...base.generation, height: 100000, width: 100000 },
+      output: join(dir, 'out'),
+    });
+    for (const extra of [['--dry-run'], []]) {
+      const r = await runCli(['debias', '--config', path, ...extra]);
+      assert.equal(r.code, EXIT.config, r.stderr);
+      assert.match(r.stderr, /config\.generation\.height: 100000 is larger than 2048/);
+      assert.equal(existsSync(join(dir, 'out')), false, 'nothing written');
+    }
+  });
   test('missing config file', async () => {
     const r = await runCli(['debias', '--config', join(dir, 'nope.json')]);
     assert.equal(r.code, EXIT.config);

@@ -7,7 +7,9 @@ import { basename, join, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { compareAudits } from '../../audit/compare.js';
 import { readAudit } from '../../audit/run.js';
+import { checkWorkBounds } from '../../generate/bounds.js';
 import { renderCompareTable, writeCompareReports } from '../../report/audit-report.js';
+import { UsageError } from '../../util/errors.js';
 
 interface CompareArgs {
   before: string;
@@ -31,6 +33,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
       .option('json', { type: 'boolean', default: false, describe: 'Print the comparison as JSON' })
       .example('$0 compare outputs/audit-base outputs/audit-debiased', '') as unknown as Argv<CompareArgs>,
   handler: (argv) => {
+    checkWorkBounds({ bootstrap: argv.bootstrap }, { error: (m) => new UsageError(m) });
     const before = readAudit(argv.before);
     const after = readAudit(argv.after);
     const c = compareAudits(before, after, { bootstrap: { samples: argv.bootstrap, seed: argv['bootstrap-seed'] } });

@@ -8,15 +8,19 @@
  *     [--guidance 7.5] [--eta 0] [--height 512 --width 512] [--batch-size 1] [--device cpu|cuda]
  *     [--threads N] [--grid] [--json]
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Argv, CommandModule } from 'yargs';
+import { checkWorkBounds } from '../../generate/bounds.js';
 import { readNpy } from '../../generate/npy.js';
 import { writeGenerationRun } from '../../generate/output.js';
 import { type GenerateRequest, normalizeRequest, StableDiffusionPipeline } from '../../generate/pipeline.js';
 import { parseSeedList } from '../../generate/rng.js';
 import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
+import { checkOutsideModel } from '../../model/path-guard.js';
 import { validateDevice } from '../../runtime/ort.js';
-import { show, UsageError } from '../../util/errors.js';
+import { GenerationError, OutputError, show, UsageError } from '../../util/errors.js';
 
 interface GenerateArgs {
   model: string;
@@ -105,6 +109,24 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
     };
     // Check the cheap inputs before loading the model.
     normalizeRequest({ ...request, seeds: request.seeds ?? [0], latents: undefined });
+    checkWorkBounds(
+      {
+        height: request.height,
+        width: request.width,
+        batchSize: request.batchSize,
+        steps: request.steps,
+        images: request.seeds?.length,
+        bytesPerImage: 4 * (request.height ?? 512) * (request.width ?? 512),
+      },
+      { names: { images: '--seeds' }, error: (m) => new GenerationError(m) },
+    );
+    // The output: never inside the model, and not a folder of an earlier run (found now, not after rendering).
+    checkOutsideModel('--out', argv.out, argv.model);
+    if (existsSync(join(argv.out, 'generation.json'))) {
+      throw new OutputError(
+        `--out: ${show(argv.out)} already holds a generation run (generation.json); choose another folder or remove it`,
+      );
+    }
     if (argv.latents !== undefined) request.latents = readNpy(argv.latents);
 
     const pipeline = await StableDiffusionPipeline.create(argv.model, { device, threads: argv.threads });

@@ -1,0 +1,131 @@
+/**
+ * Bounds on every number that sizes memory or time (issue 11), checked before any work — by the
+ * CLI commands and by the debias preflight (so `--dry-run` refuses what the run would refuse):
+ *
+ *   side      height and width: positive multiples of 8, at most 4 × the model's own size
+ *             (8 × sample_size; 512 when unknown) — beyond that SD gives no usable image;
+ *   memory    the UNet's attention at full latent resolution materializes, per batch,
+ *             2 (guidance) × batch × 8 heads × (h/8 · w/8)² float32 scores: that must fit in the
+ *             machine's memory (os.totalmem);
+ *   images    a run's images each keep a record (and, for `generate`, the decoded image) in memory:
+ *             at most what the JS heap holds;
+ *   steps     at most the scheduler's training timesteps (1000);
+ *   bootstrap 1 ≤ resamples ≤ 1,000,000.
+ *
+ * The limits come from the model and the machine, so a bigger machine accepts more.
+ */
+import { totalmem } from 'node:os';
+import { getHeapStatistics } from 'node:v8';
+import { show } from '../util/errors.js';
+
+export interface WorkSizes {
+  height?: number;
+  width?: number;
+  batchSize?: number;
+  steps?: number;
+  /** images the run renders or classifies in all */
+  images?: number;
+  /** bytes each image keeps in memory until the run ends, besides its record (generate: the pixels) */
+  bytesPerImage?: number;
+  bootstrap?: number;
+}
+
+export interface BoundsContext {
+  /** The flag or config key of each number, for messages (default: `--height`, …). */
+  names?: Partial<Record<keyof WorkSizes, string>>;
+  /** The UNet's sample_size (latent side); default 64 (512-pixel models). */
+  sampleSize?: number | null;
+  /** The scheduler's training timesteps; default 1000. */
+  trainSteps?: number;
+  /** Machine memory in bytes; default os.totalmem(). */
+  memoryBytes?: number;
+  /** JS heap limit in bytes; default v8's heap_size_limit. */
+  heapBytes?: number;
+  /** The error to throw (UsageError for flags, ConfigError for config keys, …). */
+  error: (message: string) => Error;
+}
+
+const DEFAULT_NAMES: Record<keyof WorkSizes, string> = {
+  height: '--height',
+  width: '--width',
+  batchSize: '--batch-size',
+  steps: '--steps',
+  images: '--images',
+  bytesPerImage: 'image size',
+  bootstrap: '--bootstrap',
+};
+
+/** Bytes a planned image's record takes in memory (keys, prompt, probabilities), generously. */
+const RECORD_BYTES = 2048;
+const MAX_BOOTSTRAP = 1_000_000;
+const GiB = 1024 ** 3;
+
+/** The largest image side the model accepts: 4 × its own size. */
+export function maxSide(sampleSize?: number | null): number {
+  return 4 * 8 * Math.max(sampleSize ?? 64, 64);
+}
+
+/** Bytes of the attention scores of one UNet batch at full latent resolution (guidance doubles it). */
+export function attentionBytes(height: number, width: number, batchSize: number): number {
+  const tokens = (height / 8) * (width / 8);
+  return 2 * batchSize * 8 * tokens * tokens * 4;
+}
+
+/** Throw `ctx.error(...)` for the first number outside its bound. */
+export function checkWorkBounds(sizes: WorkSizes, ctx: BoundsContext): void {
+  const name = (k: keyof WorkSizes) => ctx.names?.[k] ?? DEFAULT_NAMES[k];
+  const fail = (message: string): never => {
+    throw ctx.error(message);
+  };
+  const intAtLeast = (k: keyof WorkSizes, min: number) => {
+    const v = sizes[k];
+    if (v !== undefined && (!Number.isInteger(v) || v < min))
+      fail(`${name(k)}: ${show(v)} is not an integer >= ${min}`);
+  };
+  const side = maxSide(ctx.sampleSize);
+  for (const k of ['height', 'width'] as const) {
+    const v = sizes[k];
+    if (v === undefined) continue;
+    if (!Number.isInteger(v) || v < 8 || v % 8 !== 0) fail(`${name(k)}: ${show(v)} is not a positive multiple of 8`);
+    if (v > side) {
+      fail(
+        `${name(k)}: ${v} is larger than ${side} (rule: at most 4 × the model's own size ${side / 4}; larger images need more memory than the model can use and give no usable image)`,
+      );
+    }
+  }
+  intAtLeast('batchSize', 1);
+  intAtLeast('steps', 1);
+  intAtLeast('images', 1);
+  const trainSteps = ctx.trainSteps ?? 1000;
+  if (sizes.steps !== undefined && sizes.steps > trainSteps)
+    fail(`${name('steps')}: ${sizes.steps} is more than the scheduler's ${trainSteps} training timesteps`);
+  if (sizes.bootstrap !== undefined) {
+    intAtLeast('bootstrap', 1);
+    if (sizes.bootstrap > MAX_BOOTSTRAP)
+      fail(`${name('bootstrap')}: ${sizes.bootstrap} is more than ${MAX_BOOTSTRAP} resamples`);
+  }
+  const memory = ctx.memoryBytes ?? totalmem();
+  if (sizes.height !== undefined && sizes.width !== undefined) {
+    const batch = sizes.batchSize ?? 1;
+    const need = attentionBytes(sizes.height, sizes.width, batch);
+    if (need > memory) {
+      fail(
+        `${name('height')} × ${name('width')} ${sizes.height} × ${sizes.width} with ${name('batchSize')} ${batch} needs ≈ ${(need / GiB).toFixed(1)} GiB ` +
+          `for the UNet's attention alone; this machine has ${(memory / GiB).toFixed(1)} GiB (use a smaller size or batch)`,
+      );
+    }
+  }
+  if (sizes.images !== undefined) {
+    const heap = ctx.heapBytes ?? getHeapStatistics().heap_size_limit;
+    const each = RECORD_BYTES + (sizes.bytesPerImage ?? 0);
+    // records live on the JS heap; generated pixels in typed arrays, off the heap
+    const pool = sizes.bytesPerImage ? Math.min(memory, heap + memory / 2) : heap;
+    const most = Math.max(1, Math.floor(pool / 2 / each));
+    if (sizes.images > most) {
+      fail(
+        `${name('images')}: ${sizes.images} images in all is more than this process can hold (at most ${most}: ` +
+          `${(pool / GiB).toFixed(1)} GiB for ${each} bytes per image); split the run`,
+      );
+    }
+  }
+}
