@@ -80,7 +80,7 @@ export function checkWorkBounds(sizes: WorkSizes, ctx: BoundsContext): void {
   const intAtLeast = (k: keyof WorkSizes, min: number) => {
     const v = sizes[k];
     if (v !== undefined && (!Number.isInteger(v) || v < min))
-      fail(`${name(k)}: ${show(v)} is not an integer >= ${min}`);
+      fail(`${name(k)}: ${show(v)} must be an integer ≥ ${min}`);
   };
   const side = maxSide(ctx.sampleSize);
   for (const k of ['height', 'width'] as const) {

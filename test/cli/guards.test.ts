@@ -70,5 +70,5 @@ test('audit --images 1e9 and --bootstrap 0 are refused before anything is loaded
   assert.match(r.stderr, /--images: \d+ images in all is more than this process can hold/);
   const b = await runCli([...common, '--bootstrap', '0']);
   assert.equal(b.code, EXIT.usage, b.stderr);
-  assert.match(b.stderr, /--bootstrap: 0 is not an integer >= 1/);
+  assert.match(b.stderr, /--bootstrap: 0 must be an integer ≥ 1/);
 });

@@ -27,11 +27,11 @@ test('numbers within bounds pass; each bound names the flag, the value and the r
     ],
     [{ height: 100, width: 64 }, /--height: 100 is not a positive multiple of 8/],
     [{ images: 1e9 }, /^--images: 1000000000 images in all is more than this process can hold/],
-    [{ bootstrap: 0 }, /^--bootstrap: 0 is not an integer >= 1/],
+    [{ bootstrap: 0 }, /^--bootstrap: 0 must be an integer ≥ 1/],
     [{ bootstrap: -5 }, /--bootstrap: -5/],
     [{ bootstrap: 1e7 }, /more than 1000000 resamples/],
     [{ steps: 5000 }, /--steps: 5000 is more than the scheduler's 1000 training timesteps/],
-    [{ batchSize: 0.5 }, /--batch-size: 0\.5 is not an integer >= 1/],
+    [{ batchSize: 0.5 }, /--batch-size: 0\.5 must be an integer ≥ 1/],
   ];
   for (const [sizes, pattern] of refused) {
     assert.throws(
