@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { encode } from 'fast-png';
 import { ClipClassifier } from '../../src/classify/clip.js';
 import { attributeFromLabels } from '../../src/classify/labels.js';
-import { renderClassifyTable } from '../../src/cli/commands/classify.js';
+import { CLASSIFY_EXAMPLES, renderClassifyTable } from '../../src/cli/commands/classify.js';
 import { EXIT } from '../../src/cli/exit.js';
 import { testImage } from '../classify/fixtures.js';
 import { checkMarkup, makeTinyWorld } from './world.js';
@@ -139,4 +139,42 @@ test("bad inputs exit with their area's code and a message naming the argument",
   assert.match(noClassifier.stderr, /--classifier: ".*missing" does not exist/);
   assert.equal(unknownList.code, EXIT.usage);
   assert.match(unknownList.stderr, /--professions: "nope" is not a known list/);
+});
+
+test('classify: the README/--help examples run as written; images and labels cannot be confused', async () => {
+  const a = join(images, 'nurse', 'img-0.png');
+  const b = join(images, 'nurse', 'img-1.png');
+  const labels = ['a photo of a woman', 'a photo of a man'];
+  // the --help examples (the README's first), with this world's classifier and images substituted
+  for (const example of CLASSIFY_EXAMPLES) {
+    const words = [...example.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => (m[1] ?? m[2]) as string).slice(1);
+    const argv = words.map((w) =>
+      w === './clip' ? world.classifier : w === 'img1.png' ? a : w === 'img2.png' ? b : w,
+    );
+    const r = await cli(argv[0] as string, '--json', ...argv.slice(1));
+    assert.equal(r.code, EXIT.ok, `${example}\n${r.stderr}`);
+    const out = JSON.parse(r.stdout);
+    assert.deepEqual(out.classes, labels);
+    assert.deepEqual(
+      out.images.map((i: { image: string }) => i.image),
+      [a, b],
+    );
+  }
+  const readme = readFileSync(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+  assert.ok(
+    readme.includes(
+      CLASSIFY_EXAMPLES[0]!.replace('$0 ', 'npx time-debias ').replace('./clip', 'models/clip-vit-base-patch32'),
+    ),
+  );
+  // `good.png --labels A B one.png`: one.png used to become a third label; now refused
+  const r = await cli('classify', '--classifier', world.classifier, a, '--labels', ...labels, b);
+  assert.equal(r.code, EXIT.usage, r.stderr);
+  assert.match(
+    r.stderr,
+    /--labels: ".*img-1\.png" is an existing file, not a label prompt; give the images before --labels or after "--"/,
+  );
+  // the old README form: every image taken as a label → refused, not "Not enough non-option arguments"
+  const old = await cli('classify', '--classifier', world.classifier, '--labels', ...labels, a);
+  assert.equal(old.code, EXIT.usage, old.stderr);
+  assert.match(old.stderr, /is an existing file, not a label prompt/);
 });

@@ -1,24 +1,31 @@
 /**
- * `time-debias classify --classifier DIR [--labels L1 L2 ...] IMAGE...`: zero-shot CLIP class
- * probabilities per image (a table, or JSON with --json). Without --labels, the gender labels of
+ * `time-debias classify --classifier DIR [--label L1 --label L2 ...] IMAGE...`: zero-shot CLIP class
+ * probabilities per image (a table, or JSON with --json). Without labels, the gender labels of
  * --label-style. Parses, calls ClipClassifier (src/classify), renders.
+ *
+ * Images and labels cannot be confused (issue 11): `--label` takes one prompt per flag; `--labels
+ * L1 L2 …` takes every word up to the next option, so images go before it or after `--`; a label
+ * that names an image file is refused rather than classified against.
  */
-
+import { existsSync, statSync } from 'node:fs';
+import { extname } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { ClipClassifier, type ImageClassification } from '../../classify/clip.js';
 import { attributeFromLabels, genderAttribute, validateGenderStyle } from '../../classify/labels.js';
 import { validatePreprocess } from '../../classify/preprocess-pil.js';
 import { textTable } from '../../report/text/index.js';
 import { validateDevice } from '../../runtime/ort.js';
-import { UsageError } from '../../util/errors.js';
+import { show, UsageError } from '../../util/errors.js';
 
 interface ClassifyArgs {
   classifier: string;
+  label?: string | string[];
   labels?: string[];
   'label-style': string;
   profession?: string;
   threshold?: number;
-  images: string[];
+  images?: string[];
+  _: (string | number)[];
   'batch-size': number;
   device: string;
   threads?: number;
@@ -27,22 +34,29 @@ interface ClassifyArgs {
 }
 
 export const classifyCommand: CommandModule<object, ClassifyArgs> = {
-  command: 'classify <images..>',
+  command: 'classify [images..]',
   describe: 'Zero-shot CLIP classification of image files: class probabilities per image',
   builder: (yargs: Argv) =>
     yargs
       .positional('images', {
         type: 'string',
         array: true,
-        demandOption: true,
-        describe: 'Image files (PNG, JPEG, WebP)',
+        describe: 'Image files (PNG, JPEG, WebP); after "--" when --labels comes last',
       })
       .option('classifier', {
         type: 'string',
         demandOption: true,
         describe: 'CLIP folder (transformers.js layout, local)',
       })
-      .option('labels', { type: 'string', array: true, describe: 'Label prompts, one class each (at least 2)' })
+      .option('label', {
+        type: 'string',
+        describe: 'A label prompt, one class; repeat it: --label "a photo of a woman" --label "a photo of a man"',
+      })
+      .option('labels', {
+        type: 'string',
+        array: true,
+        describe: 'Label prompts, one class each (at least 2); takes every word up to the next option or "--"',
+      })
       .option('label-style', {
         type: 'string',
         default: 'woman-man',
@@ -60,16 +74,11 @@ export const classifyCommand: CommandModule<object, ClassifyArgs> = {
           "Classifier image preprocessing: transformers (transformers.js') or pil (PIL's antialiased resize, as the references)",
       })
       .option('json', { type: 'boolean', default: false, describe: 'Print JSON' })
-      .example(
-        '$0 classify --classifier ./clip --labels "a photo of a woman" "a photo of a man" img1.png img2.png',
-        '',
-      ) as unknown as Argv<ClassifyArgs>,
+      .example(CLASSIFY_EXAMPLES[0] as string, '')
+      .example(CLASSIFY_EXAMPLES[1] as string, '') as unknown as Argv<ClassifyArgs>,
   handler: async (argv) => {
-    if (argv.labels !== undefined && argv.labels.length === 0)
-      throw new UsageError('--labels: give at least 2 label prompts');
-    const attribute = argv.labels
-      ? attributeFromLabels(argv.labels)
-      : genderAttribute(validateGenderStyle(argv['label-style']));
+    const { images, labels } = imagesAndLabels(argv);
+    const attribute = labels ? attributeFromLabels(labels) : genderAttribute(validateGenderStyle(argv['label-style']));
     const device = validateDevice(argv.device);
     const clf = await ClipClassifier.load(argv.classifier, {
       device,
@@ -78,11 +87,11 @@ export const classifyCommand: CommandModule<object, ClassifyArgs> = {
       preprocess: validatePreprocess(argv.preprocess),
     });
     try {
-      const results = await clf.classify(argv.images, attribute, {
+      const results = await clf.classify(images, attribute, {
         profession: argv.profession,
         threshold: argv.threshold,
       });
-      const rows = argv.images.map((image, i) => ({ image, ...(results[i] as ImageClassification) }));
+      const rows = images.map((image, i) => ({ image, ...(results[i] as ImageClassification) }));
       if (argv.json) {
         process.stdout.write(
           `${JSON.stringify({ kind: 'classification', classes: attribute.classes.map((c) => c.name), images: rows }, null, 2)}\n`,
@@ -100,6 +109,52 @@ export const classifyCommand: CommandModule<object, ClassifyArgs> = {
     }
   },
 };
+
+/** The --help examples (README shows the same; a test runs them as written). */
+export const CLASSIFY_EXAMPLES = [
+  '$0 classify --classifier ./clip --label "a photo of a woman" --label "a photo of a man" img1.png img2.png',
+  '$0 classify --classifier ./clip --labels "a photo of a woman" "a photo of a man" -- img1.png img2.png',
+];
+
+const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.bmp']);
+
+/**
+ * The images (positional, and whatever follows `--`) and the labels (`--label` repeated, or
+ * `--labels`); UsageError when a label names an image file or no image is left.
+ */
+export function imagesAndLabels(argv: {
+  images?: string[];
+  _: (string | number)[];
+  label?: string | string[];
+  labels?: string[];
+}): {
+  images: string[];
+  labels: string[] | undefined;
+} {
+  const images = [...(argv.images ?? []), ...argv._.slice(1).map(String)];
+  const single = argv.label === undefined ? undefined : ([] as string[]).concat(argv.label);
+  if (single && argv.labels) throw new UsageError('--label and --labels: give the labels one way, not both');
+  const labels = single ?? argv.labels;
+  const flag = single ? '--label' : '--labels';
+  if (labels !== undefined && labels.length < 2) {
+    throw new UsageError(`${flag}: give at least 2 label prompts (${labels.length} given)`);
+  }
+  for (const label of labels ?? []) {
+    const isFile = existsSync(label) && statSync(label).isFile();
+    if (isFile || IMAGE_EXTENSIONS.has(extname(label).toLowerCase())) {
+      throw new UsageError(
+        `${flag}: ${show(label)} is ${isFile ? 'an existing file' : 'an image file name'}, not a label prompt; ` +
+          'give the images before --labels or after "--", or use --label once per label',
+      );
+    }
+  }
+  if (images.length === 0) {
+    throw new UsageError(
+      'IMAGE: give at least one image file (after the options; after "--" when --labels comes last)',
+    );
+  }
+  return { images, labels };
+}
 
 export function renderClassifyTable(rows: ({ image: string } & ImageClassification)[], classes: string[]): string {
   const header = ['image', 'label', ...classes];
