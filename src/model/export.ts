@@ -43,7 +43,7 @@ import { EditError, ModelFormatError, OutputError, show } from '../util/errors.j
 import { fsErrorToOutput } from '../util/fs-errors.js';
 import { type SourceFileRecord, sha256Files } from './file-hash.js';
 import type { SdModel } from './folder.js';
-import { checkOutsideModel, checkReplaceable } from './path-guard.js';
+import { checkOutsideModel, checkReplaceable, describePath } from './path-guard.js';
 import { lockExportTarget } from './run-lock.js';
 import { type EditSite, locateSites, toStoredBytes } from './sites.js';
 
@@ -368,8 +368,15 @@ export function checkExportTarget(
       field: 'outDir',
     });
   }
-  // --force replaces only a model folder this tool exported (or an empty folder)
-  if (exists) checkReplaceable('outDir', outDir, 'model');
+  // --force replaces only a model folder this tool exported (or an empty folder); a file output
+  // (a .safetensors checkpoint or LoRA) only a regular file, never a folder or a link
+  if (exists && outDir.endsWith('.safetensors')) {
+    if (!lstatSync(outDir).isFile()) {
+      throw new OutputError(`${show(outDir)} is ${describePath(outDir)}, not a file; refusing to replace it`, {
+        field: 'outDir',
+      });
+    }
+  } else if (exists) checkReplaceable('outDir', outDir, 'model');
   return { outDir, exists };
 }
 
