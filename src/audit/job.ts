@@ -7,6 +7,7 @@ import { ClipClassifier } from '../classify/clip.js';
 import { type Attribute, genderAttribute, validateAttribute } from '../classify/labels.js';
 import type { PreprocessMode } from '../classify/preprocess-pil.js';
 import { checkWorkBounds } from '../generate/bounds.js';
+import { nativeSizeWarning } from '../generate/geometry.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { checkOutsideModel } from '../model/path-guard.js';
 import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
@@ -55,6 +56,8 @@ export interface AuditJobOptions {
   queue?: string;
   /** Deadlines and checks of the queue (src/queue/producer.ts). */
   queueOptions?: RenderQueueOptions;
+  /** A line for stderr (e.g. an image size that is a fallback guess, not the model's word). */
+  onWarning?: (message: string) => void;
 }
 
 export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
@@ -126,6 +129,10 @@ export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
     const pipeline = await StableDiffusionPipeline.create(o.model as string, { device: o.device, threads: o.threads });
     try {
       const source = pipelineSource(pipeline, o.generation, o.device ?? 'cpu');
+      if (o.generation?.height === undefined || o.generation?.width === undefined) {
+        const warning = nativeSizeWarning(pipeline.nativeSize);
+        if (warning) o.onWarning?.(warning);
+      }
       return await runAudit({ ...common, ...plan, source });
     } finally {
       await pipeline.dispose();

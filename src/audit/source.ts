@@ -12,6 +12,7 @@ import type { ImageSource } from './run.js';
 import { folderDigest } from './store.js';
 
 export interface GenerationSettings {
+  /** Height and width default to the model's native size (pipeline.nativeSize). */
   steps?: number;
   scheduler?: string;
   guidance?: number;
@@ -35,12 +36,13 @@ export function pipelineSource(
   settings: GenerationSettings = {},
   device: string = 'cpu',
 ): ImageSource & { counters: SourceCounters } {
+  const given = settings.height !== undefined && settings.width !== undefined;
   const fixed = {
     steps: settings.steps ?? 25,
     scheduler: settings.scheduler ?? 'pndm',
     guidance: settings.guidance ?? 7.5,
-    height: settings.height ?? pipeline.defaultSize,
-    width: settings.width ?? pipeline.defaultSize,
+    height: settings.height ?? pipeline.nativeSize.height,
+    width: settings.width ?? pipeline.nativeSize.width,
     negativePrompt: settings.negativePrompt ?? '',
   };
   const counters: SourceCounters = { calls: 0, images: 0 };
@@ -52,6 +54,9 @@ export function pipelineSource(
     unetEdit: null,
     textTransform: settings.textTransform ? hashFloats(settings.textTransform) : null,
     ...fixed,
+    // how the size was decided: 'given', or the model's native size's source (src/generate/geometry.ts)
+    sizeFrom: given ? 'given' : pipeline.nativeSize.source,
+    vaeScale: pipeline.vaeScale.factor,
     device,
   };
   const textTransform = settings.textTransform ? textSideEdit(settings.textTransform) : undefined;

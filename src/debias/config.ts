@@ -59,8 +59,9 @@ export interface JobConfig {
     scheduler: 'pndm' | 'ddim' | 'euler' | 'euler-ancestral' | 'lms' | 'dpmpp-2m';
     steps: number;
     guidance: number;
-    height: number;
-    width: number;
+    /** undefined: the model's native size (src/generate/geometry.ts) */
+    height?: number;
+    width?: number;
     negativePrompt: string;
     batchSize: number;
   };

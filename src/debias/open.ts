@@ -80,6 +80,17 @@ export async function openJobWorld(config: JobConfig, demo?: DemoFolders): Promi
   const pipeline = await StableDiffusionPipeline.create(resolved.model, options);
   let classifier: ClipClassifier;
   try {
+    const f = pipeline.vaeScale.factor;
+    for (const [key, v] of [
+      ['height', resolved.generation.height],
+      ['width', resolved.generation.width],
+    ] as const) {
+      if (v !== undefined && v % f !== 0) {
+        throw new ConfigError(
+          `config.generation.${key}: ${v} is not a multiple of ${f}, this model's VAE scale factor (rule: the VAE decodes ${f} × ${f} pixel blocks)`,
+        );
+      }
+    }
     classifier = await ClipClassifier.load(resolved.classifier.path, {
       ...options,
       preprocess: resolved.classifier.preprocess,

@@ -3,6 +3,7 @@
  * candidate destinations where the baseline decides), the rows of the joint objective, the image
  * budget of every phase, and a time estimate from one timed single-step generation.
  */
+import type { GenerateResult } from '../generate/pipeline.js';
 import type { JobConfig } from './config.js';
 import { preflight } from './preflight.js';
 import { fillJobTemplate, preservationPrompts } from './prompts.js';
@@ -54,6 +55,8 @@ export interface DryRunPlan {
     /** The workers counted on the queue (null: no queue given). */
     queueWorkers: number | null;
   };
+  /** the image size every image of the job has, and how it was decided */
+  size: GenerateResult['size'];
 }
 
 export interface PlanOptions {
@@ -116,10 +119,10 @@ export async function planDebias(config: JobConfig, world: JobWorld, options: Pl
       height: g.height,
       width: g.width,
     });
-    return r.timing;
+    return r;
   };
   await timed();
-  const timing = await timed();
+  const { timing, size } = await timed();
   const secondsPerImage = (timing.textMs + timing.loopMs * g.steps + timing.decodeMs) / 1000 / batch;
   return {
     kind: 'debias-plan',
@@ -148,6 +151,7 @@ export async function planDebias(config: JobConfig, world: JobWorld, options: Pl
       })),
       queueWorkers: options.queueWorkers ?? null,
     },
+    size,
   };
 }
 
@@ -170,6 +174,9 @@ export function renderPlan(plan: DryRunPlan): string {
   const b = plan.budget;
   lines.push(
     `images: before ${b.beforeAudit}, tuning ≈ ${b.tuningExpected} (at most ${b.tuningMax}), verification ≈ ${b.verificationExpected} (at most ${b.verification}), after ${b.afterAudit}, gendered ${b.genderedAudit}`,
+  );
+  lines.push(
+    `images are ${plan.size.height} × ${plan.size.width} (${plan.size.decidedBy === 'given' ? 'config generation.height/width' : plan.size.detail})`,
   );
   lines.push(`total ≈ ${b.totalExpected} images (at most ${b.totalMax})`);
   const e = plan.estimate;

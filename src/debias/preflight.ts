@@ -33,8 +33,8 @@ export interface Preflight {
     steps: number;
     scheduler: JobConfig['generation']['scheduler'];
     guidance: number;
-    height: number;
-    width: number;
+    height?: number;
+    width?: number;
     negativePrompt: string;
     batchSize: number;
   };

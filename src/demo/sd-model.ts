@@ -98,8 +98,18 @@ export interface TinySdOptions {
   heads?: number;
   /** Feed `encoder_hidden_states` to the attn2 projections through an Identity node (as some exports do). Default false. */
   identityPath?: boolean;
-  /** Latent size the folder advertises (unet sample_size): images are 8× it. Default 8 (64×64 images). */
+  /** Latent size the folder advertises (unet sample_size): images are `vaeScale`× it. Default 8 (64×64 images). */
   latentSize?: number;
+  /**
+   * The VAE's scale factor f (a power of 2 ≥ 2): log2 f up-/downsamplers, and in Optimum's VAE
+   * config.json 1 + log2 f block_out_channels (diffusers: f = 2^(len − 1)). Default 8, as SD.
+   */
+  vaeScale?: number;
+  /**
+   * Declare the native image size in model_index.json (`"_time_debias": {"native_size": [h, w]}`,
+   * a key diffusers ignores) — the diffusers layout has no unet/config.json to say it. Default true.
+   */
+  declareNativeSize?: boolean;
   /** Vocabulary words (each one token). Default: the demo world's words. */
   words?: readonly string[];
   /** Seed of the random weights. Default 0. */
@@ -122,6 +132,8 @@ export interface TinySdResolvedOptions {
   heads: number;
   identityPath: boolean;
   latentSize: number;
+  vaeScale: number;
+  declareNativeSize: boolean;
   words: string[];
   seed: number;
   design: string | null;
@@ -154,7 +166,7 @@ export interface TinySdManifest {
   files: string[];
 }
 
-export const TINY_SD_VERSION = 1;
+export const TINY_SD_VERSION = 2;
 
 /** SD 1.x's cross-attention layout (mission.md §1), scaled down: 320/640/1280 → 8/16/32. */
 export const SD1_SITE_LAYOUT: readonly TinySiteSpec[] = Object.freeze([
@@ -272,6 +284,10 @@ export function resolveTinySdOptions(options: TinySdOptions = {}): TinySdResolve
   if (!Number.isInteger(latentSize) || latentSize < 1) {
     throw new UsageError(`latentSize: ${show(latentSize)} must be a positive integer`);
   }
+  const vaeScale = options.vaeScale ?? 8;
+  if (!Number.isInteger(vaeScale) || vaeScale < 2 || (vaeScale & (vaeScale - 1)) !== 0) {
+    throw new UsageError(`vaeScale: ${show(vaeScale)} must be a power of 2, at least 2`);
+  }
   const words = [...(options.words ?? demoWords())];
   for (const w of words) {
     if (typeof w !== 'string' || !/^[a-z0-9]+$/i.test(w)) {
@@ -295,6 +311,8 @@ export function resolveTinySdOptions(options: TinySdOptions = {}): TinySdResolve
     heads,
     identityPath: options.identityPath ?? false,
     latentSize,
+    vaeScale,
+    declareNativeSize: options.declareNativeSize ?? true,
     words,
     seed,
     design: options.design?.name ?? null,
@@ -829,7 +847,7 @@ function buildVaeDecoder(o: TinySdResolvedOptions, params: Params): GraphBuilder
   g.output('sample', o.precision, ['batch', 3, 'height', 'width']);
   let x = net.conv('/post_quant_conv', 'vae_decoder.post_quant_conv', z, LATENT_CHANNELS, LATENT_CHANNELS, 1);
   x = net.conv('/decoder/conv_in', 'vae_decoder.decoder.conv_in', x, LATENT_CHANNELS, VAE_WIDTH, 3);
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < Math.log2(o.vaeScale); i++) {
     const s = `/decoder/up_blocks.${i}/upsamplers.0`;
     const roi = g.initializer(`${s}/Constant_output_0`, 'float32', [0], []);
     const scales = g.initializer(`${s}/Constant_1_output_0`, 'float32', [4], [1, 1, 2, 2]);
@@ -853,7 +871,7 @@ function buildVaeEncoder(o: TinySdResolvedOptions, params: Params): GraphBuilder
   const img = g.input('sample', o.precision, ['batch', 3, 'height', 'width']);
   g.output('latent_sample', o.precision, ['batch', LATENT_CHANNELS, 'latent_height', 'latent_width']);
   let x = net.conv('/encoder/conv_in', 'vae_encoder.encoder.conv_in', img, 3, VAE_WIDTH, 3);
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < Math.log2(o.vaeScale); i++) {
     x = net.conv(
       `/encoder/down_blocks.${i}/downsamplers.0/conv`,
       `vae_encoder.encoder.down_blocks.${i}.downsamplers.0.conv`,
@@ -949,6 +967,10 @@ function modelIndex(o: TinySdResolvedOptions): Record<string, unknown> {
       unet: ['diffusers', 'OnnxRuntimeModel'],
       vae_decoder: ['diffusers', 'OnnxRuntimeModel'],
       vae_encoder: ['diffusers', 'OnnxRuntimeModel'],
+      // this project's metadata (diffusers skips keys that start with "_"): the size the model was made for
+      ...(o.declareNativeSize
+        ? { _time_debias: { native_size: [o.latentSize * o.vaeScale, o.latentSize * o.vaeScale] } }
+        : {}),
     };
   }
   // Optimum's exporter saves the source (PyTorch) pipeline's config: `model.save_config(output)`.
@@ -980,11 +1002,11 @@ function optimumConfigs(
     _class_name: 'AutoencoderKL',
     _diffusers_version: '0.30.0',
     act_fn: 'silu',
-    block_out_channels: [VAE_WIDTH, VAE_WIDTH, VAE_WIDTH, VAE_WIDTH],
+    block_out_channels: new Array(1 + Math.log2(o.vaeScale)).fill(VAE_WIDTH),
     in_channels: 3,
     latent_channels: LATENT_CHANNELS,
     out_channels: 3,
-    sample_size: o.latentSize * 8,
+    sample_size: o.latentSize * o.vaeScale,
     scaling_factor: 0.18215,
   };
   return {

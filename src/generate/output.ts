@@ -87,6 +87,8 @@ export function writeGenerationRun(dir: string, result: GenerateResult, options:
     kind: 'generation-run',
     created: new Date().toISOString(),
     ...(options.extra ?? {}),
+    size: result.size,
+    vaeScale: result.vaeScale,
     images: result.images.map((img, i) => ({ file: names[i], record: img.record })),
     latents,
     grid,

@@ -16,13 +16,22 @@
  * releases them. The UNet's and VAE's input names and dtypes are read from the sessions (unet.ts).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import pLimit from 'p-limit';
+import { sha256Files } from '../model/file-hash.js';
 import { openSdModel, type SdModel } from '../model/folder.js';
 import { type Device, RuntimeError, Session, type SessionTuning } from '../runtime/ort.js';
 import { ClipTextEncoder } from '../text/encoder.js';
 import { ClipTokenizer } from '../text/tokenizer.js';
 import { GenerationError, show } from '../util/errors.js';
+import {
+  decideNativeSize,
+  type NativeSize,
+  nativeSizeWarning,
+  probeVaeScale,
+  type VaeScale,
+  vaeScaleFromConfig,
+} from './geometry.js';
 import { type GenerateRequest, type NormalizedRequest, normalizeRequest } from './request.js';
 import { batchNoiseSource, GaussianStream, noise, STREAM } from './rng.js';
 import {
@@ -35,6 +44,7 @@ import {
 } from './schedulers/index.js';
 import {
   checkVae,
+  decodedSize,
   decodeLatents,
   describeUnet,
   LATENT_CHANNELS,
@@ -111,6 +121,12 @@ export interface GenerateTiming {
 export interface GenerateResult {
   kind: 'generation';
   images: GeneratedImage[];
+  /**
+   * How the size was decided: 'given' (height and width in the request), else the model's native
+   * size's source (geometry.ts); and the VAE scale factor with its source.
+   */
+  size: { height: number; width: number; decidedBy: 'given' | NativeSize['source']; detail: string };
+  vaeScale: VaeScale;
   warnings: string[];
   timing: GenerateTiming;
 }
@@ -132,7 +148,10 @@ export class StableDiffusionPipeline {
     readonly options: PipelineOptions,
     readonly vaeScalingFactor: number,
     /** Default image size: the UNet's sample_size × 8 when the folder says it, else 512. */
-    readonly defaultSize: number,
+    /** The VAE's scale factor f (image side / latent side) and how it was decided (geometry.ts). */
+    readonly vaeScale: VaeScale,
+    /** The default image size — what the model was made for — and how it was decided (geometry.ts). */
+    readonly nativeSize: NativeSize,
   ) {
     this.unetInfo = describeUnet(unet, model.files.unet);
   }
@@ -165,10 +184,22 @@ export class StableDiffusionPipeline {
       );
       const unetConfig = readJsonIfExists(`${model.components.unet}/config.json`);
       const scaling = typeof vaeConfig?.scaling_factor === 'number' ? vaeConfig.scaling_factor : VAE_SCALING_FACTOR;
-      const sampleSize = typeof unetConfig?.sample_size === 'number' ? unetConfig.sample_size : null;
-      const staticSample = unet.input('sample')?.shape;
-      const staticSize = typeof staticSample?.[2] === 'number' ? staticSample[2] : null;
-      const defaultSize = 8 * (sampleSize ?? staticSize ?? 64);
+      const vaeRel = relative(model.dir, model.files.vaeDecoder).split('\\').join('/');
+      const vaeScale =
+        vaeScaleFromConfig(vaeConfig, `${dirname(vaeRel)}/config.json`) ??
+        (await probeVaeScale(
+          ((await sha256Files(model.dir, [vaeRel])).get(vaeRel) as { sha256: string }).sha256,
+          `vae_decoder ${show(model.files.vaeDecoder)}`,
+          (h, w) => decodedSize(vae, h, w),
+        ));
+      const nativeSize = decideNativeSize({
+        unetConfig,
+        modelIndex: readJsonIfExists(join(model.dir, 'model_index.json')),
+        unetSampleShape: unet.input('sample')?.shape,
+        vaeScale,
+        textWidth: model.d,
+        predictionType: typeof config.prediction_type === 'string' ? config.prediction_type : undefined,
+      });
       return new StableDiffusionPipeline(
         model,
         tokenizer,
@@ -179,7 +210,8 @@ export class StableDiffusionPipeline {
         warnings,
         options,
         scaling,
-        defaultSize,
+        vaeScale,
+        nativeSize,
       );
     } catch (error) {
       for (const s of opened.reverse()) await s.dispose();
@@ -216,6 +248,9 @@ export class StableDiffusionPipeline {
     const t0 = performance.now();
     const r = this.normalize(request);
     const warnings = [...this.loadWarnings];
+    const given = request.height !== undefined && request.width !== undefined;
+    const sizeWarning = given ? null : nativeSizeWarning(this.nativeSize);
+    if (sizeWarning) warnings.push(sizeWarning);
 
     // 1. text: [uncond; cond] rows, optionally edited (W′ = W M applied as e ↦ M e)
     const tText = performance.now();
@@ -248,8 +283,9 @@ export class StableDiffusionPipeline {
 
     // 2. the images and their batches
     const n = r.count;
-    const latentShape = [LATENT_CHANNELS, r.height / 8, r.width / 8];
-    const per = LATENT_CHANNELS * (r.height / 8) * (r.width / 8);
+    const f = this.vaeScale.factor;
+    const latentShape = [LATENT_CHANNELS, r.height / f, r.width / f];
+    const per = LATENT_CHANNELS * (r.height / f) * (r.width / f);
     const batches: number[][] = [];
     for (let i = 0; i < n; i += r.batchSize) batches.push(range(i, Math.min(n, i + r.batchSize)));
     const records: ImageRecord[] = range(0, n).map((index) => ({
@@ -340,6 +376,7 @@ export class StableDiffusionPipeline {
               this.vaeScalingFactor,
               r.height,
               r.width,
+              f,
             );
             images[img] = {
               width: r.width,
@@ -358,6 +395,13 @@ export class StableDiffusionPipeline {
     return {
       kind: 'generation',
       images,
+      size: {
+        height: r.height,
+        width: r.width,
+        decidedBy: given ? 'given' : this.nativeSize.source,
+        detail: given ? 'height and width given' : this.nativeSize.detail,
+      },
+      vaeScale: this.vaeScale,
       warnings,
       timing: { totalMs: performance.now() - t0, textMs, ...timing },
     };
@@ -382,7 +426,7 @@ export class StableDiffusionPipeline {
   }
 
   private normalize(request: GenerateRequest): NormalizedRequest {
-    return normalizeRequest(request, this.defaultSize);
+    return normalizeRequest(request, { ...this.nativeSize, vaeScale: this.vaeScale.factor });
   }
 
   async dispose(): Promise<void> {

@@ -4,6 +4,7 @@
  * request's parameter (`steps`, `height`, `latents`); the CLI relabels it with its flag.
  */
 import { GenerationError, show } from '../util/errors.js';
+import { latentSide } from './geometry.js';
 import { validateSeed } from './rng.js';
 import { isSchedulerId, SCHEDULER_IDS, type SchedulerConfigJson, type SchedulerId } from './schedulers/index.js';
 import { LATENT_CHANNELS } from './unet.js';
@@ -88,7 +89,15 @@ export interface NormalizedRequest {
   onProgress?: (event: ProgressEvent) => void;
 }
 
-export function normalizeRequest(request: GenerateRequest, defaultSize = 512): NormalizedRequest {
+/**
+ * `geometry` is the model's (its native size and VAE scale factor f, src/generate/geometry.ts);
+ * without it (checks made before a model is loaded) sizes default to 512 × 512 and need only be
+ * positive integers, and given latents only rank 4 with 4 channels.
+ */
+export function normalizeRequest(
+  request: GenerateRequest,
+  geometry?: { height: number; width: number; vaeScale: number },
+): NormalizedRequest {
   if (typeof request.prompt !== 'string')
     throw new GenerationError(`${show(request.prompt)} is not text`, { field: 'prompt' });
   const negativePrompt = request.negativePrompt ?? '';
@@ -114,18 +123,11 @@ export function normalizeRequest(request: GenerateRequest, defaultSize = 512): N
   if (typeof guidance !== 'number' || !Number.isFinite(guidance)) {
     throw new GenerationError(`${show(guidance)} is not a number`, { field: 'guidance' });
   }
-  const height = request.height ?? defaultSize;
-  const width = request.width ?? defaultSize;
-  for (const [field, v] of [
-    ['height', height],
-    ['width', width],
-  ] as const) {
-    if (!Number.isInteger(v) || v < 8 || v % 8 !== 0) {
-      throw new GenerationError(`${show(v)} is not a positive multiple of 8 (the VAE works on 8 × 8 pixel blocks)`, {
-        field,
-      });
-    }
-  }
+  const height = request.height ?? geometry?.height ?? 512;
+  const width = request.width ?? geometry?.width ?? 512;
+  const f = geometry?.vaeScale ?? 1;
+  const latentHeight = latentSide('height', height, f);
+  const latentWidth = latentSide('width', width, f);
   const batchSize = request.batchSize ?? 1;
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new GenerationError(`${show(batchSize)} is not an integer >= 1`, { field: 'batchSize' });
@@ -139,10 +141,13 @@ export function normalizeRequest(request: GenerateRequest, defaultSize = 512): N
   let count: number;
   if (request.latents) {
     const shape = [...request.latents.shape];
-    const expected = [LATENT_CHANNELS, height / 8, width / 8];
-    if (shape.length !== 4 || shape.slice(1).some((s, i) => s !== expected[i]) || (shape[0] as number) < 1) {
+    const expected = [LATENT_CHANNELS, latentHeight, latentWidth];
+    const checked = geometry ? expected : [LATENT_CHANNELS];
+    if (shape.length !== 4 || checked.some((s, i) => shape[i + 1] !== s) || (shape[0] as number) < 1) {
       throw new GenerationError(
-        `shape [${shape.join(', ')}] does not match [n, ${expected.join(', ')}] (n images of ${height} × ${width})`,
+        geometry
+          ? `shape [${shape.join(', ')}] does not match [n, ${expected.join(', ')}]: n images of ${height} × ${width} with this model's VAE scale factor ${f} (latent side = image side / ${f})`
+          : `shape [${shape.join(', ')}] is not [n, ${LATENT_CHANNELS}, height, width]`,
         { field: 'latents' },
       );
     }

@@ -66,6 +66,24 @@ export function describeUnet(unet: Session, path: string): UnetInfo {
 }
 
 /** The VAE decoder takes one float latent input and has an output. */
+/** The image size the VAE decodes a zero latent [1, 4, h, w] to (for measuring its scale factor). */
+export async function decodedSize(vae: Session, h: number, w: number): Promise<{ height: number; width: number }> {
+  const input = vae.inputs[0] as { name: string; type: string };
+  const latent = floatTensor(input.type as 'float32', new Float32Array(LATENT_CHANNELS * h * w), [
+    1,
+    LATENT_CHANNELS,
+    h,
+    w,
+  ]);
+  const out = await vae.run({ [input.name]: latent });
+  const name = (vae.outputs[0] as { name: string }).name; // checkVae: at least one output
+  const dims = (out[name] as Tensor).dims;
+  if (dims.length !== 4) {
+    throw new ModelFormatError(`vae_decoder: output has shape [${dims.join(', ')}]; expected [1, 3, height, width]`);
+  }
+  return { height: dims[2] as number, width: dims[3] as number };
+}
+
 export function checkVae(vae: Session, path: string): void {
   const input = vae.inputs[0];
   if (!input || vae.inputs.length !== 1 || (input.type !== 'float32' && input.type !== 'float16')) {
@@ -141,11 +159,13 @@ export async function decodeLatents(
   scaling: number,
   height: number,
   width: number,
+  /** the VAE's scale factor f: the latent is height/f × width/f */
+  factor: number,
 ): Promise<Uint8Array> {
   const scaled = new Float32Array(latents.length);
   for (let i = 0; i < scaled.length; i++) scaled[i] = (latents[i] as number) / scaling;
   const input = vae.inputs[0] as { name: string; type: string };
-  const dims = [1, LATENT_CHANNELS, height / 8, width / 8];
+  const dims = [1, LATENT_CHANNELS, height / factor, width / factor];
   const out = await vae.run({ [input.name]: floatTensor(input.type as 'float32', scaled, dims) });
   const name = vae.outputs[0]?.name as string;
   const image = out[name] as Tensor;

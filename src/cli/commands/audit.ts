@@ -190,6 +190,7 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
       seedGroups: argv['seed-groups'],
       onProgress: (p) => progress.update(p),
       queue: argv.queue,
+      onWarning: (w) => process.stderr.write(`warning: ${w}\n`),
     };
     const result = await runAuditJob(options);
     progress.stop();

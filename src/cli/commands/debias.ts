@@ -10,6 +10,7 @@ import { loadConfig } from '../../debias/config.js';
 import { runDebiasJob } from '../../debias/job.js';
 import { type DemoFolders, openJobWorld } from '../../debias/open.js';
 import { planDebias, renderPlan } from '../../debias/plan.js';
+import { nativeSizeWarning } from '../../generate/geometry.js';
 import type { DebiasStatus } from '../../debias/types.js';
 import { renderDebiasTable, writeDebiasReports } from '../../report/debias.js';
 import { EXIT } from '../exit.js';
@@ -88,6 +89,10 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
     if (args.queue !== undefined) config.queue = args.queue;
     const opened = await openJobWorld(config, await demoFoldersFor(config));
     const log = args.quiet ? undefined : (line: string) => process.stderr.write(`${line}\n`);
+    if (opened.config.generation.height === undefined || opened.config.generation.width === undefined) {
+      const warning = nativeSizeWarning(opened.world.pipeline.nativeSize);
+      if (warning) process.stderr.write(`warning: ${warning}\n`);
+    }
     try {
       if (args.dryRun) {
         const queueWorkers = opened.world.queue ? await opened.world.queue.workerCount() : undefined;

@@ -65,13 +65,13 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
       .option('eta', { type: 'number', default: 0, describe: 'DDIM η (ddim only)' })
       .option('height', {
         type: 'number',
-        describe: 'Image height, a multiple of 8',
-        defaultDescription: 'model size or 512',
+        describe: "Image height, a multiple of the VAE's scale factor (8 for SD)",
+        defaultDescription: "the model's native size",
       })
       .option('width', {
         type: 'number',
-        describe: 'Image width, a multiple of 8',
-        defaultDescription: 'model size or 512',
+        describe: "Image width, a multiple of the VAE's scale factor (8 for SD)",
+        defaultDescription: "the model's native size",
       })
       .option('batch-size', { type: 'number', default: 1, describe: 'Images per UNet batch' })
       .option('device', {
