@@ -38,10 +38,12 @@ import { ClassifierError, show, UsageError } from '../util/errors.js';
 export type PreprocessMode = 'transformers' | 'pil';
 export const PREPROCESS_MODES: readonly PreprocessMode[] = Object.freeze(['transformers', 'pil']);
 
-/** `--preprocess` / `classifier.preprocess`: one of PREPROCESS_MODES. */
-export function validatePreprocess(value: unknown, name = '--preprocess'): PreprocessMode {
+/** The `preprocess` option (`--preprocess`, config `classifier.preprocess`): one of PREPROCESS_MODES. */
+export function validatePreprocess(value: unknown): PreprocessMode {
   if (!PREPROCESS_MODES.includes(value as PreprocessMode)) {
-    throw new UsageError(`${name}: ${show(value)} is not a preprocessing; valid: ${PREPROCESS_MODES.join(', ')}`);
+    throw new UsageError(`${show(value)} is not a preprocessing; valid: ${PREPROCESS_MODES.join(', ')}`, {
+      field: 'preprocess',
+    });
   }
   return value as PreprocessMode;
 }

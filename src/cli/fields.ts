@@ -22,6 +22,7 @@ const FLAGS: Readonly<Record<string, string>> = Object.freeze({
 const CONFIG_PATHS: Readonly<Record<string, string>> = Object.freeze({
   modelDir: 'config.model',
   classifierDir: 'config.classifier',
+  preprocess: 'config.classifier.preprocess',
   outDir: 'config.output',
   scheduler: 'config.generation.scheduler',
   steps: 'config.generation.steps',

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ClipClassifier } from '../classify/clip.js';
+import { nativeSizeWarning } from '../generate/geometry.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { validateDevice } from '../runtime/ort.js';
 import { encodePrompts } from '../text/encoder.js';
@@ -104,6 +105,10 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
 
   const sessionOptions = { device, threads: o.threads || undefined };
   const pipeline = await StableDiffusionPipeline.create(modelDir, sessionOptions);
+  if (!demoGen && (o.generation.height === undefined || o.generation.width === undefined)) {
+    const warning = nativeSizeWarning(pipeline.nativeSize);
+    if (warning) o.log?.(`warning: ${warning}`);
+  }
   let classifier: ClipClassifier | undefined;
   try {
     classifier = await ClipClassifier.load(classifierDir, sessionOptions);
@@ -127,8 +132,8 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
         steps: o.generation.steps ?? demoGen?.steps ?? 25,
         scheduler: o.generation.scheduler ?? demoGen?.scheduler ?? 'pndm',
         guidance: o.generation.guidance ?? demoGen?.guidance ?? 7.5,
-        height: o.generation.height ?? demoGen?.height ?? pipeline.defaultSize,
-        width: o.generation.width ?? demoGen?.width ?? pipeline.defaultSize,
+        height: o.generation.height ?? demoGen?.height ?? pipeline.nativeSize.height,
+        width: o.generation.width ?? demoGen?.width ?? pipeline.nativeSize.width,
         negativePrompt: o.generation.negativePrompt ?? '',
         batchSize,
       },

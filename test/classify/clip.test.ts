@@ -283,7 +283,7 @@ describe('--preprocess pil: the classifier sees the pixels PIL makes', () => {
   test('an unknown preprocessing is refused, naming the flag and the valid values', async () => {
     await assert.rejects(
       ClipClassifier.load(tiny.dir, { preprocess: 'opencv' as 'pil' }),
-      (e: Error) => e instanceof UsageError && /^--preprocess: "opencv" .*valid: transformers, pil/.test(e.message),
+      (e: Error) => e instanceof UsageError && /^preprocess: "opencv" .*valid: transformers, pil/.test(e.message),
     );
   });
 });
