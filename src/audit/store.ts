@@ -64,6 +64,23 @@ export interface RunHeader {
 export { folderDigest } from '../model/folder-digest.js';
 export { canonicalJson, fingerprint } from '../util/canonical-json.js';
 
+/**
+ * What marks an audit run folder's settings as made with an earlier version's defaults: no recorded
+ * classifier preprocessing, and (generated images) no record of how the image size was decided —
+ * then it was a fixed 512 × 512 whatever the model.
+ */
+export function oldDefaultsOf(settings: unknown): string[] {
+  const s = (settings ?? {}) as {
+    classifier?: { preprocess?: unknown };
+    source?: { kind?: unknown; sizeFrom?: unknown };
+  };
+  const out: string[] = [];
+  if (s.classifier && s.classifier.preprocess === undefined) out.push('classifier preprocessing not recorded');
+  if (s.source?.kind === 'generator' && s.source.sizeFrom === undefined)
+    out.push("image size not decided from the model (512 × 512 by default, not the model's native size)");
+  return out;
+}
+
 /** The settings that differ between two settings objects, as dotted paths. */
 export function settingsDiff(a: unknown, b: unknown, prefix = ''): string[] {
   if (canonicalJson(a) === canonicalJson(b)) return [];
@@ -143,6 +160,13 @@ export class RunStore {
         );
       }
       if (old.fingerprint !== fp) {
+        const outdated = oldDefaultsOf(old.settings);
+        if (!options.restart && outdated.length) {
+          throw new OutputError(
+            `--out ${show(dir)}: this run folder was made by an earlier time-debias with the old defaults (${outdated.join('; ')}); ` +
+              'its results are not mixed with this run\'s. Use another --out, or --restart to discard its results (README "Changed defaults").',
+          );
+        }
         if (!options.restart) {
           const diff = settingsDiff(old.settings, settings);
           throw new OutputError(

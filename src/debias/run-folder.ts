@@ -135,6 +135,22 @@ export class RunFolder {
   }
 }
 
+/**
+ * Why a run folder's config.json (the config as run) was made with the defaults of an earlier
+ * version, or null: before image size and classifier preprocessing were decided per model, the
+ * config as run held `classifier` as a plain folder and a fixed 512 × 512 size.
+ */
+function oldDefaultsOf(runDir: string): string | null {
+  try {
+    const config = JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as { classifier?: unknown };
+    return typeof config.classifier === 'string'
+      ? "no classifier preprocessing recorded, generation size fixed at 512 × 512 instead of the model's native size"
+      : null;
+  } catch {
+    return null;
+  }
+}
+
 function loadState(runDir: string, fp: string): JobState {
   const path = join(runDir, STATE);
   if (existsSync(path)) {
@@ -145,6 +161,12 @@ function loadState(runDir: string, fp: string): JobState {
       throw new OutputError(`${path} is not valid JSON; pass --restart to start over`, { cause });
     }
     if (saved.fingerprint !== fp) {
+      const old = oldDefaultsOf(runDir);
+      if (old) {
+        throw new OutputError(
+          `${runDir} holds a run made by an earlier time-debias with the old defaults (${old}); it is not resumed with this version's settings. Pass --restart to start over, or choose another name/output (README "Changed defaults")`,
+        );
+      }
       throw new OutputError(
         `${runDir} holds a run made with other settings (its config.json); pass --restart to start over, or choose another name/output`,
       );

@@ -58,6 +58,30 @@ test('records are appended, survive reopening, and a torn last line is dropped',
   u.close();
 });
 
+test('a run folder made with the old defaults (no preprocessing, no size decision recorded) is refused with that reason', () => {
+  const dir = join(tmp, 'run-old-defaults');
+  const before = {
+    source: { kind: 'generator', model: { path: '/m', digest: 'd' }, steps: 25, height: 512, width: 512 },
+    classifier: { path: '/c', digest: 'e', logitScale: 100 },
+  };
+  RunStore.open(dir, before).close();
+  const now = {
+    source: { ...before.source, height: 64, width: 64, sizeFrom: 'model-index', vaeScale: 8 },
+    classifier: { ...before.classifier, preprocess: 'transformers' },
+  };
+  assert.throws(
+    () => RunStore.open(dir, now),
+    (e: Error) =>
+      e instanceof OutputError &&
+      /made by an earlier time-debias with the old defaults \(classifier preprocessing not recorded; image size not decided from the model/.test(
+        e.message,
+      ) &&
+      /--restart/.test(e.message),
+  );
+  RunStore.open(dir, now, { restart: true }).close();
+  RunStore.open(dir, now).close();
+});
+
 test("another run's folder is refused (settings named); --restart discards its results", () => {
   const dir = join(tmp, 'run2');
   const s = RunStore.open(dir, { generation: { steps: 20 } });
