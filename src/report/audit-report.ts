@@ -59,7 +59,17 @@ function settingsLines(result: AuditResult): string[] {
   else {
     const model = src.model as { path?: string; digest?: string } | undefined;
     lines.push(`model: \`${model?.path ?? '?'}\` (sha256 ${String(model?.digest ?? '?').slice(0, 12)}…)`);
-    const gen = ['steps', 'scheduler', 'guidance', 'height', 'width', 'negativePrompt', 'device']
+    const gen = [
+      'steps',
+      'scheduler',
+      'guidance',
+      'height',
+      'width',
+      'sizeFrom',
+      'vaeScale',
+      'negativePrompt',
+      'device',
+    ]
       .filter((k) => src[k] !== undefined)
       .map((k) => `${k} ${JSON.stringify(src[k])}`);
     lines.push(`generation: ${gen.join(', ')}`);
