@@ -409,6 +409,12 @@ describe('determinism', () => {
         '{"flavor":"optimum","precision":"float16"}':
           'df418b847bd770c86aba0d5d6bc0ffcc02f8d37de9a06ddf7cc07145e3f9a7dc',
       },
+      // 2: the diffusers layout's model_index.json declares the native size (_time_debias)
+      2: {
+        '{}': '09de65344360031c1b48484e644fdaed70db7d5b128c5c1ad7e093575a8b6134',
+        '{"flavor":"optimum","precision":"float16"}':
+          'df418b847bd770c86aba0d5d6bc0ffcc02f8d37de9a06ddf7cc07145e3f9a7dc',
+      },
     };
     const pins = PINNED[TINY_SD_VERSION];
     assert.ok(pins, `no pinned digests for TINY_SD_VERSION ${TINY_SD_VERSION}: add them`);
