@@ -91,13 +91,13 @@ describe('the rules', () => {
     assert.equal(normalizeRequest({ prompt: 'x', seeds: [0], height: 18, width: 18 }, g).height, 18);
     assert.throws(
       () => normalizeRequest({ prompt: 'x', seeds: [0], height: 17 }, g),
-      (e: Error) => e instanceof GenerationError && /--height: 17 is not a positive multiple of 2/.test(e.message),
+      (e: Error) => e instanceof GenerationError && /^height: 17 is not a positive multiple of 2/.test(e.message),
     );
     const ok = { shape: [1, 4, 8, 8], data: new Float32Array(256) };
     assert.equal(normalizeRequest({ prompt: 'x', latents: ok }, g).count, 1);
     assert.throws(
       () => normalizeRequest({ prompt: 'x', latents: { shape: [1, 4, 2, 2], data: new Float32Array(16) } }, g),
-      /--latents: shape \[1, 4, 2, 2\] does not match \[n, 4, 8, 8\]: n images of 16 × 16 with this model's VAE scale factor 2/,
+      /latents: shape \[1, 4, 2, 2\] does not match \[n, 4, 8, 8\]: n images of 16 × 16 with this model's VAE scale factor 2/,
     );
   });
 });

@@ -112,9 +112,9 @@ describe('writing a run', () => {
     })),
     size: { height: 8, width: 16, decidedBy: 'given', detail: 'height and width given' },
     vaeScale: {
-      factor: 2,
+      factor: 8,
       source: 'vae-config',
-      detail: 'vae_decoder/config.json block_out_channels has 2 entries: 2^1',
+      detail: 'vae_decoder/config.json block_out_channels has 4 entries: 2^3',
     },
     warnings: ['a warning'],
     timing: { totalMs: 1, textMs: 0, unetMs: 0, unetCalls: 0, loopMs: 0, decodeMs: 0 },
@@ -130,7 +130,7 @@ describe('writing a run', () => {
     assert.equal(sidecar.images[1].record.seed, 11);
     assert.deepEqual(sidecar.warnings, ['a warning']);
     assert.equal(sidecar.size.decidedBy, 'given');
-    assert.equal(sidecar.vaeScale.factor, 2);
+    assert.equal(sidecar.vaeScale.factor, 8);
     const npy = parseNpy(readFileSync(join(dir, 'latents.npy')));
     assert.deepEqual(npy.shape, [2, 4, 1, 2]);
     assert.equal(npy.data[8], 1);
