@@ -69,7 +69,10 @@ export function writeGenerationRun(dir: string, result: GenerateResult, options:
     latents = 'latents.npy';
     writeFileAtomic(
       join(dir, latents),
-      encodeNpy({ shape: [result.images.length, 4, first.height / result.vaeScale.factor, first.width / result.vaeScale.factor], data }),
+      encodeNpy({
+        shape: [result.images.length, 4, first.height / result.vaeScale.factor, first.width / result.vaeScale.factor],
+        data,
+      }),
     );
   }
   let grid: string | null = null;
