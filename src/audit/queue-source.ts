@@ -10,9 +10,9 @@
  * UNet's sample_size × 8, else its static sample shape, else 512.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { ClipClassifier } from '../classify/clip.js';
+import { readModelGeometry } from '../generate/pipeline.js';
 import { openSdModel, type SdModel } from '../model/folder.js';
 import { folderDigest } from '../model/folder-digest.js';
 import type { RenderQueue } from '../queue/producer.js';
@@ -36,13 +36,14 @@ export interface QueueSourceOptions {
 export async function queueSource(o: QueueSourceOptions): Promise<RenderService & { counters: { tasks: number } }> {
   const model = o.model && o.model.dir === resolve(o.modelDir) ? o.model : openSdModel(o.modelDir);
   const settings = o.generation ?? {};
-  const size = defaultSize(model.components.unet, model.unetIo.inputs.find((i) => i.name === 'sample')?.shape);
+  const geometry = await readModelGeometry(model);
+  const given = settings.height !== undefined && settings.width !== undefined;
   const fixed = {
     steps: settings.steps ?? 25,
     scheduler: settings.scheduler ?? 'pndm',
     guidance: settings.guidance ?? 7.5,
-    height: settings.height ?? size,
-    width: settings.width ?? size,
+    height: settings.height ?? geometry.nativeSize.height,
+    width: settings.width ?? geometry.nativeSize.width,
     negativePrompt: settings.negativePrompt ?? '',
   };
   const modelDigest = folderDigest(model.dir);
@@ -57,6 +58,9 @@ export async function queueSource(o: QueueSourceOptions): Promise<RenderService 
           .digest('hex')
       : null,
     ...fixed,
+    // as pipelineSource (src/audit/source.ts): how the size was decided and the VAE scale factor
+    sizeFrom: given ? 'given' : geometry.nativeSize.source,
+    vaeScale: geometry.vaeScale.factor,
     device: o.device ?? 'cpu',
   };
   const transform = m ? await o.queue.putTransform(m, model.d) : null;
@@ -113,19 +117,4 @@ export async function queueSource(o: QueueSourceOptions): Promise<RenderService 
       );
     },
   };
-}
-
-function defaultSize(unetDir: string, sample: (number | string)[] | undefined): number {
-  const configPath = join(unetDir, 'config.json');
-  let sampleSize: number | null = null;
-  if (existsSync(configPath)) {
-    try {
-      const c = JSON.parse(readFileSync(configPath, 'utf8')) as { sample_size?: unknown };
-      if (typeof c.sample_size === 'number') sampleSize = c.sample_size;
-    } catch {
-      // the pipeline ignores an unreadable config.json the same way
-    }
-  }
-  const staticSize = typeof sample?.[2] === 'number' ? sample[2] : null;
-  return 8 * (sampleSize ?? staticSize ?? 64);
 }

@@ -462,6 +462,47 @@ function range(from: number, to: number): number[] {
   return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
 }
 
+/**
+ * The model's geometry (VAE scale factor and native size, geometry.ts) without the pipeline: for a
+ * coordinator that renders through workers. Opens the VAE decoder only when its config.json does not
+ * give the factor (then one small decode, remembered per VAE digest).
+ */
+export async function readModelGeometry(
+  model: SdModel,
+  options: PipelineOptions = {},
+): Promise<{ vaeScale: VaeScale; nativeSize: NativeSize }> {
+  const vaeRel = relative(model.dir, model.files.vaeDecoder).split('\\').join('/');
+  const vaeConfig = readJsonIfExists(`${model.components.vae_decoder ?? dirname(model.files.vaeDecoder)}/config.json`);
+  let vaeScale = vaeScaleFromConfig(vaeConfig, `${dirname(vaeRel)}/config.json`);
+  if (!vaeScale) {
+    const vae = await Session.create(model.files.vaeDecoder, {
+      device: options.device,
+      threads: options.threads,
+      label: `vae_decoder ${model.files.vaeDecoder}`,
+    });
+    try {
+      checkVae(vae, model.files.vaeDecoder);
+      vaeScale = await probeVaeScale(
+        ((await sha256Files(model.dir, [vaeRel])).get(vaeRel) as { sha256: string }).sha256,
+        `vae_decoder ${show(model.files.vaeDecoder)}`,
+        (h, w) => decodedSize(vae, h, w),
+      );
+    } finally {
+      await vae.dispose();
+    }
+  }
+  const scheduler = readJsonIfExists(`${model.components.scheduler}/scheduler_config.json`);
+  const nativeSize = decideNativeSize({
+    unetConfig: readJsonIfExists(`${model.components.unet}/config.json`),
+    modelIndex: readJsonIfExists(join(model.dir, 'model_index.json')),
+    unetSampleShape: model.unetIo.inputs.find((i) => i.name === 'sample')?.shape,
+    vaeScale,
+    textWidth: model.d,
+    predictionType: typeof scheduler?.prediction_type === 'string' ? scheduler.prediction_type : undefined,
+  });
+  return { vaeScale, nativeSize };
+}
+
 function readJsonIfExists(path: string): Record<string, unknown> | null {
   if (!existsSync(path)) return null;
   try {

@@ -10,8 +10,8 @@ import { loadConfig } from '../../debias/config.js';
 import { runDebiasJob } from '../../debias/job.js';
 import { type DemoFolders, openJobWorld } from '../../debias/open.js';
 import { planDebias, renderPlan } from '../../debias/plan.js';
-import { nativeSizeWarning } from '../../generate/geometry.js';
 import type { DebiasStatus } from '../../debias/types.js';
+import { nativeSizeWarning } from '../../generate/geometry.js';
 import { renderDebiasTable, writeDebiasReports } from '../../report/debias.js';
 import { EXIT } from '../exit.js';
 
