@@ -21,8 +21,18 @@
  * or do not check the tiling; the format is small, so it lives here, in one module.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import {
+  closeSync,
+  constants as fsConstants,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { chmod, copyFile, open } from 'node:fs/promises';
 import { ModelFormatError, show } from '../util/errors.js';
 import { floatToHalfBits, halfBitsToFloat } from '../util/half.js';
 
@@ -365,7 +375,7 @@ export function writeSafetensors(
 export type PatchFn = (entry: TensorEntry, bytes: Uint8Array) => Promise<Uint8Array> | Uint8Array;
 
 export interface StreamCopyResult {
-  /** sha256 (hex) of the whole source file, computed from the bytes as they were copied. */
+  /** sha256 (hex) of the whole source file, from one read pass beside the copy (size and mtime checked unchanged). */
   sourceSha256: string;
   bytes: number;
   /** sha256 of each patched tensor's output bytes. */
@@ -373,10 +383,17 @@ export interface StreamCopyResult {
 }
 
 /**
- * Copy `header.path` to `outPath` (created, must not exist) in one sequential pass, in chunks of
- * `chunkBytes`: every byte is copied as is except the tensors named in `patch`, whose bytes are
- * gathered and replaced by what `patch` returns (the same length). The source is hashed on the way.
- * Reads run one chunk ahead of the writes. The output is fsynced; the caller renames it.
+ * Copy `header.path` to `outPath` (created, must not exist): every byte is copied as is except the
+ * tensors named in `names`, whose bytes are handed to `patch` and replaced by what it returns (the
+ * same length). The output is fsynced; the caller renames it.
+ *
+ * Two things run at once: the kernel copies the file (`copyFile`: copy_file_range where the
+ * filesystem allows, no bytes through JavaScript — as fast as `cp`), while one read pass hashes the
+ * source and gathers the patched tensors' bytes. The patched tensors are then written over their
+ * ranges of the copy. The source's size and mtime are checked before and after, so a source that
+ * changed meanwhile is an error rather than a copy that disagrees with its hash. The copy gets the
+ * permissions of a newly created file (umask), not the source's modes (a read-only source stays
+ * editable in its copy).
  */
 export async function streamCopyWithPatches(
   header: SafetensorsHeader,
@@ -391,19 +408,26 @@ export async function streamCopyWithPatches(
     const missing = [...names].filter((n) => !header.byName.has(n));
     throw new ModelFormatError(`${show(header.path)}: no tensor ${missing.map((m) => show(m)).join(', ')}`);
   }
-  // Absolute file ranges of the patched tensors, in file order.
-  const ranges = targets.map((t) => ({ entry: t, from: header.dataStart + t.begin, to: header.dataStart + t.end }));
+  // Absolute file ranges of the patched tensors, each with the buffer its bytes are gathered into.
+  const ranges = targets
+    .map((t) => ({ entry: t, from: header.dataStart + t.begin, to: header.dataStart + t.end }))
+    .map((r) => ({ ...r, bytes: new Uint8Array(r.to - r.from) }));
   const src = await open(header.path, 'r');
-  const dst = await open(outPath, 'wx');
   const hash = createHash('sha256');
   const patched: StreamCopyResult['patched'] = [];
+  let size: number;
+  let copying: Promise<void> | undefined;
   try {
-    const size = (await src.stat()).size;
+    const before = await src.stat();
+    size = before.size;
     if (size !== header.fileSize) {
       throw new ModelFormatError(
         `${show(header.path)} changed size while it was read (${header.fileSize} → ${size} bytes)`,
       );
     }
+    copying = copyFile(header.path, outPath, fsConstants.COPYFILE_EXCL);
+    // Keep a rejection from surfacing as unhandled while the hash pass runs; it is awaited below.
+    copying.catch(() => {});
     const buffers = [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)];
     const readAt = (pos: number, k: number) =>
       pos >= size
@@ -412,63 +436,48 @@ export async function streamCopyWithPatches(
     let pos = 0;
     let k = 0;
     let next = readAt(0, 0);
-    let r = 0; // next range
-    let gather: { buf: Buffer; filled: number } | null = null;
     while (pos < size) {
       const { bytesRead } = await next;
       if (bytesRead === 0) throw new ModelFormatError(`${show(header.path)}: unexpected end of file at byte ${pos}`);
       const buf = (buffers[k] as Buffer).subarray(0, bytesRead);
       next = readAt(pos + bytesRead, 1 - k);
       hash.update(buf);
-      // Split the chunk at the patched ranges.
-      let at = 0;
-      while (at < bytesRead) {
-        const abs = pos + at;
-        const range = ranges[r];
-        if (!range || abs + (bytesRead - at) <= range.from) {
-          await writeAll(dst, buf.subarray(at), abs);
-          break;
-        }
-        if (abs < range.from) {
-          const n = range.from - abs;
-          await writeAll(dst, buf.subarray(at, at + n), abs);
-          at += n;
-          continue;
-        }
-        // Inside range r.
-        if (!gather) gather = { buf: Buffer.alloc(range.to - range.from), filled: 0 };
-        const n = Math.min(range.to - abs, bytesRead - at);
-        buf.copy(gather.buf, gather.filled, at, at + n);
-        gather.filled += n;
-        at += n;
-        if (gather.filled === gather.buf.byteLength) {
-          const bytes = new Uint8Array(gather.buf.buffer, gather.buf.byteOffset, gather.buf.byteLength);
-          const out = await patch(range.entry, bytes);
-          if (out.byteLength !== bytes.byteLength) {
-            throw new ModelFormatError(
-              `tensor ${show(range.entry.name)}: the patch returned ${out.byteLength} bytes for a ${bytes.byteLength}-byte tensor`,
-            );
-          }
-          await writeAll(dst, out, range.from);
-          patched.push({ name: range.entry.name, sha256: createHash('sha256').update(out).digest('hex') });
-          gather = null;
-          r++;
-        }
+      const end = pos + bytesRead;
+      for (const range of ranges) {
+        const lo = Math.max(range.from, pos);
+        const hi = Math.min(range.to, end);
+        if (lo < hi) range.bytes.set(buf.subarray(lo - pos, hi - pos), lo - range.from);
       }
-      pos += bytesRead;
+      pos = end;
       k = 1 - k;
     }
-    // A zero-length patched tensor at the very end.
-    while (r < ranges.length) {
-      const range = ranges[r++] as (typeof ranges)[number];
-      const out = await patch(range.entry, new Uint8Array(0));
+    await copying;
+    const after = await src.stat();
+    if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+      throw new ModelFormatError(`${show(header.path)} changed while it was copied; nothing was written`);
+    }
+  } finally {
+    // On any error, let the copy settle first, so that the caller's cleanup of outPath comes after it.
+    await copying?.catch(() => {});
+    await src.close();
+  }
+  await chmod(outPath, 0o666 & ~process.umask());
+  const dst = await open(outPath, 'r+');
+  try {
+    for (const range of ranges) {
+      const out = await patch(range.entry, range.bytes);
+      if (out.byteLength !== range.bytes.byteLength) {
+        throw new ModelFormatError(
+          `tensor ${show(range.entry.name)}: the patch returned ${out.byteLength} bytes for a ${range.bytes.byteLength}-byte tensor`,
+        );
+      }
+      await writeAll(dst, out, range.from);
       patched.push({ name: range.entry.name, sha256: createHash('sha256').update(out).digest('hex') });
     }
     await dst.sync();
     return { sourceSha256: hash.digest('hex'), bytes: size, patched };
   } finally {
     await dst.close();
-    await src.close();
   }
 }
 
