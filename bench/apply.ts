@@ -25,43 +25,12 @@ import { encodeHeader, fromFloat32 } from '../src/formats/safetensors.js';
 import { diffusersToCompvis, TOKEN_EMBEDDING_KEYS } from '../src/model/checkpoints.js';
 import { fingerprintSafetensors } from '../src/model/fingerprint.js';
 import { type Benchmark, type BenchResult, round, summarize } from './harness.js';
+import { normals, SD1_ATTN2_BLOCKS, SD1_ATTN2_WIDTHS, SD1_D } from './sd1-geometry.js';
 
-const D = 768;
+const D = SD1_D;
 const VOCAB = 49408;
 /** SD 1.5 pruned fp16 single file: 2,132,625,894 bytes. */
 const TARGET_BYTES = 2_132_625_894;
-const WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320];
-const BLOCKS = [
-  'down_blocks.0.attentions.0',
-  'down_blocks.0.attentions.1',
-  'down_blocks.1.attentions.0',
-  'down_blocks.1.attentions.1',
-  'down_blocks.2.attentions.0',
-  'down_blocks.2.attentions.1',
-  'mid_block.attentions.0',
-  'up_blocks.1.attentions.0',
-  'up_blocks.1.attentions.1',
-  'up_blocks.1.attentions.2',
-  'up_blocks.2.attentions.0',
-  'up_blocks.2.attentions.1',
-  'up_blocks.2.attentions.2',
-  'up_blocks.3.attentions.0',
-  'up_blocks.3.attentions.1',
-  'up_blocks.3.attentions.2',
-];
-
-function normals(seed: number, n: number, std: number): Float32Array {
-  let a = seed >>> 0;
-  const u = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = std * Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
-  return out;
-}
 
 interface Built {
   file: string;
@@ -81,11 +50,11 @@ function buildCheckpoint(dir: string): Built {
     shape: [VOCAB, D],
     data: () => fromFloat32(normals(1, VOCAB * D, 0.02), 'F16'),
   });
-  BLOCKS.forEach((b, i) => {
+  SD1_ATTN2_BLOCKS.forEach((b, i) => {
     for (const p of ['to_k', 'to_v']) {
       const name = `${b}.transformer_blocks.0.attn2.${p}`;
       sites.push(name);
-      const out = WIDTHS[i] as number;
+      const out = SD1_ATTN2_WIDTHS[i] as number;
       real.push({
         name: diffusersToCompvis(name),
         shape: [out, D],

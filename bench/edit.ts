@@ -21,61 +21,23 @@ import { GraphBuilder } from '../src/onnx/build.js';
 import { decodeModel, encodeModel } from '../src/onnx/proto.js';
 import { Session, tensor } from '../src/runtime/ort.js';
 import { type Benchmark, type BenchResult, round, summarize, timeRuns } from './harness.js';
+import { normals, SD1_ATTN2_BLOCKS, SD1_ATTN2_WIDTHS, SD1_D } from './sd1-geometry.js';
 
 /** onnxruntime intra-op threads (BENCH_THREADS; default: onnxruntime's choice, one per core). */
 const THREADS = Number(process.env.BENCH_THREADS) || undefined;
-const D = 768;
+const D = SD1_D;
 const L = 77;
 const LAMBDA = 0.1;
 const BOS = 49406;
 const EOS = 49407;
 const A_ID = 320;
 const AN_ID = 550;
-/** Output widths of the 16 attn2 blocks of SD 1.4, in UNet order. */
-const WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320];
-const BLOCKS = [
-  'down_blocks.0.attentions.0',
-  'down_blocks.0.attentions.1',
-  'down_blocks.1.attentions.0',
-  'down_blocks.1.attentions.1',
-  'down_blocks.2.attentions.0',
-  'down_blocks.2.attentions.1',
-  'mid_block.attentions.0',
-  'up_blocks.1.attentions.0',
-  'up_blocks.1.attentions.1',
-  'up_blocks.1.attentions.2',
-  'up_blocks.2.attentions.0',
-  'up_blocks.2.attentions.1',
-  'up_blocks.2.attentions.2',
-  'up_blocks.3.attentions.0',
-  'up_blocks.3.attentions.1',
-  'up_blocks.3.attentions.2',
-];
-
-/** mulberry32 + Box–Muller: reproducible random data. */
-function normals(seed: number, length: number, scale: number): Float32Array {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const out = new Float32Array(length);
-  for (let i = 0; i < length; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(1 - next())) * scale;
-    const phi = 2 * Math.PI * next();
-    out[i] = r * Math.cos(phi);
-    if (i + 1 < length) out[i + 1] = r * Math.sin(phi);
-  }
-  return out;
-}
 
 function sites(): { name: string; W: Float32Array }[] {
-  return BLOCKS.flatMap((block, b) =>
+  return SD1_ATTN2_BLOCKS.flatMap((block, b) =>
     (['to_k', 'to_v'] as const).map((proj, k) => ({
       name: `${block}.transformer_blocks.0.attn2.${proj}`,
-      W: normals(1000 + 2 * b + k, (WIDTHS[b] as number) * D, 0.03),
+      W: normals(1000 + 2 * b + k, (SD1_ATTN2_WIDTHS[b] as number) * D, 0.03),
     })),
   );
 }
