@@ -26,7 +26,7 @@ import type { Profession, ProfessionList } from './professions.js';
 import { validateAuditJson } from './schema.js';
 import { planSeeds, type SeedPlan } from './seeds.js';
 import { deltaInterval, delta as deltaOf, type MeanDelta, type MeanStd, meanDelta, meanStd, wilson } from './stats.js';
-import { type ClassifiedRecord, folderDigest, RunStore } from './store.js';
+import { type ClassifiedRecord, folderDigest, RunStore, type StoreRecord } from './store.js';
 import { fillTemplate } from './templates.js';
 
 /** Where the images come from: a generator (the SD pipeline) — the settings that decide its images go in `identity`. */
@@ -274,14 +274,16 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
           const prompt = fillTemplate(template, prof);
           for (let start = 0; start < seedList.length; start += batchSize) {
             const chunk = seedList.slice(start, start + batchSize);
-            const pending = chunk.filter((s) => !done.has(imageKey(prof.profession, template, s)));
-            if (pending.length) {
+            // A chunk with anything missing is asked for whole: its task (and job id) does not depend
+            // on what was recorded, so a coordinator killed halfway through recording a task's images
+            // finds the finished job again instead of rendering the rest as a new task.
+            if (chunk.some((s) => !done.has(imageKey(prof.profession, template, s)))) {
               requestTemplates.push(template);
               requests.push({
                 profession: prof.profession,
                 prompt,
-                seeds: pending,
-                keep: pending.map((s) => !!options.keepImages || position + chunk.indexOf(s) < sheetImages),
+                seeds: chunk,
+                keep: chunk.map((_, j) => !!options.keepImages || position + j < sheetImages),
                 attribute,
                 threshold: options.threshold ?? null,
               });
@@ -296,21 +298,29 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
         (i, results) => {
           const req = requests[i] as RenderRequest;
           const template = requestTemplates[i] as string;
+          // The task's records go into the store in one write (one fsync), after its PNGs.
+          const records: StoreRecord[] = [];
+          const fresh = new Map<string, ClassifiedRecord>();
           results.forEach((r, j) => {
             const s = req.seeds[j] as number;
             const key = imageKey(req.profession, template, s);
-            if (done.has(key)) return; // a duplicate delivery counts once
+            if (done.has(key) || fresh.has(key)) return; // recorded already, or a duplicate delivery: counts once
             if (r.png && req.keep[j]) writeFileAtomic(join(out, pngPath(req.profession, template, s)), r.png);
+            if (!generated.has(key))
+              records.push({ kind: 'generated', key, profession: req.profession, prompt: req.prompt, seed: s });
+            const rec = classifiedRecord(key, req.profession, r.classification);
+            records.push(rec);
+            fresh.set(key, rec);
+          });
+          store.appendAll(records);
+          for (const [key, rec] of fresh) {
             if (!generated.has(key)) {
-              store.append({ kind: 'generated', key, profession: req.profession, prompt: req.prompt, seed: s });
               generated.add(key);
               made++;
             }
-            const rec = classifiedRecord(key, req.profession, r.classification);
-            store.append(rec);
             done.set(key, rec);
             count++;
-          });
+          }
           options.onProgress?.({ done: count, total, generated: made, profession: req.profession, workers });
         },
         (tick) => {

@@ -197,7 +197,17 @@ export class RunStore {
 
   /** Append one record and fsync it. */
   append(record: StoreRecord): void {
-    const line = Buffer.from(`${JSON.stringify(record)}\n`, 'utf8');
+    this.appendAll([record]);
+  }
+
+  /**
+   * Append records in one write and one fsync (a task's images together). A crash can still leave
+   * a prefix of them (whole lines are kept, a torn last line is cut off on open): callers treat
+   * each record on its own, never a group as all-or-nothing.
+   */
+  appendAll(records: readonly StoreRecord[]): void {
+    if (records.length === 0) return;
+    const line = Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join(''), 'utf8');
     const size = fstatSync(this.fd).size;
     try {
       writeAll(this.fd, line, size);
@@ -209,7 +219,7 @@ export class RunStore {
       } catch {}
       throw fsErrorToOutput(error, '--out', join(this.dir, RECORDS_FILE));
     }
-    this.records.push(record);
+    this.records.push(...records);
   }
 
   close(): void {

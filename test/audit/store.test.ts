@@ -30,6 +30,39 @@ test('folder digest changes with any byte of any file', () => {
   assert.notEqual(folderDigest(d), a);
 });
 
+test('appendAll writes a group of records at once; a crash inside the group keeps its whole lines only', () => {
+  const dir = join(tmp, 'run-group');
+  const s = RunStore.open(dir, { x: 1 });
+  const group = [1, 2].flatMap((seed) => [
+    { kind: 'generated' as const, key: `k${seed}`, profession: 'nurse', prompt: 'a nurse', seed },
+    {
+      kind: 'classified' as const,
+      key: `k${seed}`,
+      profession: 'nurse',
+      label: 'male',
+      unclear: false,
+      probabilities: { female: 0.2, male: 0.8 },
+    },
+  ]);
+  s.appendAll(group);
+  s.appendAll([]);
+  assert.equal(s.records.length, 4);
+  s.close();
+  const lines = readFileSync(join(dir, 'records.jsonl'), 'utf8').split('\n').filter(Boolean);
+  assert.deepEqual(
+    lines.map((l) => JSON.parse(l)),
+    group,
+  );
+  // a torn group: three whole lines and a partial one
+  writeFileSync(join(dir, 'records.jsonl'), `${lines.slice(0, 3).join('\n')}\n${(lines[3] as string).slice(0, 20)}`);
+  const t = RunStore.open(dir, { x: 1 });
+  assert.deepEqual(
+    t.records.map((r) => `${r.kind}:${r.key}`),
+    ['generated:k1', 'classified:k1', 'generated:k2'],
+  );
+  t.close();
+});
+
 test('records are appended, survive reopening, and a torn last line is dropped', () => {
   const dir = join(tmp, 'run1');
   const s = RunStore.open(dir, { x: 1 });
