@@ -33,7 +33,13 @@ export interface QueueSourceOptions {
   device?: string;
 }
 
-export async function queueSource(o: QueueSourceOptions): Promise<RenderService & { counters: { tasks: number } }> {
+/** What the coordinator has received: tasks, and the workers' own time on them (render + classify, ms). */
+export interface QueueCounters {
+  tasks: number;
+  workerMs: number;
+}
+
+export async function queueSource(o: QueueSourceOptions): Promise<RenderService & { counters: QueueCounters }> {
   const model = o.model && o.model.dir === resolve(o.modelDir) ? o.model : openSdModel(o.modelDir);
   const settings = o.generation ?? {};
   const geometry = await readModelGeometry(model);
@@ -70,7 +76,7 @@ export async function queueSource(o: QueueSourceOptions): Promise<RenderService 
     logitScale: o.classifier.logitScale,
     preprocess: o.classifier.preprocessing,
   };
-  const counters = { tasks: 0 };
+  const counters: QueueCounters = { tasks: 0, workerMs: 0 };
   return {
     kind: 'renderer',
     identity,
@@ -93,6 +99,7 @@ export async function queueSource(o: QueueSourceOptions): Promise<RenderService 
         tasks,
         async (i, result) => {
           counters.tasks++;
+          counters.workerMs += result.ms;
           const images: RenderedImage[] = result.images.map((img) => {
             const probabilities = img.probabilities;
             return {

@@ -6,8 +6,8 @@
  *       pending  = seeds of S without a "classified" record
  *       on disk  = pending seeds whose PNG was saved before a crash      → read back, not regenerated
  *       generate = the other pending seeds                              → source.generate(prompt, seeds)
- *                  each saved as PNG (atomic rename), then a "generated" record (fsync)
- *       classify the chunk's pending images; one "classified" record each (fsync)
+ *                  each saved as PNG (atomic rename), then their "generated" records (one write, fsync)
+ *       classify the chunk's pending images; their "classified" records (one write, fsync)
  *       delete PNGs not kept (kept: --keep-images, or the first `sheetImages` of a profession)
  *
  * Re-running the same command resumes: finished images are never redone, and an image that was
@@ -361,30 +361,38 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
                     `generator returned ${made1.length} images for ${fresh.length} seeds of ${show(prompt)}`,
                   );
                 }
-                made1.forEach((img, i) => {
+                // every PNG saved, then the chunk's "generated" records in one write (one fsync)
+                const records: StoreRecord[] = made1.map((img, i) => {
                   const s = fresh[i] as number;
-                  const key = imageKey(prof.profession, template, s);
                   writeFileAtomic(
                     join(out, pngOf(s)),
                     encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
                   );
-                  store.append({ kind: 'generated', key, profession: prof.profession, prompt, seed: s });
-                  generated.add(key);
                   images.set(s, img);
-                  made++;
+                  return {
+                    kind: 'generated',
+                    key: imageKey(prof.profession, template, s),
+                    profession: prof.profession,
+                    prompt,
+                    seed: s,
+                  };
                 });
+                store.appendAll(records);
+                for (const r of records) generated.add(r.key);
+                made += records.length;
               }
               const results = await classifier.classify(
                 pending.map((s) => images.get(s) as RgbImage),
                 attribute,
                 { profession: prof.profession, threshold: options.threshold },
               );
-              results.forEach((r, i) => {
+              const classified = results.map((r, i) =>
+                classifiedRecord(imageKey(prof.profession, template, pending[i] as number), prof.profession, r),
+              );
+              store.appendAll(classified);
+              classified.forEach((rec, i) => {
                 const s = pending[i] as number;
-                const key = imageKey(prof.profession, template, s);
-                const rec = classifiedRecord(key, prof.profession, r);
-                store.append(rec);
-                done.set(key, rec);
+                done.set(rec.key, rec);
                 if (!keptAt(s)) rmSync(join(out, pngOf(s)), { force: true });
                 count++;
               });
