@@ -61,7 +61,8 @@ export interface EditFileMetadata {
   /** What was edited, as time-edit.json records it (pairs, strengths, preservation, debias shares). */
   edit: EditRecord;
   tool: { name: string; version: string };
-  date: string;
+  /** Files made before exports became reproducible carry the export date; new ones do not. */
+  date?: string;
 }
 
 export interface EditFile {
@@ -106,7 +107,6 @@ export const EDIT_METADATA_SCHEMA = {
     'layers',
     'edit',
     'tool',
-    'date',
   ],
   properties: {
     kind: { const: 'time-debias-edit' },
@@ -258,7 +258,6 @@ export function editMetadata(facts: {
     layers: facts.edit.layers ? [...facts.edit.layers] : null,
     edit: facts.edit,
     tool: { name: 'time-debias', version: toolVersion() },
-    date: new Date().toISOString(),
   };
 }
 

@@ -261,7 +261,6 @@ export async function exportLora(request: LoraRequest): Promise<LoraResult> {
     sites: sites.map((s) => ({ name: s.name, rank: s.rank, error: s.error })),
     maxError,
     tool: { name: 'time-debias', version: toolVersion() },
-    date: new Date().toISOString(),
   };
   const metadata: Record<string, string> = { format: 'pt', time_edit_lora: JSON.stringify(meta) };
   if (format === 'kohya') metadata.ss_network_module = 'networks.lora';

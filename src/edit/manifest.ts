@@ -112,7 +112,8 @@ export interface EditRecord {
 /** The whole time-edit.json. */
 export interface EditManifest extends EditRecord {
   tool: { name: 'time-debias'; version: string };
-  date: string;
+  /** Manifests made before exports became reproducible carry the export date; new ones do not. */
+  date?: string;
   sourceModel: {
     dir: string;
     format: SdModelFormat;
@@ -168,7 +169,6 @@ export const EDIT_MANIFEST_SCHEMA = {
     'sites',
     'warnings',
     'tool',
-    'date',
     'sourceModel',
     'editedSites',
   ],

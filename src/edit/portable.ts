@@ -396,9 +396,14 @@ export async function applyEditFile(request: ApplyFileRequest): Promise<ApplyFil
   }
 }
 
-/** The edit's facts for a manifest: the record it carries (as time-edit.json has it), form and date. */
+/** The edit's facts for a manifest: the record it carries (as time-edit.json has it), its form (and date, in files made before exports became reproducible). */
 export function editSummary(edit: EditFile): Record<string, unknown> {
-  return { form: edit.meta.form, formatVersion: edit.meta.formatVersion, date: edit.meta.date, edit: edit.meta.edit };
+  return {
+    form: edit.meta.form,
+    formatVersion: edit.meta.formatVersion,
+    ...(edit.meta.date ? { date: edit.meta.date } : {}),
+    edit: edit.meta.edit,
+  };
 }
 
 /** Output rules: not the input, not inside it, not containing it; exists only with --force. */
@@ -540,7 +545,6 @@ async function writeCheckpoint(
     const manifest = {
       ...out.manifest,
       tool: { name: 'time-debias', version: toolVersion() },
-      date: new Date().toISOString(),
       sourceModel: { path: ckpt.path, kind: ckpt.kind, keyMap: ckpt.keyMap, d: ckpt.d, files: sourceFiles },
       output: {
         note: 'every byte equals the source file except the edited tensors, whose sha256 is listed',

@@ -8,7 +8,7 @@
  *      copied as the files they point to), while the edited source files are hashed (sha256);
  *   3. the UNet's edited tensors are patched in the clones (src/onnx/write.ts), nothing else changes;
  *   4. `time-edit.json` is written: the caller's manifest + per-site ‖ΔW‖_F/‖W‖_F, the sha256 of each
- *      edited source file, the tool version and the date;
+ *      edited source file and the tool version (no date: the same edit exports the same bytes);
  *   5. everything is fsynced, then the folder is renamed into place (with `force`, the old folder is
  *      renamed away first and deleted after the new one is in place).
  *
@@ -277,7 +277,6 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
       const manifest = {
         ...(manifestIn ?? {}),
         tool: { name: 'time-debias', version: toolVersion() },
-        date: new Date().toISOString(),
         sourceModel: {
           dir: model.dir,
           format: model.format,
