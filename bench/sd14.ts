@@ -5,7 +5,7 @@
  *     onnxruntime session, against the pipeline's step (target ≤ 1.05×);
  *   - peak RSS of rendering one 512 × 512 image through the pipeline (target ≤ 8 GiB);
  *   - with SD14_BENCH_SWEEP=1, the raw step and peak RSS under other session options (arena, memory
- *     patterns, graph optimization, pre-packing): the measurements behind SESSION_MEMORY_DEFAULTS.
+ *     patterns, graph optimization level, pre-packing, 1 thread instead of 2): the measurements behind SESSION_MEMORY_DEFAULTS.
  * Every figure comes from its own child process (bench/sd14-child.ts), so each peak RSS is its own.
  * A step takes ≈ 10 s on 2 idle cores (minutes on a loaded machine: the load average is recorded).
  * The 3.4 GB model folder is built once (≈ 20 s) and removed at the end unless SD14_BENCH_KEEP=1.
@@ -35,11 +35,17 @@ interface ChildResult {
   decodeMs?: number;
 }
 
-function child(mode: 'raw' | 'pipeline', dir: string, tuning: SessionTuning, extra: Record<string, number>) {
+function child(
+  mode: 'raw' | 'pipeline',
+  dir: string,
+  tuning: SessionTuning,
+  extra: Record<string, number>,
+  threads = THREADS,
+) {
   const load = loadavg()[0] as number;
   const out = execFileSync(
     process.execPath,
-    ['--import', 'tsx', 'bench/sd14-child.ts', JSON.stringify({ mode, dir, threads: THREADS, tuning, ...extra })],
+    ['--import', 'tsx', 'bench/sd14-child.ts', JSON.stringify({ mode, dir, threads, tuning, ...extra })],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 },
   );
   const line = out.trim().split('\n').at(-1) as string;
@@ -121,23 +127,33 @@ async function run(): Promise<BenchResult[]> {
           { memArena: true, memPattern: false, prepack: true },
           { memArena: false, memPattern: false, prepack: true },
           { memArena: false, memPattern: false, prepack: false },
-          { memArena: false, memPattern: false, prepack: true, optimization: 'extended' },
+          { memArena: false, memPattern: true, prepack: true, optimization: 'extended' },
+          { memArena: false, memPattern: true, prepack: true, optimization: 'basic' },
         ] satisfies SessionTuning[]
-      ).filter((v) => label(v) !== label(chosen));
-      for (const v of variants) {
-        const r = child('raw', model.dir, v, { runs: 1 });
+      )
+        .filter((v) => label(v) !== label(chosen))
+        .map((tuning): { tuning: SessionTuning; threads: number } => ({ tuning, threads: THREADS }));
+      // and the chosen options with one intra-op thread (two workers on two cores would each have one)
+      variants.push({ tuning: chosen, threads: 1 });
+      for (const { tuning: v, threads } of variants) {
+        const r = child('raw', model.dir, v, { runs: 1 }, threads);
         results.push(
-          summarize(`sd14: raw UNet step, ${label(v)}`, 'ms', r.runMs ?? [], {
-            details: {
-              peakRssMb: r.peakRssMb,
-              rssAfterCreateMb: r.afterCreateMb,
-              createMs: round(r.createMs),
-              firstRunMs: round(r.firstRunMs ?? 0),
-              cpuMsPerRun: summarize('', 'ms', r.runCpuMs ?? []).median,
-              loadAverageBefore: r.loadBefore,
-              loadAverageAfter: r.loadAfter,
+          summarize(
+            `sd14: raw UNet step, ${label(v)}, ${threads} thread${threads > 1 ? 's' : ''}`,
+            'ms',
+            r.runMs ?? [],
+            {
+              details: {
+                peakRssMb: r.peakRssMb,
+                rssAfterCreateMb: r.afterCreateMb,
+                createMs: round(r.createMs),
+                firstRunMs: round(r.firstRunMs ?? 0),
+                cpuMsPerRun: summarize('', 'ms', r.runCpuMs ?? []).median,
+                loadAverageBefore: r.loadBefore,
+                loadAverageAfter: r.loadAfter,
+              },
             },
-          }),
+          ),
         );
       }
     }
