@@ -86,7 +86,7 @@ export function configPathOf(field: string): string {
  */
 export function relabelForUser(error: unknown, nameOf: (field: string) => string): unknown {
   if (error instanceof TimeDebiasError && error.field && error.message === `${error.field}: ${error.detail}`) {
-    error.relabel(nameOf(error.field));
+    error.relabel(nameOf(error.field), nameOf);
   }
   return error;
 }

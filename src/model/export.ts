@@ -363,8 +363,9 @@ export function checkExportTarget(
   checkOutsideModel('outDir', outDir, modelDir, { replacing: true });
   const exists = existsSync(outDir) || isSymlink(outDir);
   if (exists && !force) {
-    throw new OutputError(`${show(outDir)} already exists; choose another folder, or replace it (force)`, {
+    throw new OutputError(`${show(outDir)} already exists; choose another folder, or replace it (\`force\`)`, {
       field: 'outDir',
+      mentions: ['force'],
     });
   }
   // --force replaces only a model folder this tool exported (or an empty folder); a file output

@@ -13,6 +13,11 @@ export interface TimeDebiasErrorOptions {
   cause?: unknown;
   /** The library parameter (dotted path, `[i]` for list items) the error is about. */
   field?: string;
+  /**
+   * Other library parameters the detail names, each written in it as `name` (in backticks), e.g.
+   * "replace it (`force`)": a relabelling caller names them as its user knows them (`--force`).
+   */
+  mentions?: string[];
 }
 
 export class TimeDebiasError extends Error {
@@ -20,14 +25,22 @@ export class TimeDebiasError extends Error {
   readonly field: string | undefined;
   /** The message without its `<field>: ` prefix. */
   readonly detail: string;
+  /** Library parameters named in the detail (see TimeDebiasErrorOptions.mentions). */
+  readonly mentions: readonly string[];
   constructor(message: string, options?: TimeDebiasErrorOptions) {
     super(options?.field ? `${options.field}: ${message}` : message, { cause: options?.cause });
     this.field = options?.field;
     this.detail = message;
+    this.mentions = options?.mentions ?? [];
   }
-  /** Rewrite the message to name the field as the caller's user knows it (e.g. `--steps`). */
-  relabel(name: string): this {
-    this.message = `${name}: ${this.detail}`;
+  /**
+   * Rewrite the message to name the field as the caller's user knows it (e.g. `--steps`), and, given
+   * `nameOf`, each mentioned parameter too (`force` → `--force`).
+   */
+  relabel(name: string, nameOf?: (field: string) => string): this {
+    let detail = this.detail;
+    if (nameOf) for (const m of this.mentions) detail = detail.replaceAll(`\`${m}\``, nameOf(m));
+    this.message = `${name}: ${detail}`;
     return this;
   }
 }

@@ -257,7 +257,7 @@ const BAD: BadCase[] = [
       return edit(m, o);
     },
     exit: EXIT.output,
-    message: /OutputError: --out: ".*" already exists; choose another folder, or replace it \(force\)/,
+    message: /OutputError: --out: ".*" already exists; choose another folder, or replace it \(--force\)/,
   },
   {
     name: '--pairs with --source',

@@ -49,6 +49,17 @@ describe('library fields → the user’s names', () => {
     const other = new Error('x');
     assert.equal(relabelForUser(other, flagOf), other);
   });
+
+  test('parameters mentioned in the detail are renamed with the field', () => {
+    const e = new OutputError('"out" already exists; replace it (`force`), or `keepImages` stays', {
+      field: 'outDir',
+      mentions: ['force', 'keepImages'],
+    });
+    assert.equal(e.message, 'outDir: "out" already exists; replace it (`force`), or `keepImages` stays');
+    relabelForUser(e, flagOf);
+    assert.equal(e.message, '--out: "out" already exists; replace it (--force), or --keep-images stays');
+    assert.deepEqual(e.mentions, ['force', 'keepImages']);
+  });
 });
 
 describe('one error family', () => {

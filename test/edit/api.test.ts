@@ -439,7 +439,7 @@ describe('editModel rejects bad requests before writing anything', () => {
     writeFileSync(join(existing, 'keep.txt'), 'keep');
     await assert.rejects(editModel({ ...base, outDir: existing }), (e: Error) => {
       assert.ok(e instanceof OutputError);
-      assert.match(e.message, /^outDir: .*already exists.*replace it \(force\)/);
+      assert.match(e.message, /^outDir: .*already exists.*replace it \(`force`\)/);
       return true;
     });
     assert.deepEqual(listFiles(existing), ['keep.txt']);
