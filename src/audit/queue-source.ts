@@ -4,12 +4,11 @@
  * the digest of its bytes, stored once in Redis. Workers run the same generate + classify code as
  * `pipelineSource` + the in-process classifier, with the same chunks, so the results are the same.
  *
- * The identity is built like `pipelineSource`'s (model path and digest, no UNet edit, the
- * transform's hash, the fixed generation settings, the device) without opening the model: the
- * coordinator needs no pipeline. The default image size is read as the pipeline reads it: the
- * UNet's sample_size × 8, else its static sample shape, else 512.
+ * The identity is `pipelineSource`'s (src/audit/source.ts `generatorIdentity`: model path and
+ * digest, no UNet edit, the transform's hash, the fixed generation settings, the device), built
+ * without opening a pipeline: the coordinator needs none. The default image size is read as the
+ * pipeline reads it: the UNet's sample_size × 8, else its static sample shape, else 512.
  */
-import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import type { ClipClassifier } from '../classify/clip.js';
 import { readModelGeometry } from '../generate/pipeline.js';
@@ -20,7 +19,7 @@ import type { RenderTask } from '../queue/task.js';
 import { TASK_VERSION } from '../queue/task.js';
 import { QueueError } from '../util/errors.js';
 import type { RenderedImage, RenderService } from './run.js';
-import type { GenerationSettings } from './source.js';
+import { type GenerationSettings, generatorIdentity } from './source.js';
 
 export interface QueueSourceOptions {
   queue: RenderQueue;
@@ -42,33 +41,14 @@ export interface QueueCounters {
 export async function queueSource(o: QueueSourceOptions): Promise<RenderService & { counters: QueueCounters }> {
   const model = o.model && o.model.dir === resolve(o.modelDir) ? o.model : openSdModel(o.modelDir);
   const settings = o.generation ?? {};
-  const geometry = await readModelGeometry(model);
-  const given = settings.height !== undefined && settings.width !== undefined;
-  const fixed = {
-    steps: settings.steps ?? 25,
-    scheduler: settings.scheduler ?? 'pndm',
-    guidance: settings.guidance ?? 7.5,
-    height: settings.height ?? geometry.nativeSize.height,
-    width: settings.width ?? geometry.nativeSize.width,
-    negativePrompt: settings.negativePrompt ?? '',
-  };
   const modelDigest = folderDigest(model.dir);
+  const { fixed, identity } = generatorIdentity(
+    { dir: model.dir, digest: modelDigest },
+    await readModelGeometry(model),
+    settings,
+    o.device ?? 'cpu',
+  );
   const m = settings.textTransform;
-  const identity: Record<string, unknown> = {
-    kind: 'generator',
-    model: { path: model.dir, digest: modelDigest },
-    unetEdit: null,
-    textTransform: m
-      ? createHash('sha256')
-          .update(new Uint8Array(m.buffer, m.byteOffset, m.byteLength))
-          .digest('hex')
-      : null,
-    ...fixed,
-    // as pipelineSource (src/audit/source.ts): how the size was decided and the VAE scale factor
-    sizeFrom: given ? 'given' : geometry.nativeSize.source,
-    vaeScale: geometry.vaeScale.factor,
-    device: o.device ?? 'cpu',
-  };
   const transform = m ? await o.queue.putTransform(m, model.d) : null;
   const classifierRef = {
     digest: folderDigest(o.classifier.folder.dir),

@@ -31,34 +31,64 @@ export interface SourceCounters {
   images: number;
 }
 
-export function pipelineSource(
-  pipeline: StableDiffusionPipeline,
-  settings: GenerationSettings = {},
-  device: string = 'cpu',
-): ImageSource & { counters: SourceCounters } {
+/** The generation settings an audit fixes for a whole run (defaults filled in). */
+export interface FixedGeneration {
+  steps: number;
+  scheduler: string;
+  guidance: number;
+  height: number;
+  width: number;
+  negativePrompt: string;
+}
+
+/**
+ * The settings an audit's images are rendered with, and the identity that goes into the run
+ * fingerprint — one definition for the in-process source below and the queue's (queue-source.ts),
+ * so a run folder can be resumed by either.
+ */
+export function generatorIdentity(
+  model: { dir: string; digest: string },
+  geometry: Pick<StableDiffusionPipeline, 'nativeSize' | 'vaeScale'>,
+  settings: GenerationSettings,
+  device: string,
+): { fixed: FixedGeneration; identity: Record<string, unknown> } {
   const given = settings.height !== undefined && settings.width !== undefined;
-  const fixed = {
+  const fixed: FixedGeneration = {
     steps: settings.steps ?? 25,
     scheduler: settings.scheduler ?? 'pndm',
     guidance: settings.guidance ?? 7.5,
-    height: settings.height ?? pipeline.nativeSize.height,
-    width: settings.width ?? pipeline.nativeSize.width,
+    height: settings.height ?? geometry.nativeSize.height,
+    width: settings.width ?? geometry.nativeSize.width,
     negativePrompt: settings.negativePrompt ?? '',
   };
-  const counters: SourceCounters = { calls: 0, images: 0 };
   const identity: Record<string, unknown> = {
     kind: 'generator',
-    model: { path: pipeline.model.dir, digest: folderDigest(pipeline.model.dir) },
+    model: { path: model.dir, digest: model.digest },
     // The pipeline no longer swaps UNet sessions (only a text-side edit is in memory); the key stays,
     // always null, so that run folders made before keep their fingerprint and resume.
     unetEdit: null,
     textTransform: settings.textTransform ? hashFloats(settings.textTransform) : null,
     ...fixed,
     // how the size was decided: 'given', or the model's native size's source (src/generate/geometry.ts)
-    sizeFrom: given ? 'given' : pipeline.nativeSize.source,
-    vaeScale: pipeline.vaeScale.factor,
+    sizeFrom: given ? 'given' : geometry.nativeSize.source,
+    vaeScale: geometry.vaeScale.factor,
     device,
   };
+  return { fixed, identity };
+}
+
+export function pipelineSource(
+  pipeline: StableDiffusionPipeline,
+  settings: GenerationSettings = {},
+  device: string = 'cpu',
+): ImageSource & { counters: SourceCounters } {
+  const { fixed, identity } = generatorIdentity(
+    { dir: pipeline.model.dir, digest: folderDigest(pipeline.model.dir) },
+    pipeline,
+    settings,
+    device,
+  );
+  const counters: SourceCounters = { calls: 0, images: 0 };
   const textTransform = settings.textTransform ? textSideEdit(settings.textTransform) : undefined;
   return {
     kind: 'generator',
