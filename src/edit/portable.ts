@@ -32,7 +32,13 @@ import {
 } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
-import { fromFloat32, type SafetensorsHeader, streamCopyWithPatches, toFloat32 } from '../formats/safetensors.js';
+import {
+  fromFloat32,
+  type SafetensorsHeader,
+  type StreamCopyResult,
+  streamCopyWithPatches,
+  toFloat32,
+} from '../formats/safetensors.js';
 import { GemmEngine } from '../linalg/gemm.js';
 import { type Checkpoint, detectModelKind, listFiles, openCheckpoint } from '../model/checkpoints.js';
 import { checkExportTarget, relativeChange, startExport, toolVersion } from '../model/export.js';
@@ -264,7 +270,21 @@ export interface ApplyFileResult {
   notes: string[];
   /** Bytes of the source files read (and hashed) in the streaming pass; 0 for ONNX folders (cloned). */
   bytesStreamed: number;
-  timings: { check: number; write: number; total: number };
+  /**
+   * ms: `check` (everything before writing) = readEdit + openModel + compatibility + matrix (M_α and
+   * the edit file's hash); `write`; `total`. `written`: where the writing of a safetensors
+   * checkpoint went (absent for ONNX folders).
+   */
+  timings: {
+    check: number;
+    write: number;
+    total: number;
+    readEdit: number;
+    openModel: number;
+    compatibility: number;
+    matrix: number;
+    written?: WriteTimings;
+  };
 }
 
 export function normalizeApplyRequest(r: ApplyFileRequest): Required<ApplyFileRequest> {
@@ -300,12 +320,15 @@ export async function applyEditFile(request: ApplyFileRequest): Promise<ApplyFil
   const t0 = performance.now();
   const req = normalizeApplyRequest(request);
   const edit = readEditFile(req.editFile);
+  const tRead = performance.now();
   const target = openPortableModel(req.modelPath);
   if (target.kind === 'single-file' && !req.outPath.endsWith('.safetensors')) {
     throw new UsageError(`--out ${show(req.outPath)}: a single-file checkpoint is written to a .safetensors file`);
   }
   const { outPath, exists } = outputTarget(target.path, req.outPath, req.force);
+  const tOpen = performance.now();
   const check = checkCompatibility(edit, target, req.force);
+  const tCompat = performance.now();
   const { M, condition } = effectiveMatrix(edit.M, edit.d, { scale: req.scale, revert: req.revert });
   const solution: EditSolution = {
     kind: 'cholesky',
@@ -331,6 +354,7 @@ export async function applyEditFile(request: ApplyFileRequest): Promise<ApplyFil
     let sites: AppliedSite[];
     let manifestPath: string;
     let bytesStreamed = 0;
+    let writeTimings: WriteTimings | undefined;
     if (target.kind === 'onnx-folder') {
       const chosen = edit.meta.sites.map((n) => target.sites.find((s) => s.name === n) as EditSite);
       const pending = startExport({ model: target.model, outDir: outPath, force: req.force, sites: target.sites });
@@ -368,6 +392,7 @@ export async function applyEditFile(request: ApplyFileRequest): Promise<ApplyFil
       sites = written.sites;
       manifestPath = written.manifestPath;
       bytesStreamed = written.bytesStreamed;
+      writeTimings = written.timings;
     }
     const tEnd = performance.now();
     const ms = (x: number) => Math.round(x * 10) / 10;
@@ -389,7 +414,16 @@ export async function applyEditFile(request: ApplyFileRequest): Promise<ApplyFil
       sites,
       notes: check.notes,
       bytesStreamed,
-      timings: { check: ms(tCheck - t0), write: ms(tEnd - tCheck), total: ms(tEnd - t0) },
+      timings: {
+        check: ms(tCheck - t0),
+        write: ms(tEnd - tCheck),
+        total: ms(tEnd - t0),
+        readEdit: ms(tRead - t0),
+        openModel: ms(tOpen - tRead),
+        compatibility: ms(tCompat - tOpen),
+        matrix: ms(tCheck - tCompat),
+        ...(writeTimings ? { written: writeTimings } : {}),
+      },
     };
   } finally {
     await gemm.dispose();
@@ -482,7 +516,7 @@ async function writeCheckpoint(
   solution: EditSolution,
   gemm: GemmEngine,
   out: { outPath: string; exists: boolean; manifest: Record<string, unknown> },
-): Promise<{ sites: AppliedSite[]; manifestPath: string; bytesStreamed: number }> {
+): Promise<{ sites: AppliedSite[]; manifestPath: string; bytesStreamed: number; timings: WriteTimings }> {
   const chosen = siteNames.map((n) => ckpt.sites.find((s) => s.name === n) as Checkpoint['sites'][number]);
   const byFile = new Map<string, Set<string>>();
   for (const s of chosen) {
@@ -499,6 +533,8 @@ async function writeCheckpoint(
   const sourceFiles: { path: string; bytes: number; sha256: string }[] = [];
   const outputTensors: Record<string, string> = {};
   let bytesStreamed = 0;
+  const timelines: StreamTimeline[] = [];
+  const work = { gemm: 0, convert: 0 };
   try {
     if (!single) mkdirSync(tmp);
     const streamed = new Map<string, SafetensorsHeader>();
@@ -515,22 +551,39 @@ async function writeCheckpoint(
       }
     }
     const siteByKey = new Map(chosen.map((s) => [`${s.file}\u0000${s.key}`, s]));
+    // Float32 arrays reused for every site (W, W′, W′ as stored and read back) and its stored bytes:
+    // fresh memory is not free (page faults), and a site is done before the next one starts.
+    const most = Math.max(...chosen.map((s) => s.out * s.d));
+    const pool = {
+      W: new Float32Array(most),
+      edited: new Float32Array(most),
+      back: new Float32Array(most),
+      stored: new Uint8Array(most * 4),
+    };
     for (const [file, header] of streamed) {
       const dst = single ? tmp : join(tmp, relative(ckpt.path, file));
       const res = await streamCopyWithPatches(header, dst, byFile.get(file) as Set<string>, async (entry, bytes) => {
         const site = siteByKey.get(`${file}\u0000${entry.name}`) as Checkpoint['sites'][number];
-        const W = toFloat32(bytes, entry.dtype, entry.name);
-        const applied = await applyEdit([{ name: site.name, W }], solution, { gemm, form: 'dense' });
-        const stored = fromFloat32((applied.sites[0] as { W: Float32Array }).W, entry.dtype, entry.name);
+        const n = site.out * site.d;
+        const t0 = performance.now();
+        const W = toFloat32(bytes, entry.dtype, entry.name, pool.W.subarray(0, n));
+        const edited = pool.edited.subarray(0, n);
+        const t1 = performance.now();
+        await applyEdit([{ name: site.name, W }], solution, { gemm, form: 'dense', outputs: [edited] });
+        const t2 = performance.now();
+        const stored = fromFloat32(edited, entry.dtype, entry.name, pool.stored.subarray(0, bytes.byteLength));
         sites.push({
           name: site.name,
           key: entry.name,
           dtype: DTYPE_NAMES[entry.dtype] ?? entry.dtype,
           shape: [site.out, site.d],
-          relativeChange: relativeChange(W, toFloat32(stored, entry.dtype)),
+          relativeChange: relativeChange(W, toFloat32(stored, entry.dtype, entry.name, pool.back.subarray(0, n))),
         });
+        work.gemm += t2 - t1;
+        work.convert += t1 - t0 + (performance.now() - t2);
         return stored;
       });
+      timelines.push({ path: relative(relTo, file).split('\\').join('/'), ...res.timeline });
       bytesStreamed += res.bytes;
       sourceFiles.push({
         path: relative(relTo, file).split('\\').join('/'),
@@ -540,6 +593,7 @@ async function writeCheckpoint(
       for (const p of res.patched) outputTensors[p.name] = p.sha256;
     }
     await Promise.all(clones);
+    const tManifest = performance.now();
     const order = new Map(siteNames.map((n, i) => [n, i]));
     sites.sort((a, b) => (order.get(a.name) as number) - (order.get(b.name) as number));
     const manifest = {
@@ -575,7 +629,18 @@ async function writeCheckpoint(
       } else renameSync(tmp, out.outPath);
     }
     fsyncFile(dirname(out.outPath));
-    return { sites, manifestPath, bytesStreamed };
+    const ms = (x: number) => Math.round(x * 10) / 10;
+    return {
+      sites,
+      manifestPath,
+      bytesStreamed,
+      timings: {
+        files: timelines,
+        gemm: ms(work.gemm),
+        convert: ms(work.convert),
+        manifest: ms(performance.now() - tManifest),
+      },
+    };
   } catch (error) {
     rmSync(tmp, { recursive: true, force: true });
     rmSync(tmpManifest, { force: true });
@@ -584,6 +649,21 @@ async function writeCheckpoint(
       cause: error,
     });
   }
+}
+
+/** One streamed file's timeline (formats/safetensors.ts): when each concurrent part ended, ms from its start. */
+export type StreamTimeline = { path: string } & StreamCopyResult['timeline'];
+
+/** Where the time of writing a safetensors checkpoint went (ms). */
+export interface WriteTimings {
+  /** Per streamed file: copy, hash pass, patches, fsync (concurrent; see StreamCopyResult). */
+  files: StreamTimeline[];
+  /** In the patches: the products W·M (onnxruntime, incl. creating its session on first use). */
+  gemm: number;
+  /** In the patches: dtype conversions to and from float32 and the relative change. */
+  convert: number;
+  /** Writing the manifest, renaming, syncing the folder. */
+  manifest: number;
 }
 
 function fsyncFile(path: string): void {

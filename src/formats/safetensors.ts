@@ -32,9 +32,10 @@ import {
   rmSync,
   writeSync,
 } from 'node:fs';
-import { chmod, copyFile, open } from 'node:fs/promises';
+import { chmod, copyFile, type FileHandle, open } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
 import { ModelFormatError, show } from '../util/errors.js';
-import { floatToHalfBits, halfBitsToFloat } from '../util/half.js';
+import { floatToHalfBits, halfBitsFromFloatBits, halfBitsToFloat, halfTable } from '../util/half.js';
 
 /** The reference implementation refuses headers above 100 MB. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -235,50 +236,82 @@ export function readTensorData(header: SafetensorsHeader, name: string): Uint8Ar
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
-/** Values of an F32 / F16 / BF16 tensor as float32 (exact: every such value is a float32). */
-export function toFloat32(bytes: Uint8Array, dtype: string, what = 'tensor'): Float32Array {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** Typed-array views read and write the host's byte order; safetensors is little-endian. */
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+/**
+ * Values of an F32 / F16 / BF16 tensor as float32 (exact: every such value is a float32), into
+ * `out` (exactly one element per value; lets a caller reuse one array for many tensors) or a new array.
+ */
+export function toFloat32(bytes: Uint8Array, dtype: string, what = 'tensor', out?: Float32Array): Float32Array {
+  const size = dtype === 'F32' ? 4 : dtype === 'F16' || dtype === 'BF16' ? 2 : 0;
+  if (size === 0) {
+    throw new ModelFormatError(`${what}: dtype ${show(dtype)} is not a float dtype this tool edits (F32, F16, BF16)`);
+  }
+  const n = bytes.byteLength / size;
+  if (out && out.length !== n) throw new RangeError(`${what}: ${n} values do not fit an output of ${out.length}`);
+  const res = out ?? new Float32Array(n);
+  if (!LITTLE_ENDIAN) return toFloat32Portable(bytes, dtype, res);
+  // Typed views need aligned offsets: a tensor's bytes at an odd offset are copied first.
+  const src = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
   if (dtype === 'F32') {
-    const out = new Float32Array(bytes.byteLength / 4);
-    for (let i = 0; i < out.length; i++) out[i] = dv.getFloat32(4 * i, true);
-    return out;
+    res.set(new Float32Array(src.buffer, src.byteOffset, n));
+    return res;
   }
+  const h = new Uint16Array(src.buffer, src.byteOffset, n);
   if (dtype === 'F16') {
-    const out = new Float32Array(bytes.byteLength / 2);
-    for (let i = 0; i < out.length; i++) out[i] = halfBitsToFloat(dv.getUint16(2 * i, true));
-    return out;
+    const t = halfTable();
+    for (let i = 0; i < n; i++) res[i] = t[h[i] as number] as number;
+  } else {
+    const u = new Uint32Array(res.buffer, res.byteOffset, n);
+    for (let i = 0; i < n; i++) u[i] = (h[i] as number) << 16;
   }
-  if (dtype === 'BF16') {
-    const out = new Float32Array(bytes.byteLength / 2);
-    const u = new Uint32Array(out.buffer);
-    for (let i = 0; i < out.length; i++) u[i] = dv.getUint16(2 * i, true) << 16;
-    return out;
-  }
-  throw new ModelFormatError(`${what}: dtype ${show(dtype)} is not a float dtype this tool edits (F32, F16, BF16)`);
+  return res;
 }
 
-/** float32 values → bytes of `dtype`, rounded to nearest even (F16, BF16; F32 is exact). */
-export function fromFloat32(values: Float32Array, dtype: string, what = 'tensor'): Uint8Array {
+function toFloat32Portable(bytes: Uint8Array, dtype: string, out: Float32Array): Float32Array {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (dtype === 'F32') for (let i = 0; i < out.length; i++) out[i] = dv.getFloat32(4 * i, true);
+  else if (dtype === 'F16') for (let i = 0; i < out.length; i++) out[i] = halfBitsToFloat(dv.getUint16(2 * i, true));
+  else {
+    const u = new Uint32Array(out.buffer, out.byteOffset, out.length);
+    for (let i = 0; i < out.length; i++) u[i] = dv.getUint16(2 * i, true) << 16;
+  }
+  return out;
+}
+
+/**
+ * float32 values → bytes of `dtype`, rounded to nearest even (F16, BF16; F32 is exact), into `into`
+ * (exactly the bytes needed) or a new array.
+ */
+export function fromFloat32(values: Float32Array, dtype: string, what = 'tensor', into?: Uint8Array): Uint8Array {
+  const size = dtype === 'F32' ? 4 : dtype === 'F16' || dtype === 'BF16' ? 2 : 0;
+  if (size === 0) {
+    throw new ModelFormatError(`${what}: dtype ${show(dtype)} is not a float dtype this tool writes (F32, F16, BF16)`);
+  }
+  const n = values.length;
+  if (into && into.byteLength !== n * size) {
+    throw new RangeError(`${what}: ${n} ${dtype} values need ${n * size} bytes; the output has ${into.byteLength}`);
+  }
+  const out = into ?? new Uint8Array(n * size);
+  if (!LITTLE_ENDIAN || out.byteOffset % size !== 0) {
+    const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+    const bits = new Uint32Array(values.buffer, values.byteOffset, n);
+    if (dtype === 'F32') for (let i = 0; i < n; i++) dv.setFloat32(4 * i, values[i] as number, true);
+    else if (dtype === 'F16')
+      for (let i = 0; i < n; i++) dv.setUint16(2 * i, floatToHalfBits(values[i] as number), true);
+    else for (let i = 0; i < n; i++) dv.setUint16(2 * i, bfloat16Bits(bits[i] as number), true);
+    return out;
+  }
   if (dtype === 'F32') {
-    const out = new Uint8Array(values.length * 4);
-    const dv = new DataView(out.buffer);
-    for (let i = 0; i < values.length; i++) dv.setFloat32(4 * i, values[i] as number, true);
+    out.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
     return out;
   }
-  if (dtype === 'F16' || dtype === 'BF16') {
-    const out = new Uint8Array(values.length * 2);
-    const dv = new DataView(out.buffer);
-    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-    for (let i = 0; i < values.length; i++) {
-      dv.setUint16(
-        2 * i,
-        dtype === 'F16' ? floatToHalfBits(values[i] as number) : bfloat16Bits(bits[i] as number),
-        true,
-      );
-    }
-    return out;
-  }
-  throw new ModelFormatError(`${what}: dtype ${show(dtype)} is not a float dtype this tool writes (F32, F16, BF16)`);
+  const bits = new Uint32Array(values.buffer, values.byteOffset, n);
+  const h = new Uint16Array(out.buffer, out.byteOffset, n);
+  if (dtype === 'F16') for (let i = 0; i < n; i++) h[i] = halfBitsFromFloatBits(bits[i] as number);
+  else for (let i = 0; i < n; i++) h[i] = bfloat16Bits(bits[i] as number);
+  return out;
 }
 
 /** float32 bits → bfloat16 bits, round to nearest even (NaN stays a quiet NaN). */
@@ -371,29 +404,46 @@ export function writeSafetensors(
   renameSync(tmp, path);
 }
 
-/** A tensor whose bytes the stream hands to `patch`; its result replaces them in the output. */
+/**
+ * A patched tensor's new bytes from its source bytes (the same length). `bytes` is a buffer reused
+ * for the next tensor, and the returned array may be too: both are consumed before the next call.
+ */
 export type PatchFn = (entry: TensorEntry, bytes: Uint8Array) => Promise<Uint8Array> | Uint8Array;
 
 export interface StreamCopyResult {
-  /** sha256 (hex) of the whole source file, from one read pass beside the copy (size and mtime checked unchanged). */
+  /** sha256 (hex) of the whole source file, from the one read pass beside the copy. */
   sourceSha256: string;
   bytes: number;
   /** sha256 of each patched tensor's output bytes. */
   patched: { name: string; sha256: string }[];
+  /**
+   * When each part ended, in ms from the start (they overlap): the kernel's copy, the hash pass,
+   * the patches (read, patched, hashed, written where the copy was done), the patches that waited
+   * for the copy written, the output on disk (fsync), and the whole call.
+   */
+  timeline: { copied: number; hashed: number; patched: number; written: number; synced: number; total: number };
 }
 
 /**
  * Copy `header.path` to `outPath` (created, must not exist): every byte is copied as is except the
- * tensors named in `names`, whose bytes are handed to `patch` and replaced by what it returns (the
- * same length). The output is fsynced; the caller renames it.
+ * tensors named in `names`, whose bytes are handed to `patch` and replaced by what it returns. The
+ * output is fsynced; the caller renames it.
  *
- * Two things run at once: the kernel copies the file (`copyFile`: copy_file_range where the
- * filesystem allows, no bytes through JavaScript — as fast as `cp`), while one read pass hashes the
- * source and gathers the patched tensors' bytes. The patched tensors are then written over their
- * ranges of the copy. The source's size and mtime are checked before and after, so a source that
- * changed meanwhile is an error rather than a copy that disagrees with its hash. The copy gets the
- * permissions of a newly created file (umask), not the source's modes (a read-only source stays
- * editable in its copy).
+ * The source is read once for its hash, and everything runs at once, each part on its own core or
+ * in the kernel:
+ *   - the kernel copies the file (`copyFile`: copy_file_range where the filesystem allows, no bytes
+ *     through JavaScript — as fast as `cp`);
+ *   - a worker thread reads the source in `chunkBytes` pieces and hashes it (sha256 runs on the
+ *     calling thread in node, so on the main thread it would hold up the patches), and hashes each
+ *     patched tensor's range on the way;
+ *   - the main thread reads each patched tensor (a small positioned read), calls `patch`, and
+ *     writes the result over the copy once the copy is done;
+ *   - as soon as the copy is done its writeback to disk starts (fdatasync), while the hash and the
+ *     patches go on; a final fsync covers the patches and the file's metadata.
+ * A patched tensor's bytes as read for `patch` must hash as the same range did in the hash pass,
+ * and the source's size and mtime must be unchanged at the end: a source that changed meanwhile is
+ * an error rather than a copy that disagrees with its hash. The copy gets the permissions of a
+ * newly created file (umask), not the source's modes (a read-only source stays editable in its copy).
  */
 export async function streamCopyWithPatches(
   header: SafetensorsHeader,
@@ -402,86 +452,183 @@ export async function streamCopyWithPatches(
   patch: PatchFn,
   options: { chunkBytes?: number } = {},
 ): Promise<StreamCopyResult> {
-  const chunk = options.chunkBytes ?? 16 * 1024 * 1024;
+  const t0 = performance.now();
+  const at = () => Math.round((performance.now() - t0) * 10) / 10;
+  const chunk = options.chunkBytes ?? 4 * 1024 * 1024;
   const targets = header.tensors.filter((t) => names.has(t.name));
   if (targets.length !== names.size) {
     const missing = [...names].filter((n) => !header.byName.has(n));
     throw new ModelFormatError(`${show(header.path)}: no tensor ${missing.map((m) => show(m)).join(', ')}`);
   }
-  // Absolute file ranges of the patched tensors, each with the buffer its bytes are gathered into.
-  const ranges = targets
-    .map((t) => ({ entry: t, from: header.dataStart + t.begin, to: header.dataStart + t.end }))
-    .map((r) => ({ ...r, bytes: new Uint8Array(r.to - r.from) }));
+  // Absolute file ranges of the patched tensors, in file order.
+  const ranges = targets.map((t) => ({ entry: t, from: header.dataStart + t.begin, to: header.dataStart + t.end }));
+  const timeline = { copied: 0, hashed: 0, patched: 0, written: 0, synced: 0, total: 0 };
   const src = await open(header.path, 'r');
-  const hash = createHash('sha256');
-  const patched: StreamCopyResult['patched'] = [];
-  let size: number;
   let copying: Promise<void> | undefined;
+  let hashing: ReturnType<typeof hashInWorker> | undefined;
+  let output: Promise<FileHandle> | undefined;
+  let dst: FileHandle | undefined;
+  let flushing: Promise<void> | undefined;
+  let copyFailed = false;
   try {
     const before = await src.stat();
-    size = before.size;
+    const size = before.size;
     if (size !== header.fileSize) {
       throw new ModelFormatError(
         `${show(header.path)} changed size while it was read (${header.fileSize} → ${size} bytes)`,
       );
     }
     copying = copyFile(header.path, outPath, fsConstants.COPYFILE_EXCL);
-    // Keep a rejection from surfacing as unhandled while the hash pass runs; it is awaited below.
-    copying.catch(() => {});
-    const buffers = [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)];
-    const readAt = (pos: number, k: number) =>
-      pos >= size
-        ? Promise.resolve({ bytesRead: 0 })
-        : src.read(buffers[k] as Buffer, 0, Math.min(chunk, size - pos), pos);
-    let pos = 0;
-    let k = 0;
-    let next = readAt(0, 0);
-    while (pos < size) {
-      const { bytesRead } = await next;
-      if (bytesRead === 0) throw new ModelFormatError(`${show(header.path)}: unexpected end of file at byte ${pos}`);
-      const buf = (buffers[k] as Buffer).subarray(0, bytesRead);
-      next = readAt(pos + bytesRead, 1 - k);
-      hash.update(buf);
-      const end = pos + bytesRead;
-      for (const range of ranges) {
-        const lo = Math.max(range.from, pos);
-        const hi = Math.min(range.to, end);
-        if (lo < hi) range.bytes.set(buf.subarray(lo - pos, hi - pos), lo - range.from);
+    hashing = hashInWorker(
+      header.path,
+      size,
+      chunk,
+      ranges.map((r) => [r.from, r.to]),
+    );
+    hashing.result.then(
+      () => {
+        timeline.hashed = at();
+      },
+      () => {},
+    );
+    output = copying.then(async () => {
+      timeline.copied = at();
+      await chmod(outPath, 0o666 & ~process.umask());
+      const fh = await open(outPath, 'r+');
+      dst = fh;
+      flushing = fh.datasync();
+      flushing.catch(() => {});
+      return fh;
+    });
+    output.catch(() => {
+      copyFailed = true;
+    });
+    const scratch = Buffer.allocUnsafeSlow(Math.max(0, ...ranges.map((r) => r.to - r.from)));
+    const readSha: string[] = [];
+    const pending: { from: number; bytes: Uint8Array }[] = [];
+    const patched: StreamCopyResult['patched'] = [];
+    for (const r of ranges) {
+      if (copyFailed) break; // the copy's error is thrown below
+      const bytes = new Uint8Array(scratch.buffer, scratch.byteOffset, r.to - r.from);
+      await readAll(src, bytes, r.from);
+      readSha.push(sha256Hex(bytes));
+      const out = await patch(r.entry, bytes);
+      if (out.byteLength !== bytes.byteLength) {
+        throw new ModelFormatError(
+          `tensor ${show(r.entry.name)}: the patch returned ${out.byteLength} bytes for a ${bytes.byteLength}-byte tensor`,
+        );
       }
-      pos = end;
-      k = 1 - k;
+      patched.push({ name: r.entry.name, sha256: sha256Hex(out) });
+      if (dst) await writeAll(dst, out, r.from);
+      else pending.push({ from: r.from, bytes: out.slice() });
     }
-    await copying;
+    timeline.patched = at();
+    const fh = await output;
+    for (const p of pending) await writeAll(fh, p.bytes, p.from);
+    timeline.written = at();
+    await flushing;
+    await fh.sync();
+    timeline.synced = at();
+    const hashed = await hashing.result;
+    ranges.forEach((r, i) => {
+      if (hashed.ranges[i] !== readSha[i]) {
+        throw new ModelFormatError(
+          `${show(header.path)} changed while it was copied (tensor ${show(r.entry.name)} differs between two reads); nothing was written`,
+        );
+      }
+    });
     const after = await src.stat();
     if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
       throw new ModelFormatError(`${show(header.path)} changed while it was copied; nothing was written`);
     }
+    timeline.total = at();
+    return { sourceSha256: hashed.sha256, bytes: size, patched, timeline };
   } finally {
-    // On any error, let the copy settle first, so that the caller's cleanup of outPath comes after it.
+    // On any error, let the copy and the worker settle first, so that the caller's cleanup of outPath comes after.
+    hashing?.stop();
     await copying?.catch(() => {});
+    await output?.catch(() => {});
+    await flushing?.catch(() => {});
+    await (dst as FileHandle | undefined)?.close();
     await src.close();
-  }
-  await chmod(outPath, 0o666 & ~process.umask());
-  const dst = await open(outPath, 'r+');
-  try {
-    for (const range of ranges) {
-      const out = await patch(range.entry, range.bytes);
-      if (out.byteLength !== range.bytes.byteLength) {
-        throw new ModelFormatError(
-          `tensor ${show(range.entry.name)}: the patch returned ${out.byteLength} bytes for a ${range.bytes.byteLength}-byte tensor`,
-        );
-      }
-      await writeAll(dst, out, range.from);
-      patched.push({ name: range.entry.name, sha256: createHash('sha256').update(out).digest('hex') });
-    }
-    await dst.sync();
-    return { sourceSha256: hash.digest('hex'), bytes: size, patched };
-  } finally {
-    await dst.close();
   }
 }
 
-async function writeAll(fh: Awaited<ReturnType<typeof open>>, data: Uint8Array, position: number): Promise<void> {
+/**
+ * The hash pass, run in a worker thread (plain CommonJS, no TypeScript loader): reads the file in
+ * `chunk`-byte pieces, two in flight (one read while the other is hashed), and hashes the whole file
+ * and each [from, to) range.
+ */
+const HASH_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { open } = require('node:fs/promises');
+const { createHash } = require('node:crypto');
+const { path, size, chunk, ranges } = workerData;
+(async () => {
+  const fh = await open(path, 'r');
+  try {
+    const whole = createHash('sha256');
+    const parts = ranges.map(() => createHash('sha256'));
+    const buffers = [Buffer.allocUnsafeSlow(chunk), Buffer.allocUnsafeSlow(chunk)];
+    const readAt = (pos, k) => fh.read(buffers[k], 0, Math.min(chunk, size - pos), pos);
+    let pos = 0;
+    let k = 0;
+    let next = size > 0 ? readAt(0, 0) : null;
+    while (pos < size) {
+      const { bytesRead } = await next;
+      if (bytesRead === 0) throw new Error('unexpected end of file at byte ' + pos + ' of ' + size);
+      const end = pos + bytesRead;
+      const buf = buffers[k].subarray(0, bytesRead);
+      next = end < size ? readAt(end, 1 - k) : null;
+      whole.update(buf);
+      ranges.forEach(([from, to], i) => {
+        const lo = Math.max(from, pos);
+        const hi = Math.min(to, end);
+        if (lo < hi) parts[i].update(buf.subarray(lo - pos, hi - pos));
+      });
+      pos = end;
+      k = 1 - k;
+    }
+    parentPort.postMessage({ sha256: whole.digest('hex'), ranges: parts.map((h) => h.digest('hex')) });
+  } finally {
+    await fh.close();
+  }
+})().catch((error) => parentPort.postMessage({ error: String((error && error.message) || error) }));
+`;
+
+function hashInWorker(
+  path: string,
+  size: number,
+  chunk: number,
+  ranges: [number, number][],
+): { result: Promise<{ sha256: string; ranges: string[] }>; stop: () => void } {
+  const worker = new Worker(HASH_WORKER, { eval: true, workerData: { path, size, chunk, ranges }, execArgv: [] });
+  const result = new Promise<{ sha256: string; ranges: string[] }>((resolve, reject) => {
+    worker.once('message', (m: { sha256: string; ranges: string[] } | { error: string }) => {
+      if ('error' in m) reject(new ModelFormatError(`${show(path)}: hashing failed (${m.error})`));
+      else resolve(m);
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the hash worker stopped (exit code ${code}) before it finished`)));
+  });
+  result.catch(() => {});
+  return { result, stop: () => void worker.terminate() };
+}
+
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+async function readAll(fh: FileHandle, out: Uint8Array, position: number): Promise<void> {
+  let off = 0;
+  while (off < out.byteLength) {
+    const { bytesRead } = await fh.read(out, off, out.byteLength - off, position + off);
+    if (bytesRead === 0) throw new ModelFormatError(`unexpected end of file at byte ${position + off}`);
+    off += bytesRead;
+  }
+}
+
+async function writeAll(fh: FileHandle, data: Uint8Array, position: number): Promise<void> {
   let off = 0;
   while (off < data.byteLength) {
     const { bytesWritten } = await fh.write(data, off, data.byteLength - off, position + off);

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import {
@@ -19,6 +19,7 @@ import {
   writeSafetensors,
 } from '../../src/formats/safetensors.js';
 import { ModelFormatError } from '../../src/util/errors.js';
+import { halfBitsToFloat } from '../../src/util/half.js';
 import { randomFloats, tempDir } from '../onnx/helpers.js';
 
 const tmp = tempDir('safetensors');
@@ -131,6 +132,54 @@ describe('dtype conversion', () => {
   });
 });
 
+describe('dtype conversion: every binary16 value and every tie', () => {
+  test('F16 decodes as the arithmetic definition for all 65536 bit patterns, at any byte offset', () => {
+    const bits = new Uint16Array(65536).map((_, i) => i);
+    const bytes = new Uint8Array(bits.byteLength + 1);
+    bytes.set(new Uint8Array(bits.buffer), 1); // odd offset: no aligned view possible
+    const viaTable = toFloat32(bytes.subarray(1), 'F16');
+    const out = new Float32Array(65536);
+    assert.equal(toFloat32(new Uint8Array(bits.buffer), 'F16', 'x', out), out, 'decodes into the given array');
+    for (let h = 0; h < 65536; h++) {
+      const want = halfBitsToFloat(h);
+      assert.ok(Object.is(viaTable[h], Math.fround(want)), `bits 0x${h.toString(16)}: ${viaTable[h]} ≠ ${want}`);
+      assert.ok(Object.is(out[h], viaTable[h]));
+    }
+  });
+  test('F16 encodes every half exactly and every midpoint to the even neighbour (round to nearest even)', () => {
+    // Finite positive halves in order are bit patterns 0..0x7bff; so are the negatives with the sign bit.
+    const values: number[] = [];
+    const want: number[] = [];
+    for (const sign of [0, 0x8000]) {
+      for (let h = 0; h <= 0x7bff; h++) {
+        values.push(halfBitsToFloat(sign | h));
+        want.push(sign | h);
+        if (h < 0x7bff) {
+          const a = halfBitsToFloat(sign | h);
+          const b = halfBitsToFloat(sign | (h + 1));
+          const mid = (a + b) / 2; // exact in float32: halves have 11 significant bits
+          values.push(mid);
+          want.push(sign | (h % 2 === 0 ? h : h + 1));
+          values.push(mid + (b - a) / 1024); // just past the tie: the far neighbour
+          want.push(sign | (h + 1));
+        }
+      }
+    }
+    values.push(65520, Number.POSITIVE_INFINITY, Number.NaN, 2 ** -25);
+    want.push(0x7c00, 0x7c00, 0x7e00, 0); // overflow and ∞ → ∞, NaN → quiet NaN, 2^-25 (half of 2^-24) → 0, even
+    const f = Float32Array.from(values);
+    assert.deepEqual(Array.from(f), values.map(Math.fround), 'the test values are float32 values');
+    const got = new Uint16Array(fromFloat32(f, 'F16').buffer);
+    for (let i = 0; i < values.length; i++) {
+      assert.equal(got[i], want[i], `${values[i]}: 0x${got[i]?.toString(16)} ≠ 0x${want[i]?.toString(16)}`);
+    }
+    // Into a given (odd-offset) array: the same bytes.
+    const into = new Uint8Array(f.length * 2 + 1);
+    fromFloat32(f, 'F16', 'x', into.subarray(1));
+    assert.deepEqual(into.subarray(1), new Uint8Array(got.buffer));
+  });
+});
+
 describe('streaming copy with patches', () => {
   test('every byte but the patched tensors is copied; the source hash is of the whole file', async () => {
     const p = path();
@@ -171,6 +220,25 @@ describe('streaming copy with patches', () => {
       assert.deepEqual(b, name === 'b' || name === 'd' ? a.map((x) => 2 * x) : a);
     }
     assert.deepEqual(dst.subarray(0, h.dataStart), src.subarray(0, h.dataStart), 'header bytes unchanged');
+    const t = res.timeline;
+    assert.ok(t.copied > 0 && t.hashed > 0 && t.patched > 0, JSON.stringify(t));
+    assert.ok(t.copied <= t.written && t.written <= t.synced && t.synced <= t.total && t.hashed <= t.total);
+  });
+  test('a source that changes while it is copied is an error, not a copy', async () => {
+    const p = path();
+    writeSafetensors(p, [
+      { name: 'a', dtype: 'F32', shape: [64], data: fromFloat32(randomFloats(64, 1), 'F32') },
+      { name: 'b', dtype: 'F32', shape: [64], data: fromFloat32(randomFloats(64, 2), 'F32') },
+    ]);
+    const out = join(tmp.dir, 'changed.safetensors');
+    await assert.rejects(
+      streamCopyWithPatches(readSafetensorsHeader(p), out, new Set(['a']), (_e, bytes) => {
+        appendFileSync(p, 'more'); // someone writes to the source meanwhile
+        return bytes;
+      }),
+      (e: unknown) =>
+        e instanceof ModelFormatError && e.message.includes(p) && /changed while it was copied/.test(e.message),
+    );
   });
   test('refuses an existing output', async () => {
     const p = path();
