@@ -1,7 +1,8 @@
 /**
  * The audit's render service on the queue (src/queue): each request becomes a render-and-classify
  * task naming the model and classifier by content digest, and the text transform M (if any) by
- * the digest of its bytes, stored once in Redis. Workers run the same generate + classify code as
+ * the digest of its bytes, stored once in Redis (the service's M, or a request's own: evaluate's
+ * per-row edits). Workers run the same generate + classify code as
  * `pipelineSource` + the in-process classifier, with the same chunks, so the results are the same.
  *
  * The identity is `pipelineSource`'s (src/audit/source.ts `generatorIdentity`: model path and
@@ -18,7 +19,7 @@ import type { RenderQueue } from '../queue/producer.js';
 import type { RenderTask } from '../queue/task.js';
 import { TASK_VERSION } from '../queue/task.js';
 import { QueueError } from '../util/errors.js';
-import type { RenderedImage, RenderService } from './run.js';
+import type { RenderedImage, RenderRequest, RenderService } from './run.js';
 import { type GenerationSettings, generatorIdentity } from './source.js';
 
 export interface QueueSourceOptions {
@@ -50,6 +51,17 @@ export async function queueSource(o: QueueSourceOptions): Promise<RenderService 
   );
   const m = settings.textTransform;
   const transform = m ? await o.queue.putTransform(m, model.d) : null;
+  // A request's own M (evaluate's per-row edits) is stored once per array.
+  const stored = new Map<Float32Array, { digest: string; d: number }>();
+  const transformOf = async (r: RenderRequest) => {
+    if (!r.transform) return transform;
+    let ref = stored.get(r.transform);
+    if (!ref) {
+      ref = await o.queue.putTransform(r.transform, model.d);
+      stored.set(r.transform, ref);
+    }
+    return ref;
+  };
   const classifierRef = {
     digest: folderDigest(o.classifier.folder.dir),
     hint: o.classifier.folder.dir,
@@ -62,11 +74,13 @@ export async function queueSource(o: QueueSourceOptions): Promise<RenderService 
     identity,
     counters,
     async render(requests, onResult, onTick) {
-      const tasks: RenderTask[] = requests.map((r) => ({
+      const transforms: RenderTask['transform'][] = [];
+      for (const r of requests) transforms.push(await transformOf(r));
+      const tasks: RenderTask[] = requests.map((r, i) => ({
         version: TASK_VERSION,
         model: { digest: modelDigest, hint: model.dir },
         classifier: classifierRef,
-        transform,
+        transform: transforms[i] ?? null,
         generation: fixed,
         prompt: r.prompt,
         seeds: [...r.seeds],

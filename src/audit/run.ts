@@ -60,6 +60,8 @@ export interface RenderRequest {
   keep: boolean[];
   attribute: Attribute;
   threshold: number | null;
+  /** M (d × d) of this request's edit, W′ = W·M (evaluate: one edit per TIMED row); default: the service's. */
+  transform?: Float32Array;
 }
 
 export interface RenderedImage {

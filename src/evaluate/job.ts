@@ -2,13 +2,22 @@
  * The evaluate job: resolve the inputs ("demo" names the embedded demo world's model, classifier or
  * TIMED file), open the model and the classifier once, run the evaluation (run.ts), write the
  * reports, dispose. Returns the plain result and the files written; the CLI only renders.
+ *
+ * With `queue` (redis://…) the images are rendered and classified by `time-debias worker`s
+ * (src/audit/queue-source.ts: tasks name the model and classifier by digest, each row's edit M by
+ * the digest of its bytes); the coordinator still opens the model for its text encoder (the edits'
+ * rows) and tokenizer.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { queueSource } from '../audit/queue-source.js';
+import type { RenderService } from '../audit/run.js';
 import { ClipClassifier } from '../classify/clip.js';
 import { nativeSizeWarning } from '../generate/geometry.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
+import { parseQueueUrl } from '../queue/connection.js';
+import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
 import { validateDevice } from '../runtime/ort.js';
 import { encodePrompts } from '../text/encoder.js';
 import { show, UsageError } from '../util/errors.js';
@@ -60,6 +69,10 @@ export interface EvaluateJobOptions {
   bootstrap?: { samples?: number; seed?: number };
   onProgress?: (p: EvaluateProgress) => void;
   log?: (line: string) => void;
+  /** redis://… of a render queue: images are rendered and classified by `time-debias worker`s (default: in process). */
+  queue?: string;
+  /** Deadlines and checks of the queue (src/queue/producer.ts). */
+  queueOptions?: RenderQueueOptions;
 }
 
 export interface EvaluateJobResult {
@@ -78,6 +91,7 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
   if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 0)) {
     throw new UsageError(`${show(o.threads)} is not an integer >= 0`, { field: 'threads' });
   }
+  if (o.queue !== undefined) parseQueueUrl(o.queue);
   const usesDemo = o.model === 'demo' || o.classifier === 'demo';
   let demoBuilt = false;
   let modelDir = o.model;
@@ -104,7 +118,14 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
     throw new UsageError(`${show(batchSize)} must be an integer ≥ 1`, { field: 'batchSize' });
 
   const sessionOptions = { device, threads: o.threads || undefined };
-  const pipeline = await StableDiffusionPipeline.create(modelDir, sessionOptions);
+  const queue = o.queue ? await RenderQueue.connect(o.queue, { log: o.log, ...o.queueOptions }) : undefined;
+  let pipeline: StableDiffusionPipeline;
+  try {
+    pipeline = await StableDiffusionPipeline.create(modelDir, sessionOptions);
+  } catch (error) {
+    await queue?.close();
+    throw error;
+  }
   if (!demoGen && (o.generation.height === undefined || o.generation.width === undefined)) {
     const warning = nativeSizeWarning(pipeline.nativeSize);
     if (warning) o.log?.(`warning: ${warning}`);
@@ -113,6 +134,25 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
   try {
     classifier = await ClipClassifier.load(classifierDir, sessionOptions);
     const p = pipeline;
+    const generation = {
+      steps: o.generation.steps ?? demoGen?.steps ?? 25,
+      scheduler: o.generation.scheduler ?? demoGen?.scheduler ?? 'pndm',
+      guidance: o.generation.guidance ?? demoGen?.guidance ?? 7.5,
+      height: o.generation.height ?? demoGen?.height ?? pipeline.nativeSize.height,
+      width: o.generation.width ?? demoGen?.width ?? pipeline.nativeSize.width,
+      negativePrompt: o.generation.negativePrompt ?? '',
+      batchSize,
+    };
+    let renderer: RenderService | undefined;
+    if (queue)
+      renderer = await queueSource({
+        queue,
+        modelDir: pipeline.model.dir,
+        model: pipeline.model,
+        classifier,
+        generation,
+        device,
+      });
     const result = await runEvaluate({
       out: o.out,
       dataset,
@@ -122,21 +162,14 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
         pipeline,
         classifier,
         encode: async (prompts) => encodePrompts(p.tokenizer, p.textEncoder, prompts),
+        renderer,
       },
       images: o.images,
       seedStart: o.seedStart,
       mode: o.mode,
       lambdas: o.lambdas,
       augment: o.augment,
-      generation: {
-        steps: o.generation.steps ?? demoGen?.steps ?? 25,
-        scheduler: o.generation.scheduler ?? demoGen?.scheduler ?? 'pndm',
-        guidance: o.generation.guidance ?? demoGen?.guidance ?? 7.5,
-        height: o.generation.height ?? demoGen?.height ?? pipeline.nativeSize.height,
-        width: o.generation.width ?? demoGen?.width ?? pipeline.nativeSize.width,
-        negativePrompt: o.generation.negativePrompt ?? '',
-        batchSize,
-      },
+      generation,
       device,
       sheetImages: o.sheetImages,
       restart: o.restart,
@@ -149,5 +182,6 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
   } finally {
     await pipeline.dispose();
     await classifier?.dispose();
+    await queue?.close();
   }
 }

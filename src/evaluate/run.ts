@@ -8,14 +8,17 @@
  *   2. edits: per row (`per-row`, as the paper: the model is reset between rows, each row is its
  *      own TIME edit of the original weights) or all rows in one joint solve (`joint`), for each λ.
  *      No model is exported: an all-site TIME edit is W' = W·M with one M for every site
- *      (src/edit/solve.ts), which the pipeline applies to the text side (TextTransform, the
- *      rank-r form Δ = Uᵀ Z when the solve is Woodbury's).
+ *      (src/edit/solve.ts), which the renderer applies to the text side (edit/text-transform.ts).
  *   3. images: per phase (before, and after each λ), row and prompt (source, 5 positives, 5
  *      negatives), N images each, with the SAME seeds for a prompt in every phase (common random
  *      numbers: a before / after difference is the edit's, not the noise's) and disjoint seeds
  *      across the row's prompts (prompt k of the row uses start + k·N … start + (k+1)·N − 1, so the
  *      images a row pools are independent draws), each classified by CLIP between the prompt and
- *      its edited text; one fsynced record per image, so a crash loses at most a chunk.
+ *      its edited text; one fsynced record per image, so a crash loses at most a chunk. The images
+ *      come from a render service (src/audit/run.ts `RenderService`), one request per chunk of
+ *      seeds with the row's M: in process (the default) or on the queue's workers (`--queue`),
+ *      which run the same generate + classify code on the same chunks, so both write the same
+ *      evaluate.json.
  *   4. statistics (metrics.ts): per row and aggregated, before and after; the before → after change
  *      per row (Newcombe interval, McNemar on the paired images) and over rows (paired bootstrap).
  *
@@ -25,16 +28,17 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { decode, encode } from 'fast-png';
+import { decode } from 'fast-png';
+import { pipelineRenderer } from '../audit/pipeline-renderer.js';
+import type { RenderRequest, RenderService } from '../audit/run.js';
 import { type ShareChange, shareChange } from '../audit/stats.js';
 import { type ClassifiedRecord, folderDigest, RunStore } from '../audit/store.js';
-import type { ClipClassifier, RgbImage } from '../classify/clip.js';
+import type { ClipClassifier } from '../classify/clip.js';
 import type { Attribute } from '../classify/labels.js';
 import { alignTokens } from '../edit/align.js';
 import { alignmentTokens } from '../edit/prepare.js';
 import { buildRows, type PromptEncoder, type RowSet } from '../edit/rows.js';
 import { solveEdit } from '../edit/solve.js';
-import { type TextSideEditOf, textSideEdit, textTransformOf } from '../edit/text-transform.js';
 import type { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { GemmEngine } from '../linalg/gemm.js';
 import { contactSheet } from '../report/sheet.js';
@@ -72,10 +76,17 @@ export interface EvaluateGeneration {
 
 /** What the evaluation runs on (opened by the caller, who disposes it). */
 export interface EvaluateWorld {
+  /** The model (its tokenizer, folder and native size; the renderer in process). */
   pipeline: StableDiffusionPipeline;
   classifier: ClipClassifier;
   /** The model's text encoding (rows of TIME's objective). */
   encode: PromptEncoder;
+  /**
+   * Where the images are rendered and classified: the queue's workers (src/audit/queue-source.ts,
+   * built with this run's generation settings), or, by default, in process on `pipeline` and
+   * `classifier` (src/audit/pipeline-renderer.ts, the same code the workers run).
+   */
+  renderer?: RenderService;
 }
 
 export interface EvaluateOptions {
@@ -109,6 +120,8 @@ export interface EvaluateProgress {
   phase: string;
   done: number;
   total: number;
+  /** With the queue: workers connected, and the names of those whose results arrived. */
+  workers?: { connected: number; seen: string[] };
 }
 
 export interface PromptResult {
@@ -232,6 +245,24 @@ function plannedPrompts(row: TimedRow): PlannedPrompt[] {
   ];
 }
 
+/** Rows per render call (bounds the edits held at once: one d × d M per row). */
+const ROWS_PER_CALL = 16;
+
+/** The renderer must render with this run's model and generation settings (they are in the fingerprint). */
+function checkRenderer(identity: Record<string, unknown>, settings: Record<string, unknown>): void {
+  const model = identity.model as { digest?: string } | undefined;
+  const expected = settings.model as { digest: string };
+  const generation = settings.generation as Record<string, unknown>;
+  const differ = Object.keys(generation).filter((k) => identity[k] !== generation[k]);
+  if (model?.digest !== expected.digest) differ.unshift('model');
+  if (identity.device !== settings.device) differ.push('device');
+  if (differ.length)
+    throw new UsageError(
+      `the renderer's ${differ.join(', ')} differ from the run's (${differ.map((k) => `${k}: ${show(identity[k])} vs ${show(k === 'model' ? expected.digest : (generation[k] ?? settings[k]))}`).join('; ')})`,
+      { field: 'renderer' },
+    );
+}
+
 const phaseName = (lambda: number | null) => (lambda === null ? 'before' : `after-lambda-${lambda}`);
 
 /** Run (or resume) a TIMED evaluation into `options.out`; returns what evaluate.json holds. */
@@ -294,6 +325,9 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
       logitScale: world.classifier.logitScale,
     },
     dataset: { digest: options.datasetDigest },
+    // How an edit reaches the images: M on the text side (every site W′ = W·M, float32 M), the form
+    // the queue's tasks carry. Run folders of the earlier low-rank / Δ form are not mixed with it.
+    edit: 'text-transform-M',
   };
   const store = RunStore.open(out, settings, { restart: options.restart });
   const gemm = new GemmEngine();
@@ -319,7 +353,9 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
       `images/${phaseName(lambda)}/row-${row}/${p.role}${p.position ? p.position : ''}-s${seed}.png`;
     const sheetPrompt = (p: PlannedPrompt) => p.position <= 1;
 
-    // 3. Edits (in memory; recomputed on resume: deterministic and cheap next to the images).
+    // 3. Edits (in memory; recomputed on resume: deterministic and cheap next to the images). Each is
+    // an all-site TIME edit W′ = W·M applied as M on the text side, in process as on the queue's
+    // workers (a task carries the base model's digest and M).
     const tAlign = alignmentTokens(tokenizer);
     const editRows = new Map<number, RowSet>();
     const rowSetFor = async (rowIndices: readonly number[]): Promise<RowSet> =>
@@ -331,10 +367,9 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
         augment,
         tokens: tAlign,
       });
-    const transforms = new Map<string, TextSideEditOf>();
-    const transformFor = async (lambda: number, row: number): Promise<TextSideEditOf> => {
-      const id = mode === 'joint' ? `joint/${lambda}` : `${row}/${lambda}`;
-      const have = transforms.get(id);
+    const jointEdits = new Map<number, Float32Array>();
+    const editFor = async (lambda: number, row: number): Promise<Float32Array> => {
+      const have = mode === 'joint' ? jointEdits.get(lambda) : undefined;
       if (have) return have;
       const setKey = mode === 'joint' ? -1 : row;
       let set = editRows.get(setKey);
@@ -342,15 +377,16 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
         set = await rowSetFor(mode === 'joint' ? rows.map((r) => r.index) : [row]);
         editRows.set(setKey, set);
       }
-      const solution = await solveEdit(set, { lambda, gemm });
-      const t = textSideEdit(
-        solution.kind === 'woodbury' ? textTransformOf(solution) : { kind: 'delta', delta: solution.delta },
-      );
-      transforms.set(id, t);
-      return t;
+      const { M } = await solveEdit(set, { lambda, gemm });
+      if (mode === 'joint') jointEdits.set(lambda, M);
+      return M;
     };
 
-    // 4. Images: every phase, row, prompt; pending seeds only.
+    // 4. Images: every phase, row, prompt, in chunks of batchSize seeds (the same chunks on every
+    // run, so a resumed or queued run renders the same batches); chunks with a pending seed are
+    // requests of the render service, results recorded as they arrive, each image once.
+    const renderer = world.renderer ?? pipelineRenderer(world.pipeline, world.classifier, gen, settings.device);
+    checkRenderer(renderer.identity, settings);
     const phases: (number | null)[] = [null, ...lambdas];
     const total = phases.length * rows.length * 11 * N;
     let count = 0;
@@ -358,65 +394,79 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
       for (const row of rows)
         for (const p of plannedPrompts(row))
           for (const s of seedsOf(p)) if (done.has(key(lambda, row.index, p, s))) count++;
+    const chunksOf = (p: PlannedPrompt) => {
+      const seeds = seedsOf(p);
+      const chunks: number[][] = [];
+      for (let start = 0; start < seeds.length; start += gen.batchSize)
+        chunks.push(seeds.slice(start, start + gen.batchSize));
+      return chunks;
+    };
+    const keptAt = (p: PlannedPrompt, s: number) => sheetPrompt(p) && s < seedStart + p.slot * N + sheetImages;
+    const attributeOf = (p: PlannedPrompt): Attribute => ({
+      name: 'timed',
+      classes: [
+        { name: 'prompt', prompts: [p.prompt] },
+        { name: 'edited', prompts: [p.edited] },
+      ],
+    });
+    let workers: EvaluateProgress['workers'];
     for (const lambda of phases) {
       const name = phaseName(lambda);
       if (lambda !== null)
         log(`${name}: ${mode === 'joint' ? 'one joint edit of' : 'one edit per row for'} ${rows.length} rows`);
-      for (const row of rows) {
-        const pending = plannedPrompts(row)
-          .map((p) => ({ p, seeds: seedsOf(p).filter((s) => !done.has(key(lambda, row.index, p, s))) }))
-          .filter((x) => x.seeds.length > 0);
-        if (pending.length === 0) continue;
-        const textTransform = lambda === null ? undefined : await transformFor(lambda, row.index);
-        for (const { p, seeds: todo } of pending) {
-          const images: RgbImage[] = [];
-          for (let start = 0; start < todo.length; start += gen.batchSize) {
-            const chunk = todo.slice(start, start + gen.batchSize);
-            const result = await world.pipeline.generate({
-              prompt: p.prompt,
-              negativePrompt: gen.negativePrompt,
-              seeds: chunk,
-              steps: gen.steps,
-              scheduler: gen.scheduler,
-              guidance: gen.guidance,
-              height: gen.height,
-              width: gen.width,
-              batchSize: chunk.length,
-              textTransform,
-            });
-            for (const img of result.images) images.push({ width: img.width, height: img.height, data: img.rgb });
-          }
-          const attribute: Attribute = {
-            name: 'timed',
-            classes: [
-              { name: 'prompt', prompts: [p.prompt] },
-              { name: 'edited', prompts: [p.edited] },
-            ],
-          };
-          const labels = await world.classifier.classify(images, attribute);
-          labels.forEach((l, i) => {
-            const s = todo[i] as number;
-            if (sheetPrompt(p) && s < seedStart + p.slot * N + sheetImages) {
-              const img = images[i] as RgbImage;
-              writeFileAtomic(
-                join(out, pngOf(lambda, row.index, p, s)),
-                encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
-              );
+      // Rows in groups: one render call per group keeps every worker busy while only the group's
+      // edits (d × d each) are held.
+      for (let g = 0; g < rows.length; g += ROWS_PER_CALL) {
+        const requests: RenderRequest[] = [];
+        const planned: { row: number; p: PlannedPrompt }[] = [];
+        for (const row of rows.slice(g, g + ROWS_PER_CALL)) {
+          let M: Float32Array | undefined;
+          for (const p of plannedPrompts(row))
+            for (const chunk of chunksOf(p)) {
+              if (chunk.every((s) => done.has(key(lambda, row.index, p, s)))) continue;
+              if (lambda !== null) M ??= await editFor(lambda, row.index);
+              requests.push({
+                profession: '',
+                prompt: p.prompt,
+                seeds: chunk,
+                keep: chunk.map((s) => keptAt(p, s)),
+                attribute: attributeOf(p),
+                threshold: null,
+                transform: M,
+              });
+              planned.push({ row: row.index, p });
             }
-            const rec: ClassifiedRecord = {
-              kind: 'classified',
-              key: key(lambda, row.index, p, s),
-              profession: `row ${row.index}`,
-              label: l.label,
-              unclear: l.kind === 'unclear',
-              probabilities: l.probabilities,
-            };
-            store.append(rec);
-            done.set(rec.key, rec);
-          });
-          count += todo.length;
-          options.onProgress?.({ phase: name, done: count, total });
         }
+        if (requests.length === 0) continue;
+        await renderer.render(
+          requests,
+          (i, images) => {
+            const req = requests[i] as RenderRequest;
+            const { row, p } = planned[i] as { row: number; p: PlannedPrompt };
+            images.forEach((img, j) => {
+              const s = req.seeds[j] as number;
+              const k = key(lambda, row, p, s);
+              if (done.has(k)) return; // recorded before (a resumed chunk, a duplicate delivery): once
+              if (img.png && req.keep[j]) writeFileAtomic(join(out, pngOf(lambda, row, p, s)), img.png);
+              const rec: ClassifiedRecord = {
+                kind: 'classified',
+                key: k,
+                profession: `row ${row}`,
+                label: img.classification.label,
+                unclear: img.classification.kind === 'unclear',
+                probabilities: img.classification.probabilities,
+              };
+              store.append(rec);
+              done.set(k, rec);
+              count++;
+            });
+            options.onProgress?.({ phase: name, done: count, total, workers });
+          },
+          (tick) => {
+            workers = { connected: tick.workers, seen: tick.seen };
+            options.onProgress?.({ phase: name, done: count, total, workers });
+          },
+        );
       }
     }
 

@@ -6,6 +6,7 @@
  *
  *   time-debias evaluate --dataset TIMED_test_set.csv --model DIR --classifier DIR --out DIR
  *   time-debias evaluate --dataset demo --model demo --classifier demo --lambda 0.01,0.1,1 --out DIR
+ *   time-debias evaluate … --queue redis://127.0.0.1:6379   (images on `time-debias worker`s)
  */
 import type { Argv, CommandModule } from 'yargs';
 import { runEvaluateJob } from '../../evaluate/job.js';
@@ -40,6 +41,7 @@ interface EvaluateArgs {
   bootstrap: number;
   'bootstrap-seed': number;
   json: boolean;
+  queue?: string;
 }
 
 /** "0.01,0.1,1" → [0.01, 0.1, 1]; each a finite number > 0. */
@@ -110,6 +112,11 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       })
       .option('bootstrap', { type: 'number', default: 2000, describe: 'Bootstrap resamples (intervals over rows)' })
       .option('bootstrap-seed', { type: 'number', default: 1, describe: 'Seed of the bootstrap' })
+      .option('queue', {
+        type: 'string',
+        describe:
+          'redis://[user:pass@]HOST:PORT[/DB] (or rediss:// for TLS): render and classify on `time-debias worker`s (default: in process)',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'Print the result (evaluate.json) as JSON' })
       .example(
         '$0 evaluate --dataset TIMED_test_set.csv --model models/stable-diffusion-v1-4-onnx --classifier models/clip-vit-base-patch32 --images 10 --out outputs/timed-sd14',
@@ -118,12 +125,23 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       .example(
         '$0 evaluate --dataset demo --model demo --classifier demo --lambda 0.01,0.1,1 --out outputs/demo-timed',
         'the demo world (npm run demo:timed)',
+      )
+      .example(
+        '$0 evaluate --dataset demo --model demo --classifier demo --out outputs/demo-timed-queue --queue redis://127.0.0.1:6379',
+        'the same on `time-debias worker --queue redis://127.0.0.1:6379 --models .cache/demo` processes',
       ) as unknown as Argv<EvaluateArgs>,
   handler: async (argv) => {
     if (argv.mode !== 'per-row' && argv.mode !== 'joint')
       throw new UsageError(`--mode: ${show(argv.mode)} is not one of per-row, joint`);
     const lambdas = parseLambdas(argv.lambda);
     let last = 0;
+    let first: { t: number; done: number } | null = null;
+    const rate = (done: number) => {
+      const now = performance.now();
+      first ??= { t: now, done };
+      const s = (now - first.t) / 1000;
+      return s > 1 && done > first.done ? `, ${((done - first.done) / s).toFixed(2)} images/s` : '';
+    };
     // the library's fields whose flag is not their kebab-cased name
     const flag = (field: string) =>
       field === 'seedStart' ? '--seed' : field === 'lambdas' ? '--lambda' : flagOf(field);
@@ -153,11 +171,15 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       restart: argv.restart,
       bootstrap: { samples: argv.bootstrap, seed: argv['bootstrap-seed'] },
       log: argv.json ? undefined : (line) => process.stderr.write(`evaluate: ${line}\n`),
+      queue: argv.queue,
       onProgress: (p) => {
         if (argv.json) return;
-        if (p.done - last >= Math.max(1, Math.floor(p.total / 10)) || p.done === p.total) {
+        if (p.done - last >= Math.max(1, Math.floor(p.total / 10)) || (p.done === p.total && last !== p.total)) {
           last = p.done;
-          process.stderr.write(`evaluate: ${p.done}/${p.total} images (${p.phase})\n`);
+          const w = p.workers
+            ? `, ${p.workers.connected} workers (seen: ${p.workers.seen.join(', ') || 'none yet'})`
+            : '';
+          process.stderr.write(`evaluate: ${p.done}/${p.total} images (${p.phase})${rate(p.done)}${w}\n`);
         }
       },
     }).catch((error: unknown) => {
