@@ -14,7 +14,7 @@
  *      numbers: a before / after difference is the edit's, not the noise's) and disjoint seeds
  *      across the row's prompts (prompt k of the row uses start + k·N … start + (k+1)·N − 1, so the
  *      images a row pools are independent draws), each classified by CLIP between the prompt and
- *      its edited text; one fsynced record per image, so a crash loses at most a chunk. The images
+ *      its edited text; a chunk's records in one fsynced write, so a crash loses at most a chunk. The images
  *      come from a render service (src/audit/run.ts `RenderService`), one request per chunk of
  *      seeds with the row's M: in process (the default) or on the queue's workers (`--queue`),
  *      which run the same generate + classify code on the same chunks, so both write the same
@@ -443,6 +443,7 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
           (i, images) => {
             const req = requests[i] as RenderRequest;
             const { row, p } = planned[i] as { row: number; p: PlannedPrompt };
+            const records: ClassifiedRecord[] = [];
             images.forEach((img, j) => {
               const s = req.seeds[j] as number;
               const k = key(lambda, row, p, s);
@@ -456,10 +457,12 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
                 unclear: img.classification.kind === 'unclear',
                 probabilities: img.classification.probabilities,
               };
-              store.append(rec);
+              records.push(rec);
               done.set(k, rec);
               count++;
             });
+            // the chunk's records in one write and one fsync
+            store.appendAll(records);
             options.onProgress?.({ phase: name, done: count, total, workers });
           },
           (tick) => {

@@ -3,12 +3,12 @@
  * folder as in process — byte-identical evaluate.json (every metric, interval, per-prompt count,
  * settings and fingerprint) and contact-sheet PNGs — with 1 worker (through the CLI) and 2 workers
  * (through the library); each row's edit travels as its M by digest. A finished run resumes
- * without a task; a bad URL, no worker and an unreachable Redis are clear errors, as for audit.
+ * without a task, and a run folder started in process is finished on the workers; a bad URL, no worker and an unreachable Redis are clear errors, as for audit.
  * Real redis-server (test/queue/redis.ts); workers in this process (startWorker).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -173,6 +173,20 @@ describe('evaluate through the queue', { skip: missing ?? false }, () => {
         'nothing enqueued again',
       );
       assert.equal(runBytes(join(w.root, 'queue-2')).json, reference.json);
+      // a run folder started in process (its first half of chunks recorded) is finished on the workers
+      const mixed = join(w.root, 'mixed');
+      cpSync(join(w.root, 'in-process'), mixed, { recursive: true });
+      rmSync(join(mixed, 'evaluate.json'));
+      const lines = readFileSync(join(mixed, 'records.jsonl'), 'utf8').trim().split('\n');
+      assert.equal(lines.length, TASKS * IMAGES);
+      writeFileSync(join(mixed, 'records.jsonl'), `${lines.slice(0, (TASKS / 2) * IMAGES).join('\n')}\n`);
+      await runEvaluateJob(options(w, 'mixed', { queue: redis.url, queueOptions: { checkIntervalMs: 200 } }));
+      assert.equal(
+        workers.reduce((s, x) => s + x.stats.tasks, 0) - before.reduce((a, b) => a + b, 0),
+        TASKS / 2,
+        'only the chunks the store lacks',
+      );
+      assert.equal(runBytes(mixed).json, reference.json);
     } finally {
       for (const x of workers) await x.close();
     }
