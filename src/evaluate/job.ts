@@ -5,21 +5,26 @@
  *
  * With `queue` (redis://…) the images are rendered and classified by `time-debias worker`s
  * (src/audit/queue-source.ts: tasks name the model and classifier by digest, each row's edit M by
- * the digest of its bytes); the coordinator still opens the model for its text encoder (the edits'
- * rows) and tokenizer.
+ * the digest of its bytes); the coordinator opens only the model's tokenizer and text encoder (the
+ * edits' rows), not its UNet or VAE. In process, the pipeline renders (src/audit/pipeline-renderer.ts,
+ * the code the workers run).
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pipelineRenderer } from '../audit/pipeline-renderer.js';
 import { queueSource } from '../audit/queue-source.js';
 import type { RenderService } from '../audit/run.js';
 import { ClipClassifier } from '../classify/clip.js';
+import type { NativeSize } from '../generate/geometry.js';
 import { nativeSizeWarning } from '../generate/geometry.js';
-import { StableDiffusionPipeline } from '../generate/pipeline.js';
+import { readModelGeometry, StableDiffusionPipeline } from '../generate/pipeline.js';
+import { openSdModel, type SdModel } from '../model/folder.js';
 import { parseQueueUrl } from '../queue/connection.js';
 import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
 import { validateDevice } from '../runtime/ort.js';
-import { encodePrompts } from '../text/encoder.js';
+import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
+import { ClipTokenizer } from '../text/tokenizer.js';
 import { show, UsageError } from '../util/errors.js';
 import { writeEvaluateReports } from './report.js';
 import { type EvaluateMode, type EvaluateProgress, type EvaluateResult, fileDigest, runEvaluate } from './run.js';
@@ -118,50 +123,60 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
     throw new UsageError(`${show(batchSize)} must be an integer ≥ 1`, { field: 'batchSize' });
 
   const sessionOptions = { device, threads: o.threads || undefined };
-  const queue = o.queue ? await RenderQueue.connect(o.queue, { log: o.log, ...o.queueOptions }) : undefined;
-  let pipeline: StableDiffusionPipeline;
+  // What is open, closed in reverse order whatever happens.
+  const opened: { dispose(): Promise<void> }[] = [];
+  const closeAll = async () => {
+    for (const x of opened.reverse()) await x.dispose();
+  };
   try {
-    pipeline = await StableDiffusionPipeline.create(modelDir, sessionOptions);
-  } catch (error) {
-    await queue?.close();
-    throw error;
-  }
-  if (!demoGen && (o.generation.height === undefined || o.generation.width === undefined)) {
-    const warning = nativeSizeWarning(pipeline.nativeSize);
-    if (warning) o.log?.(`warning: ${warning}`);
-  }
-  let classifier: ClipClassifier | undefined;
-  try {
-    classifier = await ClipClassifier.load(classifierDir, sessionOptions);
-    const p = pipeline;
+    const queue = o.queue ? await RenderQueue.connect(o.queue, { log: o.log, ...o.queueOptions }) : undefined;
+    if (queue) opened.push({ dispose: () => queue.close() });
+    // In process: the whole pipeline. With a queue the coordinator renders nothing: it needs only the
+    // tokenizer and the text encoder (the edits' rows) and the model's geometry (the default size).
+    let pipeline: StableDiffusionPipeline | undefined;
+    let model: SdModel;
+    let tokenizer: ClipTokenizer;
+    let textEncoder: ClipTextEncoder;
+    let nativeSize: NativeSize;
+    if (queue) {
+      model = openSdModel(modelDir);
+      tokenizer = await ClipTokenizer.fromFolder(model.components.tokenizer);
+      textEncoder = await ClipTextEncoder.create(model.files.textEncoder, sessionOptions);
+      opened.push(textEncoder);
+      nativeSize = (await readModelGeometry(model, sessionOptions)).nativeSize;
+    } else {
+      pipeline = await StableDiffusionPipeline.create(modelDir, sessionOptions);
+      opened.push(pipeline);
+      ({ model, tokenizer, textEncoder, nativeSize } = pipeline);
+    }
+    if (!demoGen && (o.generation.height === undefined || o.generation.width === undefined)) {
+      const warning = nativeSizeWarning(nativeSize);
+      if (warning) o.log?.(`warning: ${warning}`);
+    }
+    const classifier = await ClipClassifier.load(classifierDir, sessionOptions);
+    opened.push(classifier);
     const generation = {
       steps: o.generation.steps ?? demoGen?.steps ?? 25,
       scheduler: o.generation.scheduler ?? demoGen?.scheduler ?? 'pndm',
       guidance: o.generation.guidance ?? demoGen?.guidance ?? 7.5,
-      height: o.generation.height ?? demoGen?.height ?? pipeline.nativeSize.height,
-      width: o.generation.width ?? demoGen?.width ?? pipeline.nativeSize.width,
+      height: o.generation.height ?? demoGen?.height ?? nativeSize.height,
+      width: o.generation.width ?? demoGen?.width ?? nativeSize.width,
       negativePrompt: o.generation.negativePrompt ?? '',
       batchSize,
     };
-    let renderer: RenderService | undefined;
-    if (queue)
-      renderer = await queueSource({
-        queue,
-        modelDir: pipeline.model.dir,
-        model: pipeline.model,
-        classifier,
-        generation,
-        device,
-      });
+    const renderer: RenderService = queue
+      ? await queueSource({ queue, modelDir: model.dir, model, classifier, generation, device })
+      : pipelineRenderer(pipeline as StableDiffusionPipeline, classifier, generation, device);
     const result = await runEvaluate({
       out: o.out,
       dataset,
       datasetDigest: fileDigest(file),
       rows,
       world: {
-        pipeline,
+        modelDir: model.dir,
+        tokenizer,
         classifier,
-        encode: async (prompts) => encodePrompts(p.tokenizer, p.textEncoder, prompts),
+        encode: async (prompts) => encodePrompts(tokenizer, textEncoder, prompts),
         renderer,
       },
       images: o.images,
@@ -180,8 +195,6 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
     const reports = writeEvaluateReports(o.out, result);
     return { result, out: o.out, reports, seconds: (performance.now() - t0) / 1000, demoBuilt };
   } finally {
-    await pipeline.dispose();
-    await classifier?.dispose();
-    await queue?.close();
+    await closeAll();
   }
 }

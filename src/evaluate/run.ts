@@ -29,7 +29,6 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { decode } from 'fast-png';
-import { pipelineRenderer } from '../audit/pipeline-renderer.js';
 import type { RenderRequest, RenderService } from '../audit/run.js';
 import { type ShareChange, shareChange } from '../audit/stats.js';
 import { type ClassifiedRecord, folderDigest, RunStore } from '../audit/store.js';
@@ -39,7 +38,6 @@ import { alignTokens } from '../edit/align.js';
 import { alignmentTokens } from '../edit/prepare.js';
 import { buildRows, type PromptEncoder, type RowSet } from '../edit/rows.js';
 import { solveEdit } from '../edit/solve.js';
-import type { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { GemmEngine } from '../linalg/gemm.js';
 import { contactSheet } from '../report/sheet.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
@@ -76,17 +74,20 @@ export interface EvaluateGeneration {
 
 /** What the evaluation runs on (opened by the caller, who disposes it). */
 export interface EvaluateWorld {
-  /** The model (its tokenizer, folder and native size; the renderer in process). */
-  pipeline: StableDiffusionPipeline;
+  /** The model folder (its path and digest identify the run; the renderer renders with it). */
+  modelDir: string;
+  /** The model's tokenizer (token checks, TIME's alignment). */
+  tokenizer: ClipTokenizer;
+  /** The classifier (its folder, digest and logit scale identify the run; the renderer classifies with it). */
   classifier: ClipClassifier;
   /** The model's text encoding (rows of TIME's objective). */
   encode: PromptEncoder;
   /**
-   * Where the images are rendered and classified: the queue's workers (src/audit/queue-source.ts,
-   * built with this run's generation settings), or, by default, in process on `pipeline` and
-   * `classifier` (src/audit/pipeline-renderer.ts, the same code the workers run).
+   * Where the images are rendered and classified, with this run's generation settings: in process
+   * (src/audit/pipeline-renderer.ts) or on the queue's workers (src/audit/queue-source.ts), which
+   * run the same code on the same chunks.
    */
-  renderer?: RenderService;
+  renderer: RenderService;
 }
 
 export interface EvaluateOptions {
@@ -285,7 +286,7 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
   const sheetImages = Math.min(N, options.sheetImages ?? 4);
   const out = resolve(options.out);
   const gen = options.generation;
-  const tokenizer = world.pipeline.tokenizer;
+  const tokenizer = world.tokenizer;
 
   // 1. Rows: selection, token checks.
   const selected = options.rows ? [...options.rows] : Array.from({ length: dataset.rowCount }, (_, i) => i);
@@ -309,7 +310,7 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
   // 2. Run folder.
   const settings = {
     kind: 'timed-evaluation',
-    model: { path: world.pipeline.model.dir, digest: folderDigest(world.pipeline.model.dir) },
+    model: { path: resolve(world.modelDir), digest: folderDigest(world.modelDir) },
     generation: {
       steps: gen.steps,
       scheduler: gen.scheduler,
@@ -385,7 +386,7 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
     // 4. Images: every phase, row, prompt, in chunks of batchSize seeds (the same chunks on every
     // run, so a resumed or queued run renders the same batches); chunks with a pending seed are
     // requests of the render service, results recorded as they arrive, each image once.
-    const renderer = world.renderer ?? pipelineRenderer(world.pipeline, world.classifier, gen, settings.device);
+    const renderer = world.renderer;
     checkRenderer(renderer.identity, settings);
     const phases: (number | null)[] = [null, ...lambdas];
     const total = phases.length * rows.length * 11 * N;
