@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildTinySdModel } from '../../src/demo/sd-model.js';
 import { editModel } from '../../src/edit/api.js';
-import { readEditFile } from '../../src/edit/edit-file.js';
-import { exportLora, loraKeys } from '../../src/edit/lora.js';
+import { readEditFile, writeEditFile } from '../../src/edit/edit-file.js';
+import { type EditBasis, exportLora, factorDelta, factorEditDelta, loraKeys } from '../../src/edit/lora.js';
 import { readSafetensorsHeader, readTensorData, toFloat32 } from '../../src/formats/safetensors.js';
+import { GemmEngine, matrix } from '../../src/linalg/gemm.js';
 import { openSdModel } from '../../src/model/folder.js';
 import { locateSites, readSiteWeight } from '../../src/model/sites.js';
 import { UsageError } from '../../src/util/errors.js';
@@ -44,9 +45,13 @@ describe('export-lora', () => {
   });
 
   /** ‖W + up·down·alpha/r − W·M‖_F / ‖W·(M − I)‖_F per site, from the file. */
-  function rebuiltErrors(file: string, format: 'kohya' | 'peft'): Map<string, { error: number; rank: number }> {
+  function rebuiltErrors(
+    file: string,
+    format: 'kohya' | 'peft',
+    edit = editFile,
+  ): Map<string, { error: number; rank: number }> {
     const h = readSafetensorsHeader(file);
-    const M = readEditFile(editFile).M;
+    const M = readEditFile(edit).M;
     const out = new Map<string, { error: number; rank: number }>();
     for (const [name, W] of original) {
       const keys = loraKeys(name, format);
@@ -114,6 +119,71 @@ describe('export-lora', () => {
         'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight',
       ),
     );
+  });
+
+  test('a low-rank edit: each site factored in the basis of M − I (the same ranks and errors as from ΔW); reported = rebuilt', async () => {
+    // M′ = I + (M − I)·B·Bᵀ with B 3 orthonormal columns: M′ − I has rank 3, as a single pair's edit has.
+    const e = readEditFile(editFile);
+    const B = new Float64Array(D * 3);
+    for (let c = 0; c < 3; c++) {
+      for (let i = 0; i < D; i++) B[i * 3 + c] = Math.sin(1 + i * (c + 1) * 0.7);
+      for (let q = 0; q < c; q++) {
+        let dot = 0;
+        for (let i = 0; i < D; i++) dot += (B[i * 3 + c] as number) * (B[i * 3 + q] as number);
+        for (let i = 0; i < D; i++) B[i * 3 + c] = (B[i * 3 + c] as number) - dot * (B[i * 3 + q] as number);
+      }
+      let norm = 0;
+      for (let i = 0; i < D; i++) norm += (B[i * 3 + c] as number) ** 2;
+      for (let i = 0; i < D; i++) B[i * 3 + c] = (B[i * 3 + c] as number) / Math.sqrt(norm);
+    }
+    const delta = new Float64Array(D * D);
+    for (let i = 0; i < D; i++) {
+      for (let j = 0; j < D; j++) {
+        let v = 0;
+        for (let a = 0; a < D; a++) {
+          const dij = (e.M[i * D + a] as number) - (i === a ? 1 : 0);
+          for (let c = 0; c < 3; c++) v += dij * (B[a * 3 + c] as number) * (B[j * 3 + c] as number);
+        }
+        delta[i * D + j] = v;
+      }
+    }
+    const gemm = new GemmEngine({ threads: 1 });
+    try {
+      const basis = await factorEditDelta(delta, D, gemm);
+      assert.equal(basis?.k, 3, 'M − I of rank 3 has a 3-column basis');
+      const W = original.get('mid_block.attentions.0.transformer_blocks.0.attn2.to_k') as Float32Array;
+      const out = W.length / D;
+      const Wm = matrix(Float64Array.from(W), out, D);
+      const dW = (await gemm.gemm(Wm, matrix(delta, D, D), { compute: 'float64' })).data as Float64Array;
+      const C = (await gemm.gemm(Wm, matrix((basis as EditBasis).L, D, 3), { compute: 'float64' }))
+        .data as Float64Array;
+      const projected = { C, basis: basis as EditBasis };
+      for (const choice of [{ rank: 1 }, { rank: 2 }, { rank: 3 }, { error: 0.2 }, { error: 1e-3 }, { rank: 5 }]) {
+        const full = await factorDelta(dW, out, D, choice, gemm);
+        const proj = await factorDelta(dW, out, D, choice, gemm, projected);
+        assert.equal(proj.rank, full.rank, JSON.stringify(choice));
+        assert.ok(
+          Math.abs(proj.error - full.error) <= 1e-6,
+          `${JSON.stringify(choice)}: ${proj.error} vs ${full.error}`,
+        );
+      }
+    } finally {
+      await gemm.dispose();
+    }
+    // End to end: an edit file holding M′; every site goes through the basis; reported = rebuilt.
+    const lowRank = join(tmp.dir, 'low-rank-edit.safetensors');
+    const M2 = new Float32Array(D * D);
+    for (let i = 0; i < D * D; i++) M2[i] = (delta[i] as number) + (i % (D + 1) === 0 ? 1 : 0);
+    writeEditFile(lowRank, M2, e.meta);
+    const file = join(tmp.dir, 'low-rank-lora.safetensors');
+    const r = await exportLora({ editFile: lowRank, modelPath: onnx, outPath: file, error: 1e-3, threads: 1 });
+    assert.equal(r.basisRank, 3, 'factored in the basis of M′ − I');
+    const rebuilt = rebuiltErrors(file, 'kohya', lowRank);
+    for (const s of r.sites) {
+      const b = rebuilt.get(s.name) as { error: number; rank: number };
+      assert.ok(s.rank <= 3 && b.rank === s.rank && s.error <= 1e-3, `${s.name}: rank ${s.rank}, error ${s.error}`);
+      assert.ok(Math.abs(b.error - s.error) <= 1e-4, `${s.name}: reported ${s.error}, rebuilt ${b.error}`);
+    }
   });
 
   test('bad requests', async () => {

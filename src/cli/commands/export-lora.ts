@@ -85,6 +85,8 @@ export function renderLoraResult(r: LoraResult): string {
       .join('  ')
       .trimEnd();
   lines.push(line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line), '');
-  lines.push(`max error ${r.maxError.toExponential(3)}; ${Math.round(r.timings.total)} ms`);
+  lines.push(
+    `max error ${r.maxError.toExponential(3)}${r.basisRank !== null ? `; factored in the rank-${r.basisRank} basis of M − I` : ''}; ${Math.round(r.timings.total)} ms`,
+  );
   return `${lines.join('\n')}\n`;
 }
