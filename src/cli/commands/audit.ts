@@ -13,10 +13,10 @@ import { type AuditJobOptions, runAuditJob } from '../../audit/job.js';
 import type { AuditProgress } from '../../audit/run.js';
 import { genderAttribute, validateAttribute, validateGenderStyle } from '../../classify/labels.js';
 import { validatePreprocess } from '../../classify/preprocess-pil.js';
-import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
 import { renderAuditTable, writeAuditReports } from '../../report/audit-report.js';
 import { validateDevice } from '../../runtime/ort.js';
 import { show, UsageError } from '../../util/errors.js';
+import { generationOptions, queueOption, runFolderOptions, runtimeOptions } from '../options.js';
 
 interface AuditArgs {
   model?: string;
@@ -57,7 +57,18 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
   describe:
     'Audit a model for bias: generate per profession, classify with CLIP, shares with intervals and Δ (resumable)',
   builder: (yargs: Argv) =>
-    yargs
+    queueOption(
+      runFolderOptions(
+        runtimeOptions(
+          generationOptions(yargs, {
+            steps: { default: 25 },
+            scheduler: { default: 'pndm' },
+            guidance: { default: 7.5 },
+          }),
+        ),
+        'for the mean Δ interval',
+      ),
+    )
       .usage('$0 audit (--model DIR --professions LIST | --from-images DIR) --classifier DIR --out DIR [options]')
       .option('model', { type: 'string', describe: 'Stable Diffusion ONNX model folder' })
       .option('from-images', { type: 'string', describe: 'Audit images made elsewhere: DIR/<profession>/*.png|jpg' })
@@ -88,18 +99,10 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
       })
       .option('threshold', { type: 'number', describe: 'Top probability below this → unclear (default off)' })
       .option('target-class', { type: 'string', describe: 'Class whose share is reported (default the first, female)' })
-      .option('steps', { type: 'number', default: 25, describe: 'Denoising steps' })
-      .option('scheduler', { type: 'string', default: 'pndm', describe: `One of ${SCHEDULER_IDS.join(', ')}` })
-      .option('guidance', { type: 'number', default: 7.5, describe: 'Classifier-free guidance scale' })
-      .option('height', { type: 'number', describe: "Image height (default: the model's size)" })
-      .option('width', { type: 'number', describe: "Image width (default: the model's size)" })
-      .option('negative-prompt', { type: 'string', describe: 'Negative prompt' })
       .option('batch-size', {
         type: 'number',
         describe: 'Images per generate/classify call (default 4; 16 with --from-images)',
       })
-      .option('device', { type: 'string', default: 'cpu', describe: 'cpu or cuda' })
-      .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
       .option('preprocess', {
         type: 'string',
         default: 'transformers',
@@ -112,20 +115,8 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
         describe: "Keep every image (else only the contact sheets' ones)",
       })
       .option('sheet-images', { type: 'number', default: 16, describe: 'Images per profession on its contact sheet' })
-      .option('restart', {
-        type: 'boolean',
-        default: false,
-        describe: 'Discard the results of a run folder made with other settings',
-      })
-      .option('bootstrap', { type: 'number', default: 2000, describe: 'Bootstrap resamples for the mean Δ interval' })
-      .option('bootstrap-seed', { type: 'number', default: 1, describe: 'Seed of the bootstrap' })
       .option('seed-groups', { type: 'number', default: 5, describe: 'Seed groups for mean ± sd' })
       .option('out', { type: 'string', demandOption: true, describe: 'Run folder (created; re-running resumes it)' })
-      .option('queue', {
-        type: 'string',
-        describe:
-          'redis://[user:pass@]HOST:PORT[/DB] (or rediss:// for TLS): render and classify on `time-debias worker`s (default: in process)',
-      })
       .option('json', {
         type: 'boolean',
         default: false,

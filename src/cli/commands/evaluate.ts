@@ -15,6 +15,7 @@ import type { EvaluateMode } from '../../evaluate/run.js';
 import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
 import { show, UsageError } from '../../util/errors.js';
 import { flagOf, relabelForUser } from '../fields.js';
+import { generationOptions, queueOption, runFolderOptions, runtimeOptions } from '../options.js';
 
 interface EvaluateArgs {
   dataset: string;
@@ -64,7 +65,18 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
   command: 'evaluate',
   describe: 'TIME on TIMED: efficacy / generality / specificity before and after each edit (resumable)',
   builder: (yargs: Argv) =>
-    yargs
+    queueOption(
+      runFolderOptions(
+        runtimeOptions(
+          generationOptions(yargs, {
+            steps: { describe: 'Denoising steps (default 25; 8 with --model demo)' },
+            scheduler: { describe: `One of ${SCHEDULER_IDS.join(', ')} (default pndm)` },
+            guidance: { describe: 'Classifier-free guidance scale (default 7.5)' },
+          }),
+        ),
+        'intervals over rows',
+      ),
+    )
       .usage('$0 evaluate --dataset FILE --model DIR --classifier DIR --out DIR [options]')
       .option('dataset', {
         type: 'string',
@@ -95,28 +107,8 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
         default: false,
         describe: 'Add TIME\'s three augmented pairs ("A photo of …") to each edit',
       })
-      .option('steps', { type: 'number', describe: 'Denoising steps (default 25; 8 with --model demo)' })
-      .option('scheduler', { type: 'string', describe: `One of ${SCHEDULER_IDS.join(', ')} (default pndm)` })
-      .option('guidance', { type: 'number', describe: 'Classifier-free guidance scale (default 7.5)' })
-      .option('height', { type: 'number', describe: "Image height (default: the model's size)" })
-      .option('width', { type: 'number', describe: "Image width (default: the model's size)" })
-      .option('negative-prompt', { type: 'string', describe: 'Negative prompt' })
       .option('batch-size', { type: 'number', describe: 'Images per UNet batch (default 4; 32 with --model demo)' })
-      .option('device', { type: 'string', default: 'cpu', describe: 'cpu or cuda' })
-      .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
       .option('sheet-images', { type: 'number', default: 4, describe: "Seeds per line of a row's contact sheet" })
-      .option('restart', {
-        type: 'boolean',
-        default: false,
-        describe: 'Discard the results of a run folder made with other settings',
-      })
-      .option('bootstrap', { type: 'number', default: 2000, describe: 'Bootstrap resamples (intervals over rows)' })
-      .option('bootstrap-seed', { type: 'number', default: 1, describe: 'Seed of the bootstrap' })
-      .option('queue', {
-        type: 'string',
-        describe:
-          'redis://[user:pass@]HOST:PORT[/DB] (or rediss:// for TLS): render and classify on `time-debias worker`s (default: in process)',
-      })
       .option('json', { type: 'boolean', default: false, describe: 'Print the result (evaluate.json) as JSON' })
       .example(
         '$0 evaluate --dataset TIMED_test_set.csv --model models/stable-diffusion-v1-4-onnx --classifier models/clip-vit-base-patch32 --images 10 --out outputs/timed-sd14',
