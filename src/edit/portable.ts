@@ -10,9 +10,11 @@
  *     3. the matrix to apply:  M_α = I + α(M − I)   (--scale α, default 1: M itself)
  *                              M_α⁻¹                 (--revert; refused when κ₁(M_α) > 1e6)
  *     4. write: ONNX → the same export as `edit` (model/export.ts), so the result is today's
- *        direct export of the same M; safetensors → one streaming pass over each UNet file (formats/
- *        safetensors.ts: every byte copied as is but the edited tensors, the source hashed on the
- *        way), the other files of a folder cloned; all into a temporary path, renamed at the end.
+ *        direct export of the same M; safetensors → one streaming copy of each UNet file (formats/
+ *        safetensors.ts: the kernel copies, a worker thread hashes the source, the edited tensors
+ *        are patched over the copy), the other files of a folder cloned; all into a temporary path,
+ *        renamed at the end. From the CLI a single file's copy starts before all this (apply-early.ts)
+ *        and is finished here, or stopped and removed when a check refuses the request.
  *
  * W′ = W·M_α per listed site in float32 (apply.ts, the same product as `edit`), stored back in the
  * tensor's own dtype with round to nearest even (F16, BF16). The input is never modified.
@@ -34,7 +36,9 @@ import { copyFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import {
   fromFloat32,
+  type PatchFn,
   type SafetensorsHeader,
+  type StreamCopy,
   type StreamCopyResult,
   streamCopyWithPatches,
   toFloat32,
@@ -276,6 +280,8 @@ export interface ApplyFileResult {
    * checkpoint went (absent for ONNX folders).
    */
   timings: {
+    /** performance.now() when applyEditFile began: ms since the process started (the CLI's start-up). */
+    startedAtProcessMs: number;
     check: number;
     write: number;
     total: number;
@@ -315,8 +321,32 @@ export function normalizeApplyRequest(r: ApplyFileRequest): Required<ApplyFileRe
   };
 }
 
-/** Apply an edit file to a model. See the module comment. */
-export async function applyEditFile(request: ApplyFileRequest): Promise<ApplyFileResult> {
+/**
+ * A streaming copy of a single-file checkpoint started before apply's checks (apply-early.ts), into
+ * `tmp`; applyEditFile finishes it, or stops and removes it when it refuses the request.
+ */
+export interface EarlyCopy {
+  /** The source file (resolved). */
+  file: string;
+  /** Where it is being copied: the temporary output path. */
+  tmp: string;
+  stream: StreamCopy;
+}
+
+/** Apply an edit file to a model (see the module comment); `early`: a copy already under way (apply-early.ts). */
+export async function applyEditFile(request: ApplyFileRequest, early?: EarlyCopy): Promise<ApplyFileResult> {
+  try {
+    return await applyEditFileWith(request, early);
+  } catch (error) {
+    if (early) {
+      await early.stream.abort();
+      rmSync(early.tmp, { force: true });
+    }
+    throw error;
+  }
+}
+
+async function applyEditFileWith(request: ApplyFileRequest, given?: EarlyCopy): Promise<ApplyFileResult> {
   const t0 = performance.now();
   const req = normalizeApplyRequest(request);
   const edit = readEditFile(req.editFile);
@@ -326,6 +356,16 @@ export async function applyEditFile(request: ApplyFileRequest): Promise<ApplyFil
     throw new UsageError(`--out ${show(req.outPath)}: a single-file checkpoint is written to a .safetensors file`);
   }
   const { outPath, exists } = outputTarget(target.path, req.outPath, req.force);
+  // An early copy is used only for the file and output it was started for (it always is, from the CLI).
+  let early = given;
+  if (
+    early &&
+    !(target.kind === 'single-file' && early.file === target.path && dirname(early.tmp) === dirname(outPath))
+  ) {
+    await early.stream.abort();
+    rmSync(early.tmp, { force: true });
+    early = undefined;
+  }
   const tOpen = performance.now();
   const check = checkCompatibility(edit, target, req.force);
   const tCompat = performance.now();
@@ -388,6 +428,7 @@ export async function applyEditFile(request: ApplyFileRequest): Promise<ApplyFil
         outPath,
         exists,
         manifest: manifestBase,
+        early,
       });
       sites = written.sites;
       manifestPath = written.manifestPath;
@@ -415,6 +456,7 @@ export async function applyEditFile(request: ApplyFileRequest): Promise<ApplyFil
       notes: check.notes,
       bytesStreamed,
       timings: {
+        startedAtProcessMs: ms(t0),
         check: ms(tCheck - t0),
         write: ms(tEnd - tCheck),
         total: ms(tEnd - t0),
@@ -515,7 +557,7 @@ async function writeCheckpoint(
   siteNames: readonly string[],
   solution: EditSolution,
   gemm: GemmEngine,
-  out: { outPath: string; exists: boolean; manifest: Record<string, unknown> },
+  out: { outPath: string; exists: boolean; manifest: Record<string, unknown>; early?: EarlyCopy | undefined },
 ): Promise<{ sites: AppliedSite[]; manifestPath: string; bytesStreamed: number; timings: WriteTimings }> {
   const chosen = siteNames.map((n) => ckpt.sites.find((s) => s.name === n) as Checkpoint['sites'][number]);
   const byFile = new Map<string, Set<string>>();
@@ -526,7 +568,7 @@ async function writeCheckpoint(
   }
   const single = ckpt.kind === 'single-file';
   mkdirSync(dirname(out.outPath), { recursive: true });
-  const tmp = `${out.outPath}.tmp-${randomBytes(6).toString('hex')}`;
+  const tmp = out.early?.tmp ?? `${out.outPath}.tmp-${randomBytes(6).toString('hex')}`;
   const tmpManifest = `${tmp}${APPLY_MANIFEST_SUFFIX}`;
   const relTo = single ? dirname(ckpt.path) : ckpt.path;
   const sites: AppliedSite[] = [];
@@ -562,7 +604,7 @@ async function writeCheckpoint(
     };
     for (const [file, header] of streamed) {
       const dst = single ? tmp : join(tmp, relative(ckpt.path, file));
-      const res = await streamCopyWithPatches(header, dst, byFile.get(file) as Set<string>, async (entry, bytes) => {
+      const patch: PatchFn = async (entry, bytes) => {
         const site = siteByKey.get(`${file}\u0000${entry.name}`) as Checkpoint['sites'][number];
         const n = site.out * site.d;
         const t0 = performance.now();
@@ -582,7 +624,12 @@ async function writeCheckpoint(
         work.gemm += t2 - t1;
         work.convert += t1 - t0 + (performance.now() - t2);
         return stored;
-      });
+      };
+      const names = byFile.get(file) as Set<string>;
+      const res =
+        out.early && out.early.file === file && out.early.tmp === dst
+          ? await out.early.stream.finish(names, patch)
+          : await streamCopyWithPatches(header, dst, names, patch);
       timelines.push({ path: relative(relTo, file).split('\\').join('/'), ...res.timeline });
       bytesStreamed += res.bytes;
       sourceFiles.push({

@@ -30,6 +30,7 @@ import {
   readSync,
   renameSync,
   rmSync,
+  statSync,
   writeSync,
 } from 'node:fs';
 import { chmod, copyFile, type FileHandle, open } from 'node:fs/promises';
@@ -421,7 +422,16 @@ export interface StreamCopyResult {
    * the patches (read, patched, hashed, written where the copy was done), the patches that waited
    * for the copy written, the output on disk (fsync), and the whole call.
    */
-  timeline: { copied: number; hashed: number; patched: number; written: number; synced: number; total: number };
+  timeline: {
+    /** performance.now() at the start: ms since the process started. */
+    startedAtProcessMs: number;
+    copied: number;
+    hashed: number;
+    patched: number;
+    written: number;
+    synced: number;
+    total: number;
+  };
 }
 
 /**
@@ -452,106 +462,158 @@ export async function streamCopyWithPatches(
   patch: PatchFn,
   options: { chunkBytes?: number } = {},
 ): Promise<StreamCopyResult> {
+  return startStreamCopy(header, outPath, { ...options, ranges: names }).finish(names, patch);
+}
+
+/** A streaming copy under way (startStreamCopy): `finish` patches and completes it, `abort` stops it. */
+export interface StreamCopy {
+  readonly outPath: string;
+  /** Patch `names` (a subset of the ranges it was started with) and complete the copy; see streamCopyWithPatches. */
+  finish(names: ReadonlySet<string>, patch: PatchFn): Promise<StreamCopyResult>;
+  /** Stop the hash pass and wait for the kernel's copy to end (it cannot be interrupted); the caller removes outPath. */
+  abort(): Promise<void>;
+}
+
+/**
+ * Start streamCopyWithPatches's copy and hash pass now, and give the patches later (`finish`): a
+ * caller can start the gigabytes moving before its own checks and set-up are done. `ranges` names
+ * every tensor that may be patched (their ranges are hashed on the way, for finish's check).
+ */
+export function startStreamCopy(
+  header: SafetensorsHeader,
+  outPath: string,
+  options: { chunkBytes?: number; ranges?: ReadonlySet<string> } = {},
+): StreamCopy {
   const t0 = performance.now();
   const at = () => Math.round((performance.now() - t0) * 10) / 10;
   const chunk = options.chunkBytes ?? 4 * 1024 * 1024;
-  const targets = header.tensors.filter((t) => names.has(t.name));
-  if (targets.length !== names.size) {
-    const missing = [...names].filter((n) => !header.byName.has(n));
+  const wanted = options.ranges ?? new Set<string>();
+  const missing = [...wanted].filter((n) => !header.byName.has(n));
+  if (missing.length > 0) {
     throw new ModelFormatError(`${show(header.path)}: no tensor ${missing.map((m) => show(m)).join(', ')}`);
   }
-  // Absolute file ranges of the patched tensors, in file order.
-  const ranges = targets.map((t) => ({ entry: t, from: header.dataStart + t.begin, to: header.dataStart + t.end }));
-  const timeline = { copied: 0, hashed: 0, patched: 0, written: 0, synced: 0, total: 0 };
-  const src = await open(header.path, 'r');
-  let copying: Promise<void> | undefined;
-  let hashing: ReturnType<typeof hashInWorker> | undefined;
-  let output: Promise<FileHandle> | undefined;
+  // Absolute file ranges of the tensors that may be patched, in file order.
+  const ranges = header.tensors
+    .filter((t) => wanted.has(t.name))
+    .map((t) => ({ entry: t, from: header.dataStart + t.begin, to: header.dataStart + t.end }));
+  const before = statSync(header.path);
+  if (before.size !== header.fileSize) {
+    throw new ModelFormatError(
+      `${show(header.path)} changed size while it was read (${header.fileSize} → ${before.size} bytes)`,
+    );
+  }
+  const timeline = {
+    startedAtProcessMs: Math.round(t0 * 10) / 10,
+    copied: 0,
+    hashed: 0,
+    patched: 0,
+    written: 0,
+    synced: 0,
+    total: 0,
+  };
   let dst: FileHandle | undefined;
   let flushing: Promise<void> | undefined;
   let copyFailed = false;
-  try {
-    const before = await src.stat();
-    const size = before.size;
-    if (size !== header.fileSize) {
-      throw new ModelFormatError(
-        `${show(header.path)} changed size while it was read (${header.fileSize} → ${size} bytes)`,
-      );
-    }
-    copying = copyFile(header.path, outPath, fsConstants.COPYFILE_EXCL);
-    hashing = hashInWorker(
-      header.path,
-      size,
-      chunk,
-      ranges.map((r) => [r.from, r.to]),
-    );
-    hashing.result.then(
-      () => {
-        timeline.hashed = at();
-      },
-      () => {},
-    );
-    output = copying.then(async () => {
-      timeline.copied = at();
-      await chmod(outPath, 0o666 & ~process.umask());
-      const fh = await open(outPath, 'r+');
-      dst = fh;
-      flushing = fh.datasync();
-      flushing.catch(() => {});
-      return fh;
-    });
-    output.catch(() => {
-      copyFailed = true;
-    });
-    const scratch = Buffer.allocUnsafeSlow(Math.max(0, ...ranges.map((r) => r.to - r.from)));
-    const readSha: string[] = [];
-    const pending: { from: number; bytes: Uint8Array }[] = [];
-    const patched: StreamCopyResult['patched'] = [];
-    for (const r of ranges) {
-      if (copyFailed) break; // the copy's error is thrown below
-      const bytes = new Uint8Array(scratch.buffer, scratch.byteOffset, r.to - r.from);
-      await readAll(src, bytes, r.from);
-      readSha.push(sha256Hex(bytes));
-      const out = await patch(r.entry, bytes);
-      if (out.byteLength !== bytes.byteLength) {
+  const copying = copyFile(header.path, outPath, fsConstants.COPYFILE_EXCL);
+  const hashing = hashInWorker(
+    header.path,
+    before.size,
+    chunk,
+    ranges.map((r) => [r.from, r.to]),
+  );
+  hashing.result.then(
+    () => {
+      timeline.hashed = at();
+    },
+    () => {},
+  );
+  // When the copy is done: a new file's modes, and its writeback to disk starts while the rest goes on.
+  const output = copying.then(async () => {
+    timeline.copied = at();
+    await chmod(outPath, 0o666 & ~process.umask());
+    const fh = await open(outPath, 'r+');
+    dst = fh;
+    flushing = fh.datasync();
+    flushing.catch(() => {});
+    return fh;
+  });
+  output.catch(() => {
+    copyFailed = true;
+  });
+  let settled: Promise<void> | undefined;
+  // Let the copy and the worker settle, so that the caller's cleanup of outPath comes after them.
+  const settle = () => {
+    settled ??= (async () => {
+      hashing.stop();
+      await output.catch(() => {});
+      await flushing?.catch(() => {});
+      await dst?.close();
+    })();
+    return settled;
+  };
+
+  const finish = async (names: ReadonlySet<string>, patch: PatchFn): Promise<StreamCopyResult> => {
+    try {
+      const outside = [...names].filter((n) => !wanted.has(n));
+      if (outside.length > 0) {
         throw new ModelFormatError(
-          `tensor ${show(r.entry.name)}: the patch returned ${out.byteLength} bytes for a ${bytes.byteLength}-byte tensor`,
+          `${show(header.path)}: tensor ${outside.map((m) => show(m)).join(', ')} was not among the ranges this copy hashes`,
         );
       }
-      patched.push({ name: r.entry.name, sha256: sha256Hex(out) });
-      if (dst) await writeAll(dst, out, r.from);
-      else pending.push({ from: r.from, bytes: out.slice() });
-    }
-    timeline.patched = at();
-    const fh = await output;
-    for (const p of pending) await writeAll(fh, p.bytes, p.from);
-    timeline.written = at();
-    await flushing;
-    await fh.sync();
-    timeline.synced = at();
-    const hashed = await hashing.result;
-    ranges.forEach((r, i) => {
-      if (hashed.ranges[i] !== readSha[i]) {
-        throw new ModelFormatError(
-          `${show(header.path)} changed while it was copied (tensor ${show(r.entry.name)} differs between two reads); nothing was written`,
-        );
+      const chosen = ranges.filter((r) => names.has(r.entry.name));
+      const src = await open(header.path, 'r');
+      const readSha = new Map<string, string>();
+      const pending: { from: number; bytes: Uint8Array }[] = [];
+      const patched: StreamCopyResult['patched'] = [];
+      try {
+        // Each patched tensor: read from the source (a small positioned read into one reused
+        // buffer), patched, hashed, and written over the copy if it is done (else kept until it is).
+        const scratch = Buffer.allocUnsafeSlow(Math.max(0, ...chosen.map((r) => r.to - r.from)));
+        for (const r of chosen) {
+          if (copyFailed) break; // the copy's error is thrown below
+          const bytes = new Uint8Array(scratch.buffer, scratch.byteOffset, r.to - r.from);
+          await readAll(src, bytes, r.from);
+          readSha.set(r.entry.name, sha256Hex(bytes));
+          const out = await patch(r.entry, bytes);
+          if (out.byteLength !== bytes.byteLength) {
+            throw new ModelFormatError(
+              `tensor ${show(r.entry.name)}: the patch returned ${out.byteLength} bytes for a ${bytes.byteLength}-byte tensor`,
+            );
+          }
+          patched.push({ name: r.entry.name, sha256: sha256Hex(out) });
+          if (dst) await writeAll(dst, out, r.from);
+          else pending.push({ from: r.from, bytes: out.slice() });
+        }
+      } finally {
+        await src.close();
       }
-    });
-    const after = await src.stat();
-    if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
-      throw new ModelFormatError(`${show(header.path)} changed while it was copied; nothing was written`);
+      timeline.patched = at();
+      const fh = await output;
+      for (const p of pending) await writeAll(fh, p.bytes, p.from);
+      timeline.written = at();
+      await flushing;
+      await fh.sync();
+      timeline.synced = at();
+      const hashed = await hashing.result;
+      ranges.forEach((r, i) => {
+        const read = readSha.get(r.entry.name);
+        if (read !== undefined && hashed.ranges[i] !== read) {
+          throw new ModelFormatError(
+            `${show(header.path)} changed while it was copied (tensor ${show(r.entry.name)} differs between two reads); nothing was written`,
+          );
+        }
+      });
+      const after = statSync(header.path);
+      if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+        throw new ModelFormatError(`${show(header.path)} changed while it was copied; nothing was written`);
+      }
+      timeline.total = at();
+      return { sourceSha256: hashed.sha256, bytes: before.size, patched, timeline };
+    } finally {
+      await settle();
     }
-    timeline.total = at();
-    return { sourceSha256: hashed.sha256, bytes: size, patched, timeline };
-  } finally {
-    // On any error, let the copy and the worker settle first, so that the caller's cleanup of outPath comes after.
-    hashing?.stop();
-    await copying?.catch(() => {});
-    await output?.catch(() => {});
-    await flushing?.catch(() => {});
-    await (dst as FileHandle | undefined)?.close();
-    await src.close();
-  }
+  };
+  return { outPath, finish, abort: settle };
 }
 
 /**

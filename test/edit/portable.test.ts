@@ -10,11 +10,12 @@
  *   - bad inputs: each a clear error, nothing written.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildTinySdModel } from '../../src/demo/sd-model.js';
 import { editModel } from '../../src/edit/api.js';
+import { applyEditFileEarly } from '../../src/edit/apply-early.js';
 import { readEditFile, writeEditFile } from '../../src/edit/edit-file.js';
 import { applyEditFile, effectiveMatrix } from '../../src/edit/portable.js';
 import { readSafetensorsHeader, readTensorData, toFloat32 } from '../../src/formats/safetensors.js';
@@ -267,6 +268,33 @@ describe('portable edits (float32)', () => {
     }
     console.log(`measured: ‖W·M − W′_direct‖/‖W′_direct‖ max over sites ${worst.toExponential(2)}`);
     assert.ok(worst <= 1e-6, `‖W·M − W′_direct‖/‖W′_direct‖ = ${worst}`);
+  });
+
+  test('the CLI entry (apply-early: the copy starts before the checks): the same bytes; a refusal leaves nothing', async () => {
+    const src = join(tmp.dir, 'f32', 'early.safetensors');
+    buildSingleFileFixture(w.onnx, src);
+    const plain = join(tmp.dir, 'f32', 'early-plain.safetensors');
+    const early = join(tmp.dir, 'f32', 'early-out.safetensors');
+    const a = await applyEditFile({ editFile: w.editFile, modelPath: src, outPath: plain, threads: 1 });
+    const b = await applyEditFileEarly({ editFile: w.editFile, modelPath: src, outPath: early, threads: 1 });
+    assert.ok(readFileSync(early).equals(readFileSync(plain)), 'byte-identical outputs');
+    const [ma, mb] = [a, b].map((r) => JSON.parse(readFileSync(r.manifestPath, 'utf8')));
+    assert.deepEqual(mb.sourceModel, ma.sourceModel);
+    assert.deepEqual(mb.output, ma.output);
+    const stream = b.timings.written?.files[0];
+    assert.ok(stream && stream.startedAtProcessMs < b.timings.startedAtProcessMs, 'the copy started before apply');
+    // Refused after the copy started (an edit file with NaN in M): the copy is stopped and removed.
+    const bytes = Buffer.from(readFileSync(w.editFile));
+    bytes.writeFloatLE(Number.NaN, readSafetensorsHeader(w.editFile).dataStart + 4);
+    const nan = join(tmp.dir, 'f32', 'early-nan.safetensors');
+    writeFileSync(nan, bytes);
+    const out = join(tmp.dir, 'early-refused', 'out.safetensors');
+    mkdirSync(join(out, '..'));
+    await assert.rejects(
+      applyEditFileEarly({ editFile: nan, modelPath: src, outPath: out }),
+      (e: unknown) => e instanceof EditError && /= NaN/.test(e.message),
+    );
+    assert.deepEqual(readdirSync(join(out, '..')), [], 'nothing written, no temporary file left');
   });
 
   describe('bad inputs: a clear error, nothing written', () => {

@@ -1,7 +1,8 @@
 /**
  * `time-debias apply`: apply a portable edit file (edit.safetensors, from `edit` or `debias`) to an
  * ONNX folder, a diffusers safetensors folder, or a single-file CompVis .safetensors checkpoint.
- * Parses and renders only; `applyEditFile` (src/edit/portable.ts) checks, computes and writes.
+ * Parses and renders only; `applyEditFile` (src/edit/portable.ts) checks, computes and writes, entered
+ * through src/edit/apply-early.ts (a single file's copy starts while the rest loads).
  *
  *   time-debias apply --edit edit.safetensors --model IN --out OUT [--scale α] [--revert] [--force] [--json]
  */
@@ -67,8 +68,9 @@ export const applyCommand: CommandModule<object, ApplyArgs> = {
         'diffusers folder',
       ) as unknown as Argv<ApplyArgs>,
   handler: async (args) => {
-    const { applyEditFile } = await import('../../edit/portable.js');
-    const result = await applyEditFile({
+    // apply-early.ts: a single file starts copying before the rest of apply is loaded.
+    const { applyEditFileEarly } = await import('../../edit/apply-early.js');
+    const result = await applyEditFileEarly({
       editFile: args.edit,
       modelPath: args.model,
       outPath: args.out,
