@@ -2,6 +2,7 @@
  * Faults on the demo world with a real Redis, each ending in the in-process run's exact bytes (or a
  * clear, bounded-time error):
  *   - a worker SIGKILLed in the middle of a task: another worker redoes it; nothing counted twice
+ *   - a worker sent SIGTERM: it finishes the task in flight and exits 0; nothing rendered twice
  *   - the coordinator SIGKILLed and restarted: it resumes; nothing lost, nothing finished redone
  *   - Redis SIGKILLed and restarted without persistence: the coordinator re-enqueues what Redis lost
  *   - no worker has the model / no worker at all: a QueueError within seconds, not a hang
@@ -173,6 +174,36 @@ describe('queue faults', { skip: missing ?? false }, () => {
       assert.deepEqual(classifiedCounts(join(w.root, 'kill-worker')), new Array(24).fill(1));
       // B redid the task A was in (and more: its own short locks may lapse under load; at least once)
       assert.ok(b.stats.tasks >= 1, `worker B did ${b.stats.tasks} tasks; A's log:\n${a.log.join('\n')}`);
+    } finally {
+      await b?.close();
+      await redis.stop();
+    }
+  });
+
+  test('a worker sent SIGTERM mid-job finishes its task in flight and exits 0; nothing is rendered twice', async () => {
+    const redis = await startRedis();
+    let b: RenderWorker | undefined;
+    try {
+      const a = workerCli(redis, w.models, 'T');
+      children.push(a);
+      await a.waitFor(/connected to/);
+      const job = runAuditJob(auditOptions(w, 'sigterm', { queue: redis.url, queueOptions: { checkIntervalMs: 200 } }));
+      await a.waitFor(/worker T: task .* images in/); // one task done, the next one taken
+      a.proc.kill('SIGTERM');
+      assert.equal(await a.exited, 0, a.log.join('\n'));
+      const at = a.log.findIndex((l) => /SIGTERM: finishing the tasks in flight/.test(l));
+      assert.ok(at >= 0, a.log.join('\n'));
+      const doneByA = a.log.filter((l) => /worker T: task .* images in/.test(l)).length;
+      // concurrency 1: at most the one task in flight is finished after the signal
+      assert.ok(a.log.slice(at).filter((l) => /worker T: task .* images in/.test(l)).length <= 1);
+      b = await startWorker({ url: redis.url, models: [w.models], threads: 1, name: 'B' });
+      await job;
+      const got = runBytes(join(w.root, 'sigterm'));
+      assert.equal(got.audit, reference.audit);
+      assert.deepEqual(got.images, reference.images);
+      assert.deepEqual(classifiedCounts(join(w.root, 'sigterm')), new Array(24).fill(1));
+      // A finished what it had taken (nothing abandoned to a lock expiry): 12 tasks rendered for 12
+      assert.equal(doneByA + b.stats.tasks, 12, `A did ${doneByA}, B did ${b.stats.tasks}`);
     } finally {
       await b?.close();
       await redis.stop();
