@@ -595,7 +595,7 @@ async function writeCheckpoint(
     const siteByKey = new Map(chosen.map((s) => [`${s.file}\u0000${s.key}`, s]));
     // Float32 arrays reused for every site (W, W′, W′ as stored and read back) and its stored bytes:
     // fresh memory is not free (page faults), and a site is done before the next one starts.
-    const most = Math.max(...chosen.map((s) => s.out * s.d));
+    const most = Math.max(0, ...chosen.map((s) => s.out * s.d));
     const pool = {
       W: new Float32Array(most),
       edited: new Float32Array(most),
