@@ -10,7 +10,8 @@
  * refuses the request it is stopped and removed, so nothing is written, as without it (such an error
  * only waits for the kernel's copy to end). It starts only when the request plainly allows writing:
  * the model is one .safetensors file whose header reads and that holds cross-attention sites, --out
- * ends in .safetensors in an existing folder, is not the model, and is absent unless --force.
+ * ends in .safetensors in an existing folder, is not the model, and is absent unless --force, and
+ * the --edit file exists.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync, statSync } from 'node:fs';
@@ -43,6 +44,8 @@ function startEarlyCopy(r: ApplyFileRequest): EarlyCopy | null {
     if (!model.toLowerCase().endsWith('.safetensors') || !out.endsWith('.safetensors') || out === model) return null;
     if (!statSync(model).isFile() || !statSync(dirname(out)).isDirectory()) return null;
     if (existsSync(out) && r.force !== true) return null;
+    // A mistyped --edit is the likeliest error: not worth a copy that is thrown away.
+    if (typeof r.editFile !== 'string' || !statSync(resolve(r.editFile)).isFile()) return null;
     const ckpt = openCheckpoint(model);
     const header = ckpt.unetFiles[0];
     if (ckpt.kind !== 'single-file' || !header) return null;

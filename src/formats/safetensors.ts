@@ -514,6 +514,7 @@ export function startStreamCopy(
   let dst: FileHandle | undefined;
   let flushing: Promise<void> | undefined;
   let copyFailed = false;
+  let stopping = false; // no writeback is started for a copy that is being thrown away
   const copying = copyFile(header.path, outPath, fsConstants.COPYFILE_EXCL);
   const hashing = hashInWorker(
     header.path,
@@ -533,8 +534,10 @@ export function startStreamCopy(
     await chmod(outPath, 0o666 & ~process.umask());
     const fh = await open(outPath, 'r+');
     dst = fh;
-    flushing = fh.datasync();
-    flushing.catch(() => {});
+    if (!stopping) {
+      flushing = fh.datasync();
+      flushing.catch(() => {});
+    }
     return fh;
   });
   output.catch(() => {
@@ -543,6 +546,7 @@ export function startStreamCopy(
   let settled: Promise<void> | undefined;
   // Let the copy and the worker settle, so that the caller's cleanup of outPath comes after them.
   const settle = () => {
+    stopping = true;
     settled ??= (async () => {
       hashing.stop();
       await output.catch(() => {});
