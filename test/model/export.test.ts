@@ -241,7 +241,7 @@ describe('exportEditedModel refuses, and writes nothing', () => {
         e instanceof OutputError &&
         /already exists/.test(e.message) &&
         e.field === 'outDir' &&
-        /replace it \(force\)/.test(e.message),
+        /replace it \(`force`\)/.test(e.message),
     );
     // issue 11: --force replaced whatever was there; only this tool's exports are replaced now
     await assert.rejects(
