@@ -17,7 +17,7 @@ import { type Benchmark, type BenchResult, round, summarize } from './harness.js
 import { ensureSd14BenchModel, removeSd14BenchModel } from './sd14-model.js';
 
 const THREADS = 2;
-const RAW_RUNS = 2;
+const RAW_RUNS = 3;
 const PIPELINE_STEPS = 3;
 const RSS_TARGET_MB = 8 * 1024;
 

@@ -57,21 +57,26 @@ export type SessionTuning = Pick<SessionOptions, 'memArena' | 'memPattern' | 'pr
 
 /**
  * Memory options of every session, chosen by measurement (bench/sd14.ts, README "Real scale"): on
- * SD 1.4's UNet (3.4 GB of float32 weights; one guided 512 × 512 step, batch 2), raw session, 2 threads:
+ * SD 1.4's UNet (3.4 GB of float32 weights; one guided 512 × 512 step, batch 2), raw session, 2
+ * threads, idle 2-core machine (load ≤ 2):
  *
- *   arena on,  memory pattern on  (onnxruntime's defaults)   peak RSS 7,967 MB
- *   arena off, memory pattern on                            peak RSS 6,136 MB
- *   arena off, memory pattern off                           peak RSS 6,240 MB
+ *   arena on,  memory pattern off  (chosen)                  step  5.2–6.0 s   peak RSS 5,719–5,796 MB
+ *   arena on,  memory pattern on   (onnxruntime's defaults)  step 11.9 s       peak RSS 8,068 MB
+ *   arena off, memory pattern on   (the previous choice)     step 11.2 s       peak RSS 5,935 MB
+ *   arena off, memory pattern off                            step 33.7 s       peak RSS 6,243 MB
  *
- * The arena keeps every chunk it ever grew to: the first run allocates tensor by tensor (the
- * self-attention scores alone are 2 × 8 × 4096² floats = 1 GiB), the second run allocates the
- * planned pattern block next to them, and nothing goes back to the OS. Without the arena, the
- * first run's buffers are freed and the pattern block reuses the memory. The memory pattern itself
- * costs nothing at the peak and saves the per-tensor allocations of every later run, so it stays on.
- * Pre-packing stays on: RSS after creating that session is 3,473 MB for 3,438 MB of weights, so the
- * packed weights replace the originals rather than doubling them (pre-packing off was not measured).
+ * Fresh memory is expensive on these machines (a page fault costs ≈ 20 µs per 4 KB page): the
+ * self-attention scores alone are 2 × 8 × 4096² floats = 1 GiB, and an allocator that returns
+ * them to the OS after each run pays ≈ 5 s of page faults per step. The arena keeps what it grew
+ * to and reuses it, so later runs touch no new pages. With the memory pattern on as well, the
+ * first run allocates tensor by tensor and the second allocates the planned pattern block next to
+ * them (8 GB peak, and the block is fresh memory again); with the pattern off, the arena's chunks
+ * are simply reused. The pipeline with these options: step 5.7 s (0.96× the raw session), peak RSS
+ * 5,772 MB for one 512 × 512 image. Pre-packing stays on: RSS after creating that session is
+ * 3,563 MB for 3,438 MB of weights, so the packed weights replace the originals rather than
+ * doubling them; off, the step is no faster (31.2 s vs 33.7 s with arena and pattern off).
  */
-export const SESSION_MEMORY_DEFAULTS = Object.freeze({ memArena: false, memPattern: true, prepack: true });
+export const SESSION_MEMORY_DEFAULTS = Object.freeze({ memArena: true, memPattern: false, prepack: true });
 
 export function validateDevice(device: unknown): Device {
   if (typeof device === 'string' && (DEVICES as string[]).includes(device)) return device as Device;
