@@ -8,6 +8,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import type { ApplyFileResult } from '../../edit/portable.js';
+import { textTable } from '../../report/text/index.js';
 import { show, UsageError } from '../../util/errors.js';
 
 interface ApplyArgs {
@@ -100,15 +101,14 @@ export function renderApplyResult(r: ApplyFileResult): string {
     `  manifest       ${r.manifestPath}`,
     '',
   ];
-  const header = ['site', 'key', 'dtype', '‖ΔW‖/‖W‖'];
-  const rows = r.sites.map((s) => [s.name, s.key, s.dtype, s.relativeChange.toExponential(3)]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] as number))
-      .join('  ')
-      .trimEnd();
-  lines.push(line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line), '');
+  lines.push(
+    ...textTable({
+      header: ['site', 'key', 'dtype', '‖ΔW‖/‖W‖'],
+      rows: r.sites.map((s) => [s.name, s.key, s.dtype, s.relativeChange.toExponential(3)]),
+      align: ['left', 'left', 'left', 'right'],
+    }),
+    '',
+  );
   lines.push(
     `${r.sites.length} sites edited; timings (ms): check ${Math.round(r.timings.check)}, write ${Math.round(r.timings.write)}, total ${Math.round(r.timings.total)}`,
   );

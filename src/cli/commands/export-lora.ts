@@ -6,6 +6,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import type { LoraFormat, LoraResult } from '../../edit/lora.js';
+import { textTable } from '../../report/text/index.js';
 import { parseNumber } from './apply.js';
 
 interface ExportLoraArgs {
@@ -71,20 +72,13 @@ export function renderLoraResult(r: LoraResult): string {
     ...r.notes.map((n) => `  note ${n}`),
     '',
   ];
-  const header = ['site', 'rank', 'error', '‖ΔW‖/‖W‖'];
-  const rows = r.sites.map((s) => [
-    s.name,
-    String(s.rank),
-    s.error.toExponential(3),
-    s.relativeChange.toExponential(3),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] as number))
-      .join('  ')
-      .trimEnd();
-  lines.push(line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line), '');
+  lines.push(
+    ...textTable({
+      header: ['site', 'rank', 'error', '‖ΔW‖/‖W‖'],
+      rows: r.sites.map((s) => [s.name, String(s.rank), s.error.toExponential(3), s.relativeChange.toExponential(3)]),
+    }),
+    '',
+  );
   lines.push(
     `max error ${r.maxError.toExponential(3)}${r.basisRank !== null ? `; factored in the rank-${r.basisRank} basis of M − I` : ''}; ${Math.round(r.timings.total)} ms`,
   );
