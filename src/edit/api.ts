@@ -449,6 +449,16 @@ export async function editModel(request: EditRequest): Promise<EditResult | Edit
       perPrompt: rows.length,
       warnings: prepared.warnings,
     };
+    // What both results report of the solve, as requested.
+    const solved = {
+      method: solution.kind,
+      rank: solution.kind === 'woodbury' ? solution.rank : null,
+      lambda: req.lambda,
+      augment: req.augment,
+      projections: req.projections,
+      layers: req.layers,
+      pairs,
+    };
     if (pending === null) {
       // editOnly: the portable edit file alone (`apply` later forms W·M in the dense product form).
       progress({ stage: 'export', outDir: req.outDir });
@@ -462,13 +472,7 @@ export async function editModel(request: EditRequest): Promise<EditResult | Edit
         editFile: req.outDir,
         replaced: target.exists,
         d: model.d,
-        method: solution.kind,
-        rank: solution.kind === 'woodbury' ? solution.rank : null,
-        lambda: req.lambda,
-        augment: req.augment,
-        projections: req.projections,
-        layers: req.layers,
-        pairs,
+        ...solved,
         rows: record.rows,
         sites: sites.map((s) => s.name),
         warnings: prepared.warnings,
@@ -506,14 +510,8 @@ export async function editModel(request: EditRequest): Promise<EditResult | Edit
       format: model.format,
       precision: model.precision,
       d: model.d,
-      method: solution.kind,
+      ...solved,
       applyForm: committed.applyForm,
-      rank: solution.kind === 'woodbury' ? solution.rank : null,
-      lambda: req.lambda,
-      augment: req.augment,
-      projections: req.projections,
-      layers: req.layers,
-      pairs,
       preserve,
       rows: committed.manifest.rows,
       sites: exported.editedSites.map((s) => ({
