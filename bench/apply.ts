@@ -21,6 +21,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { editRecord } from '../src/edit/commit.js';
 import { editMetadata, writeEditFile } from '../src/edit/edit-file.js';
+import type { ApplyFileResult } from '../src/edit/portable.js';
 import type { RowSet } from '../src/edit/rows.js';
 import { solveEdit } from '../src/edit/solve.js';
 import { encodeHeader, fromFloat32 } from '../src/formats/safetensors.js';
@@ -219,30 +220,8 @@ function hashBounds(file: string, bytes: number): { nodeMs: number; nodeGBs: num
   return { nodeMs, nodeGBs: bytes / nodeMs / 1e6, sha256sumGBs: part / sumMs / 1e6 };
 }
 
-interface ApplyTimings {
-  startedAtProcessMs: number;
-  total: number;
-  check: number;
-  readEdit: number;
-  openModel: number;
-  compatibility: number;
-  matrix: number;
-  write: number;
-  written?: {
-    files: {
-      startedAtProcessMs: number;
-      copied: number;
-      hashed: number;
-      patched: number;
-      written: number;
-      synced: number;
-      total: number;
-    }[];
-    gemm: number;
-    convert: number;
-    manifest: number;
-  };
-}
+/** apply's `--json` timings (src/edit/portable.ts). */
+type ApplyTimings = ApplyFileResult['timings'];
 
 async function run(): Promise<BenchResult[]> {
   const dir = mkdtempSync(join(process.env.APPLY_BENCH_DIR ?? tmpdir(), 'time-debias-apply-bench-'));

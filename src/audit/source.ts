@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import type { RgbImage } from '../classify/clip.js';
 import { textSideEdit } from '../edit/text-transform.js';
 import type { StableDiffusionPipeline } from '../generate/pipeline.js';
+import type { TaskGeneration } from '../queue/task.js';
 import type { ImageSource } from './run.js';
 import { folderDigest } from './store.js';
 
@@ -31,15 +32,8 @@ export interface SourceCounters {
   images: number;
 }
 
-/** The generation settings an audit fixes for a whole run (defaults filled in). */
-export interface FixedGeneration {
-  steps: number;
-  scheduler: string;
-  guidance: number;
-  height: number;
-  width: number;
-  negativePrompt: string;
-}
+/** The generation settings an audit fixes for a whole run (defaults filled in): a task's (queue/task.ts). */
+export type FixedGeneration = TaskGeneration;
 
 /**
  * The settings an audit's images are rendered with, and the identity that goes into the run

@@ -30,6 +30,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { decode } from 'fast-png';
 import type { RenderRequest, RenderService } from '../audit/run.js';
+import type { FixedGeneration } from '../audit/source.js';
 import { type ShareChange, shareChange } from '../audit/stats.js';
 import { type ClassifiedRecord, folderDigest, RunStore } from '../audit/store.js';
 import type { ClipClassifier } from '../classify/clip.js';
@@ -61,13 +62,8 @@ import type { TimedFile, TimedRow, TimedRowIssue } from './timed.js';
 
 export type EvaluateMode = 'per-row' | 'joint';
 
-export interface EvaluateGeneration {
-  steps: number;
-  scheduler: string;
-  guidance: number;
-  height: number;
-  width: number;
-  negativePrompt: string;
+/** The fixed generation settings (an audit's, a queue task's) and the batch size. */
+export interface EvaluateGeneration extends FixedGeneration {
   /** Images per UNet batch (does not change the images; not fingerprinted). */
   batchSize: number;
 }
