@@ -265,10 +265,8 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
       templates.forEach((template, k) => {
         for (const seed of seedLists[k] as number[]) if (done.has(imageKey(prof.profession, template, seed))) count++;
       });
-    if (source.kind === 'renderer') {
-      // The same chunks as in process, rendered and classified by the service; results recorded as they arrive.
-      const requests: RenderRequest[] = [];
-      const requestTemplates: string[] = [];
+    /** Every chunk of the plan, in order; `position` is the chunk's first image's place in its profession. */
+    function* chunks() {
       for (const prof of professions.professions) {
         let position = 0;
         for (const [k, template] of templates.entries()) {
@@ -276,22 +274,30 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
           const prompt = fillTemplate(template, prof);
           for (let start = 0; start < seedList.length; start += batchSize) {
             const chunk = seedList.slice(start, start + batchSize);
-            // A chunk with anything missing is asked for whole: its task (and job id) does not depend
-            // on what was recorded, so a coordinator killed halfway through recording a task's images
-            // finds the finished job again instead of rendering the rest as a new task.
-            if (chunk.some((s) => !done.has(imageKey(prof.profession, template, s)))) {
-              requestTemplates.push(template);
-              requests.push({
-                profession: prof.profession,
-                prompt,
-                seeds: chunk,
-                keep: chunk.map((_, j) => !!options.keepImages || position + j < sheetImages),
-                attribute,
-                threshold: options.threshold ?? null,
-              });
-            }
+            yield { prof, template, prompt, chunk, position };
             position += chunk.length;
           }
+        }
+      }
+    }
+    if (source.kind === 'renderer') {
+      // The same chunks as in process, rendered and classified by the service; results recorded as they arrive.
+      const requests: RenderRequest[] = [];
+      const requestTemplates: string[] = [];
+      for (const { prof, template, prompt, chunk, position } of chunks()) {
+        // A chunk with anything missing is asked for whole: its task (and job id) does not depend
+        // on what was recorded, so a coordinator killed halfway through recording a task's images
+        // finds the finished job again instead of rendering the rest as a new task.
+        if (chunk.some((s) => !done.has(imageKey(prof.profession, template, s)))) {
+          requestTemplates.push(template);
+          requests.push({
+            profession: prof.profession,
+            prompt,
+            seeds: chunk,
+            keep: chunk.map((_, j) => !!options.keepImages || position + j < sheetImages),
+            attribute,
+            threshold: options.threshold ?? null,
+          });
         }
       }
       let workers: AuditProgress['workers'];
@@ -331,77 +337,68 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
         },
       );
     } else
-      for (const prof of professions.professions) {
-        let position = 0;
-        for (const [k, template] of templates.entries()) {
-          const seedList = seedLists[k] as number[];
-          const prompt = fillTemplate(template, prof);
-          for (let start = 0; start < seedList.length; start += batchSize) {
-            const chunk = seedList.slice(start, start + batchSize);
-            const pending = chunk.filter((s) => !done.has(imageKey(prof.profession, template, s)));
-            const keptAt = (s: number) => options.keepImages || position + chunk.indexOf(s) < sheetImages;
-            const pngOf = (s: number) => pngPath(prof.profession, template, s);
-            if (pending.length) {
-              const images = new Map<number, RgbImage>();
-              const fresh: number[] = [];
-              for (const s of pending) {
-                const path = join(out, pngOf(s));
-                if (existsSync(path)) {
-                  images.set(s, readPng(path));
-                  const key = imageKey(prof.profession, template, s);
-                  if (!generated.has(key)) {
-                    // saved before the crash but not yet recorded: record the (single) generation now
-                    store.append({ kind: 'generated', key, profession: prof.profession, prompt, seed: s });
-                    generated.add(key);
-                  }
-                } else fresh.push(s);
+      for (const { prof, template, prompt, chunk, position } of chunks()) {
+        const pending = chunk.filter((s) => !done.has(imageKey(prof.profession, template, s)));
+        const keptAt = (s: number) => options.keepImages || position + chunk.indexOf(s) < sheetImages;
+        const pngOf = (s: number) => pngPath(prof.profession, template, s);
+        if (pending.length) {
+          const images = new Map<number, RgbImage>();
+          const fresh: number[] = [];
+          for (const s of pending) {
+            const path = join(out, pngOf(s));
+            if (existsSync(path)) {
+              images.set(s, readPng(path));
+              const key = imageKey(prof.profession, template, s);
+              if (!generated.has(key)) {
+                // saved before the crash but not yet recorded: record the (single) generation now
+                store.append({ kind: 'generated', key, profession: prof.profession, prompt, seed: s });
+                generated.add(key);
               }
-              if (fresh.length) {
-                const made1 = await source.generate(prompt, fresh);
-                if (made1.length !== fresh.length) {
-                  throw new OutputError(
-                    `generator returned ${made1.length} images for ${fresh.length} seeds of ${show(prompt)}`,
-                  );
-                }
-                // every PNG saved, then the chunk's "generated" records in one write (one fsync)
-                const records: StoreRecord[] = made1.map((img, i) => {
-                  const s = fresh[i] as number;
-                  writeFileAtomic(
-                    join(out, pngOf(s)),
-                    encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
-                  );
-                  images.set(s, img);
-                  return {
-                    kind: 'generated',
-                    key: imageKey(prof.profession, template, s),
-                    profession: prof.profession,
-                    prompt,
-                    seed: s,
-                  };
-                });
-                store.appendAll(records);
-                for (const r of records) generated.add(r.key);
-                made += records.length;
-              }
-              const results = await classifier.classify(
-                pending.map((s) => images.get(s) as RgbImage),
-                attribute,
-                { profession: prof.profession, threshold: options.threshold },
-              );
-              const classified = results.map((r, i) =>
-                classifiedRecord(imageKey(prof.profession, template, pending[i] as number), prof.profession, r),
-              );
-              store.appendAll(classified);
-              classified.forEach((rec, i) => {
-                const s = pending[i] as number;
-                done.set(rec.key, rec);
-                if (!keptAt(s)) rmSync(join(out, pngOf(s)), { force: true });
-                count++;
-              });
-              options.onProgress?.({ done: count, total, generated: made, profession: prof.profession });
-            }
-            position += chunk.length;
+            } else fresh.push(s);
           }
+          if (fresh.length) {
+            const made1 = await source.generate(prompt, fresh);
+            if (made1.length !== fresh.length) {
+              throw new OutputError(
+                `generator returned ${made1.length} images for ${fresh.length} seeds of ${show(prompt)}`,
+              );
+            }
+            // every PNG saved, then the chunk's "generated" records in one write (one fsync)
+            const records: StoreRecord[] = made1.map((img, i) => {
+              const s = fresh[i] as number;
+              writeFileAtomic(
+                join(out, pngOf(s)),
+                encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
+              );
+              images.set(s, img);
+              return {
+                kind: 'generated',
+                key: imageKey(prof.profession, template, s),
+                profession: prof.profession,
+                prompt,
+                seed: s,
+              };
+            });
+            store.appendAll(records);
+            for (const r of records) generated.add(r.key);
+            made += records.length;
+          }
+          const results = await classifier.classify(
+            pending.map((s) => images.get(s) as RgbImage),
+            attribute,
+            { profession: prof.profession, threshold: options.threshold },
+          );
+          const classified = results.map((r, i) =>
+            classifiedRecord(imageKey(prof.profession, template, pending[i] as number), prof.profession, r),
+          );
+          store.appendAll(classified);
+          classified.forEach((rec, i) => {
+            const s = pending[i] as number;
+            done.set(rec.key, rec);
+            if (!keptAt(s)) rmSync(join(out, pngOf(s)), { force: true });
+            count++;
+          });
+          options.onProgress?.({ done: count, total, generated: made, profession: prof.profession });
         }
       }
     // Results in plan order.
