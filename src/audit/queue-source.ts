@@ -12,7 +12,7 @@
  */
 import { resolve } from 'node:path';
 import type { ClipClassifier } from '../classify/clip.js';
-import { readModelGeometry } from '../generate/pipeline.js';
+import { readModelGeometry } from '../generate/model-geometry.js';
 import { openSdModel, type SdModel } from '../model/folder.js';
 import { folderDigest } from '../model/folder-digest.js';
 import type { RenderQueue } from '../queue/producer.js';

@@ -16,8 +16,8 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { OutputError, show } from '../util/errors.js';
 import { contactSheet } from './grid.js';
 import { encodeNpy } from './npy.js';
-import type { GeneratedImage, GenerateResult } from './pipeline.js';
 import { encodePng, imagePng } from './png.js';
+import type { GeneratedImage, GenerateResult } from './result.js';
 
 export interface WriteRunOptions {
   grid?: boolean;

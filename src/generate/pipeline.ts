@@ -13,48 +13,42 @@
  *   4. image = clip(VAE_decoder(x / 0.18215) / 2 + 0.5, 0, 1) · 255, rounded            (unet.ts)
  *
  * Sessions (text encoder, UNet, VAE decoder) are created once in `create` and reused; `dispose()`
- * releases them. The UNet's and VAE's input names and dtypes are read from the sessions (unet.ts).
+ * releases them. The UNet's and VAE's input names and dtypes are read from the sessions (unet.ts);
+ * the VAE scale factor and the native size from the folder (model-geometry.ts); what a call returns
+ * is described in result.ts.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, join, relative } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import pLimit from 'p-limit';
-import { sha256Files } from '../model/file-hash.js';
 import { openSdModel, type SdModel } from '../model/folder.js';
 import { type Device, RuntimeError, Session, type SessionTuning } from '../runtime/ort.js';
 import { ClipTextEncoder } from '../text/encoder.js';
 import { ClipTokenizer } from '../text/tokenizer.js';
 import { GenerationError, show } from '../util/errors.js';
-import {
-  decideNativeSize,
-  type NativeSize,
-  nativeSizeWarning,
-  probeVaeScale,
-  type VaeScale,
-  vaeScaleFromConfig,
-} from './geometry.js';
+import { type NativeSize, nativeSizeWarning, type VaeScale } from './geometry.js';
+import { type ModelGeometry, readModelGeometry } from './model-geometry.js';
 import { type GenerateRequest, type NormalizedRequest, normalizeRequest } from './request.js';
+import type { EditIdentity, GeneratedImage, GenerateResult, ImageRecord, ModelIdentity } from './result.js';
 import { batchNoiseSource, GaussianStream, noise, STREAM } from './rng.js';
 import {
   createScheduler,
   parseSchedulerConfigJson,
   type Scheduler,
   type SchedulerConfigJson,
-  type SchedulerId,
   stableDiffusionSchedulerConfig,
 } from './schedulers/index.js';
-import {
-  checkVae,
-  decodedSize,
-  decodeLatents,
-  describeUnet,
-  LATENT_CHANNELS,
-  runUnet,
-  type UnetInfo,
-  VAE_SCALING_FACTOR,
-} from './unet.js';
+import { checkVae, decodeLatents, describeUnet, LATENT_CHANNELS, runUnet, type UnetInfo } from './unet.js';
 
 export type { GenerateRequest, ProgressEvent, TextSideEdit } from './request.js';
 export { normalizeRequest } from './request.js';
+export type {
+  EditIdentity,
+  GeneratedImage,
+  GenerateResult,
+  GenerateTiming,
+  ImageRecord,
+  ModelIdentity,
+} from './result.js';
 export { LATENT_CHANNELS, VAE_SCALING_FACTOR } from './unet.js';
 
 export interface PipelineOptions {
@@ -63,72 +57,6 @@ export interface PipelineOptions {
   threads?: number;
   /** Session memory and optimization settings (default: src/runtime's measured defaults); for benchmarks. */
   tuning?: SessionTuning;
-}
-
-/** Generation parameters of one image (embedded in its PNG and the run's JSON sidecar). */
-export interface ImageRecord {
-  index: number;
-  /** The image's seed (its latents and scheduler noise), or null when latents were given without seeds. */
-  seed: number | null;
-  latentsSource: 'seed' | 'given';
-  prompt: string;
-  negativePrompt: string;
-  steps: number;
-  scheduler: SchedulerId;
-  guidance: number;
-  eta: number;
-  width: number;
-  height: number;
-  model: ModelIdentity;
-  /** The in-memory edit active for this image, if any. */
-  edit: EditIdentity | null;
-  promptTruncated: boolean;
-}
-
-export interface ModelIdentity {
-  name: string;
-  dir: string;
-  format: string;
-  precision: string;
-  d: number;
-}
-
-/** The in-memory edit of an image: a text-side transform (edit/text-transform.ts), by its sha256. */
-export type EditIdentity = { kind: 'text-transform'; sha256: string };
-
-export interface GeneratedImage {
-  width: number;
-  height: number;
-  /** RGB, 8 bits per channel, row-major HWC. */
-  rgb: Uint8Array;
-  record: ImageRecord;
-  /** [4 · h/8 · w/8] final latents, when asked for. */
-  latents?: Float32Array;
-}
-
-export interface GenerateTiming {
-  /** Whole call, ms. */
-  totalMs: number;
-  textMs: number;
-  /** Time inside UNet session runs, ms. */
-  unetMs: number;
-  unetCalls: number;
-  /** Denoising loop time (UNet + guidance + scheduler + tensor handling), ms. */
-  loopMs: number;
-  decodeMs: number;
-}
-
-export interface GenerateResult {
-  kind: 'generation';
-  images: GeneratedImage[];
-  /**
-   * How the size was decided: 'given' (height and width in the request), else the model's native
-   * size's source (geometry.ts); and the VAE scale factor with its source.
-   */
-  size: { height: number; width: number; decidedBy: 'given' | NativeSize['source']; detail: string };
-  vaeScale: VaeScale;
-  warnings: string[];
-  timing: GenerateTiming;
 }
 
 export class StableDiffusionPipeline {
@@ -146,14 +74,20 @@ export class StableDiffusionPipeline {
     /** Warnings from loading (scheduler config corrections). */
     readonly loadWarnings: string[],
     readonly options: PipelineOptions,
-    readonly vaeScalingFactor: number,
-    /** Default image size: the UNet's sample_size × 8 when the folder says it, else 512. */
-    /** The VAE's scale factor f (image side / latent side) and how it was decided (geometry.ts). */
-    readonly vaeScale: VaeScale,
-    /** The default image size — what the model was made for — and how it was decided (geometry.ts). */
-    readonly nativeSize: NativeSize,
+    /** f, the native size and the latent scaling factor, each with how it was decided (model-geometry.ts). */
+    readonly geometry: ModelGeometry,
   ) {
     this.unetInfo = describeUnet(unet, model.files.unet);
+  }
+
+  /** The VAE's scale factor f (image side / latent side) and how it was decided (geometry.ts). */
+  get vaeScale(): VaeScale {
+    return this.geometry.vaeScale;
+  }
+
+  /** The default image size — what the model was made for — and how it was decided (geometry.ts). */
+  get nativeSize(): NativeSize {
+    return this.geometry.nativeSize;
   }
 
   /** Open a model folder and create its sessions once. */
@@ -179,40 +113,8 @@ export class StableDiffusionPipeline {
       });
       opened.push(vae);
       checkVae(vae, model.files.vaeDecoder);
-      const vaeConfig = readJsonIfExists(
-        `${model.components.vae_decoder ?? dirname(model.files.vaeDecoder)}/config.json`,
-      );
-      const unetConfig = readJsonIfExists(`${model.components.unet}/config.json`);
-      const scaling = typeof vaeConfig?.scaling_factor === 'number' ? vaeConfig.scaling_factor : VAE_SCALING_FACTOR;
-      const vaeRel = relative(model.dir, model.files.vaeDecoder).split('\\').join('/');
-      const vaeScale =
-        vaeScaleFromConfig(vaeConfig, `${dirname(vaeRel)}/config.json`) ??
-        (await probeVaeScale(
-          ((await sha256Files(model.dir, [vaeRel])).get(vaeRel) as { sha256: string }).sha256,
-          `vae_decoder ${show(model.files.vaeDecoder)}`,
-          (h, w) => decodedSize(vae, h, w),
-        ));
-      const nativeSize = decideNativeSize({
-        unetConfig,
-        modelIndex: readJsonIfExists(join(model.dir, 'model_index.json')),
-        unetSampleShape: unet.input('sample')?.shape,
-        vaeScale,
-        textWidth: model.d,
-        predictionType: typeof config.prediction_type === 'string' ? config.prediction_type : undefined,
-      });
-      return new StableDiffusionPipeline(
-        model,
-        tokenizer,
-        textEncoder,
-        unet,
-        vae,
-        config,
-        warnings,
-        options,
-        scaling,
-        vaeScale,
-        nativeSize,
-      );
+      const geometry = await readModelGeometry(model, { vae });
+      return new StableDiffusionPipeline(model, tokenizer, textEncoder, unet, vae, config, warnings, options, geometry);
     } catch (error) {
       for (const s of opened.reverse()) await s.dispose();
       if (options.device === 'cuda' && error instanceof RuntimeError && error.field !== 'device') {
@@ -261,14 +163,8 @@ export class StableDiffusionPipeline {
       ['negative prompt', r.negativePrompt, uncond],
     ] as const) {
       if (enc.truncated) {
-        const dropped = this.tokenizer
-          .tokenize(text)
-          .slice(this.tokenizer.maxLength - 2)
-          .join('')
-          .replaceAll('</w>', ' ')
-          .trim();
         warnings.push(
-          `The ${what} is longer than CLIP's ${this.tokenizer.maxLength} tokens; this part was truncated: ${show(dropped)}`,
+          `The ${what} is longer than CLIP's ${this.tokenizer.maxLength} tokens; this part was truncated: ${show(this.tokenizer.truncatedPart(text))}`,
         );
       }
     }
@@ -373,7 +269,7 @@ export class StableDiffusionPipeline {
               this.vae,
               this.model.files.vaeDecoder,
               latents,
-              this.vaeScalingFactor,
+              this.geometry.vaeScalingFactor,
               r.height,
               r.width,
               f,
@@ -460,55 +356,4 @@ function guide(out: Float32Array, half: number, g: number): Float32Array {
 
 function range(from: number, to: number): number[] {
   return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
-}
-
-/**
- * The model's geometry (VAE scale factor and native size, geometry.ts) without the pipeline: for a
- * coordinator that renders through workers. Opens the VAE decoder only when its config.json does not
- * give the factor (then one small decode, remembered per VAE digest).
- */
-export async function readModelGeometry(
-  model: SdModel,
-  options: PipelineOptions = {},
-): Promise<{ vaeScale: VaeScale; nativeSize: NativeSize }> {
-  const vaeRel = relative(model.dir, model.files.vaeDecoder).split('\\').join('/');
-  const vaeConfig = readJsonIfExists(`${model.components.vae_decoder ?? dirname(model.files.vaeDecoder)}/config.json`);
-  let vaeScale = vaeScaleFromConfig(vaeConfig, `${dirname(vaeRel)}/config.json`);
-  if (!vaeScale) {
-    const vae = await Session.create(model.files.vaeDecoder, {
-      device: options.device,
-      threads: options.threads,
-      label: `vae_decoder ${model.files.vaeDecoder}`,
-    });
-    try {
-      checkVae(vae, model.files.vaeDecoder);
-      vaeScale = await probeVaeScale(
-        ((await sha256Files(model.dir, [vaeRel])).get(vaeRel) as { sha256: string }).sha256,
-        `vae_decoder ${show(model.files.vaeDecoder)}`,
-        (h, w) => decodedSize(vae, h, w),
-      );
-    } finally {
-      await vae.dispose();
-    }
-  }
-  const scheduler = readJsonIfExists(`${model.components.scheduler}/scheduler_config.json`);
-  const nativeSize = decideNativeSize({
-    unetConfig: readJsonIfExists(`${model.components.unet}/config.json`),
-    modelIndex: readJsonIfExists(join(model.dir, 'model_index.json')),
-    unetSampleShape: model.unetIo.inputs.find((i) => i.name === 'sample')?.shape,
-    vaeScale,
-    textWidth: model.d,
-    predictionType: typeof scheduler?.prediction_type === 'string' ? scheduler.prediction_type : undefined,
-  });
-  return { vaeScale, nativeSize };
-}
-
-function readJsonIfExists(path: string): Record<string, unknown> | null {
-  if (!existsSync(path)) return null;
-  try {
-    const v = JSON.parse(readFileSync(path, 'utf8'));
-    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
-  } catch {
-    return null;
-  }
 }

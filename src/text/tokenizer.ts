@@ -202,6 +202,15 @@ export class ClipTokenizer {
     return { ids, tokens: ids.map((id) => this.tokenOf(id)), length, truncated };
   }
 
+  /** The text of a prompt's tokens past the context (what `encode` drops when it truncates); '' when it fits. */
+  truncatedPart(text: string): string {
+    return this.tokenize(text)
+      .slice(this.maxLength - 2)
+      .join('')
+      .replaceAll('</w>', ' ')
+      .trim();
+  }
+
   /** The prompt's tokens without BOS/EOS and without padding or truncation. */
   tokenize(text: string): string[] {
     return this.inner.tokenize(text);
