@@ -12,10 +12,10 @@
  * a time, in order.
  */
 import { createHash } from 'node:crypto';
-import { encode } from 'fast-png';
 import type { ClipClassifier } from '../classify/clip.js';
 import { type TextSideEditOf, textSideEdit } from '../edit/text-transform.js';
 import type { StableDiffusionPipeline } from '../generate/pipeline.js';
+import { encodeRgbPng } from '../generate/png.js';
 import { OutputError, show } from '../util/errors.js';
 import type { RenderedImage, RenderService } from './run.js';
 import { type GenerationSettings, generatorIdentity } from './source.js';
@@ -67,9 +67,7 @@ export function pipelineRenderer(
         const images: RenderedImage[] = rgb.map((img, j) => ({
           seed: r.seeds[j] as number,
           classification: classes[j] as RenderedImage['classification'],
-          png: r.keep[j]
-            ? encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 })
-            : null,
+          png: r.keep[j] ? encodeRgbPng(img.width, img.height, img.data) : null,
           digest: createHash('sha256').update(img.data).digest('hex'),
         }));
         counters.requests++;

@@ -17,9 +17,9 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { extname, join, relative, resolve } from 'node:path';
-import { decode, encode } from 'fast-png';
 import type { ClipClassifier, ImageClassification, RgbImage } from '../classify/clip.js';
 import type { Attribute } from '../classify/labels.js';
+import { decodeRgbPng, encodeRgbPng } from '../generate/png.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { OutputError, show, UsageError } from '../util/errors.js';
 import type { Profession, ProfessionList } from './professions.js';
@@ -366,10 +366,7 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
             // every PNG saved, then the chunk's "generated" records in one write (one fsync)
             const records: StoreRecord[] = made1.map((img, i) => {
               const s = fresh[i] as number;
-              writeFileAtomic(
-                join(out, pngOf(s)),
-                encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
-              );
+              writeFileAtomic(join(out, pngOf(s)), encodeRgbPng(img.width, img.height, img.data));
               images.set(s, img);
               return {
                 kind: 'generated',
@@ -467,14 +464,9 @@ function classifiedRecord(key: string, profession: string, r: ImageClassificatio
 }
 
 function readPng(path: string): RgbImage {
-  const png = decode(readFileSync(path));
-  if (png.channels !== 3 || png.depth !== 8)
-    throw new OutputError(`${path}: expected an 8-bit RGB PNG written by the audit`);
-  return {
-    width: png.width,
-    height: png.height,
-    data: new Uint8Array(png.data.buffer, png.data.byteOffset, png.data.byteLength),
-  };
+  const png = decodeRgbPng(readFileSync(path));
+  if (!png) throw new OutputError(`${path}: expected an 8-bit RGB PNG written by the audit`);
+  return { width: png.width, height: png.height, data: png.rgb };
 }
 
 export function writeAuditJson(out: string, result: AuditResult): void {

@@ -28,7 +28,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { decode } from 'fast-png';
 import type { RenderRequest, RenderService } from '../audit/run.js';
 import type { FixedGeneration } from '../audit/source.js';
 import { type ShareChange, shareChange } from '../audit/stats.js';
@@ -39,6 +38,7 @@ import { alignTokens } from '../edit/align.js';
 import { alignmentTokens } from '../edit/prepare.js';
 import { buildRows, type PromptEncoder, type RowSet } from '../edit/rows.js';
 import { solveEdit } from '../edit/solve.js';
+import { decodeRgbPng } from '../generate/png.js';
 import { GemmEngine } from '../linalg/gemm.js';
 import { contactSheet } from '../report/sheet.js';
 import type { ClipTokenizer } from '../text/tokenizer.js';
@@ -583,9 +583,10 @@ function writeRowSheets(
         for (const s of images.seedsOf(p)) {
           const path = join(out, images.pngOf(phase, p, s));
           if (!existsSync(path)) continue;
-          const png = decode(readFileSync(path));
+          const png = decodeRgbPng(readFileSync(path));
+          if (!png) throw new OutputError(`${path}: expected an 8-bit RGB PNG written by the evaluation`);
           cells.push({
-            image: { width: png.width, height: png.height, data: png.data as Uint8Array },
+            image: { width: png.width, height: png.height, data: png.rgb },
             classIndex: images.edited(phase, p, s) ? 1 : 0,
           });
         }

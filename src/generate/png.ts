@@ -7,7 +7,7 @@
  *                 "Negative prompt: …", then "Steps: 25, Sampler: pndm, CFG scale: 7.5, Seed: 3, …");
  *                 tEXt when the text is Latin-1, iTXt (UTF-8) otherwise;
  *   "time-debias" the image's full ImageRecord as JSON (ASCII, non-ASCII escaped), for tools.
- * Pixels are encoded by fast-png (8-bit RGB or RGBA).
+ * Pixels are encoded and decoded by fast-png (8-bit RGB); this module is the project's only fast-png import.
  */
 import { decode, encode } from 'fast-png';
 import { GenerationError } from '../util/errors.js';
@@ -44,6 +44,19 @@ export function encodePng(image: RgbImage, text: Record<string, string> = {}): U
   let png = encode({ width: image.width, height: image.height, data: image.rgb, channels: 3, depth: 8, text: latin1 });
   for (const [k, v] of utf8) png = insertAfterIhdr(png, 'iTXt', itxtData(k, v));
   return png;
+}
+
+/** An 8-bit RGB image as PNG without text chunks (audit images, contact sheets). */
+export function encodeRgbPng(width: number, height: number, data: Uint8Array | Uint8ClampedArray): Uint8Array {
+  const rgb = data instanceof Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return encodePng({ width, height, rgb });
+}
+
+/** The pixels of an 8-bit RGB PNG, or null when the PNG is another kind (grey, alpha, 16-bit, palette). */
+export function decodeRgbPng(png: Uint8Array): RgbImage | null {
+  const d = decode(png);
+  if (d.channels !== 3 || d.depth !== 8 || d.palette) return null;
+  return { width: d.width, height: d.height, rgb: new Uint8Array(d.data.buffer, d.data.byteOffset, d.data.byteLength) };
 }
 
 /** The text chunks of a PNG (tEXt via fast-png, iTXt read here). */

@@ -22,11 +22,11 @@ import { existsSync, lstatSync, readdirSync, realpathSync, statSync } from 'node
 import { hostname } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
-import { encode } from 'fast-png';
 import { Redis } from 'ioredis';
 import { ClipClassifier } from '../classify/clip.js';
 import { textSideEdit } from '../edit/text-transform.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
+import { encodeRgbPng } from '../generate/png.js';
 import { folderDigest } from '../model/folder-digest.js';
 import type { Device } from '../runtime/ort.js';
 import { QueueError, show, UsageError } from '../util/errors.js';
@@ -292,11 +292,7 @@ export async function startWorker(options: WorkerOptions): Promise<RenderWorker>
         unclear: c.kind === 'unclear',
         probabilities: c.probabilities,
         digest: createHash('sha256').update(img.data).digest('hex'),
-        png: task.images[i]
-          ? Buffer.from(
-              encode({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8 }),
-            ).toString('base64')
-          : null,
+        png: task.images[i] ? Buffer.from(encodeRgbPng(img.width, img.height, img.data)).toString('base64') : null,
       };
     });
     const ms = performance.now() - t0;

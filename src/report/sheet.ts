@@ -2,8 +2,8 @@
  * Contact sheets: a PNG grid of one profession's images, each framed in its predicted class's
  * colour (unclear images in grey with a dashed frame), so a reader can check the classifier by eye.
  */
-import { encode } from 'fast-png';
 import type { RgbImage } from '../classify/clip.js';
+import { encodeRgbPng } from '../generate/png.js';
 
 /** Frame colours per class index (colour-blind-friendly: magenta, blue, green, orange, purple, teal). */
 export const CLASS_COLORS = ['#c2185b', '#1e6fd9', '#2e9d4f', '#e07b00', '#7b3fb5', '#00897b'] as const;
@@ -88,5 +88,5 @@ export function contactSheet(
         put(x0 + frame + x, y0 + frame + y, [t[o] as number, t[o + 1] as number, t[o + 2] as number]);
       }
   });
-  return encode({ width, height, data, channels: 3, depth: 8 });
+  return encodeRgbPng(width, height, data);
 }
