@@ -201,8 +201,9 @@ function beginExport(target: ExportTarget & { sites: readonly EditSite[] }): {
   const tmp = `${outDir}.tmp-${randomBytes(6).toString('hex')}`;
   let untrack: () => void;
   try {
-    ({ exists } = checkExportTarget(model.dir, outDir, target.force ?? false));
+    // leftovers first: an earlier export renamed away by a replace that died is restored here
     removeExportLeftovers(outDir);
+    ({ exists } = checkExportTarget(model.dir, outDir, target.force ?? false));
     untrack = trackTemp(tmp);
     mkdirSync(tmp, { recursive: true });
   } catch (error) {

@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
+  existsSync,
   fsyncSync,
   lstatSync,
   mkdirSync,
@@ -113,9 +114,32 @@ export function removeTempLeftovers(dir: string, prefix?: string): string[] {
   return removed;
 }
 
-/** Temporaries of an export to `outDir`: `<outDir>.tmp-*` next to it. */
+/**
+ * Temporaries of an export to `outDir`: `<outDir>.tmp-*` next to it. A replacing export renames the
+ * old folder to `<outDir>.tmp-old-<hex>` and the new one into place right after; when a process died
+ * between the two renames (SIGKILL, power loss) `outDir` is missing and the old folder — a complete
+ * earlier export — is renamed back first instead of being removed with the other leftovers. Returns
+ * the removed paths.
+ */
 export function removeExportLeftovers(outDir: string): string[] {
-  return removeTempLeftovers(dirname(outDir), `${basename(outDir)}.tmp-`);
+  const dir = dirname(outDir);
+  const prefix = `${basename(outDir)}.tmp-`;
+  if (!existsSync(outDir)) {
+    const olds = safeReaddir(dir)
+      .filter((n) => n.startsWith(`${prefix}old-`) && isTempName(n) && !live.has(join(dir, n)))
+      .map((n) => ({ path: join(dir, n), mtime: lstatSync(join(dir, n)).mtimeMs }))
+      .sort((a, b) => b.mtime - a.mtime);
+    if (olds[0]) renameSync(olds[0].path, outDir);
+  }
+  return removeTempLeftovers(dir, prefix);
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 // --- cleanup on SIGINT / SIGTERM -----------------------------------------------------------------

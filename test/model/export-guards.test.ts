@@ -196,3 +196,34 @@ for (const signal of ['SIGINT', 'SIGKILL'] as const) {
     assert.deepEqual(readdirSync(dirname(outDir)), ['edited'], 'leftovers of the interrupted export removed');
   });
 }
+
+test('killed between the two renames of a replacing export: the earlier export is restored, never removed', async () => {
+  const base = join(tmp.dir, 'between-renames');
+  const { model, weights } = tinyModel(join(base, 'model'));
+  const outDir = join(base, 'out', 'edited');
+  await exportEditedModel({ model, weights, outDir });
+  const earlier = checksums(outDir);
+  // The state a SIGKILL leaves after `rename(out, out.tmp-old-…)` and before `rename(out.tmp-…, out)`:
+  // the earlier export renamed away and a complete new one beside it, nothing at the target.
+  renameSync(outDir, `${outDir}.tmp-old-0a1b2c3d4e5f`);
+  await exportEditedModel({
+    model,
+    weights: new Map([...weights].map(([k, w]) => [k, w.map((x) => x * 2)])),
+    outDir: `${outDir}.tmp-9f8e7d6c5b4a`,
+  }).catch(() => undefined);
+  // A rerun without force finds the earlier export back in place (and refuses to replace it) …
+  await assert.rejects(
+    exportEditedModel({ model, weights, outDir }),
+    (e: Error) => e instanceof OutputError && /exists/.test(e.message),
+  );
+  assert.deepEqual(checksums(outDir), earlier, 'the earlier export is back, byte for byte');
+  assert.deepEqual(
+    readdirSync(dirname(outDir)).filter((n) => n.includes('.tmp-')),
+    [],
+    'the other leftovers removed',
+  );
+  // … and with force replaces it as asked.
+  const result = await exportEditedModel({ model, weights, outDir, force: true });
+  assert.ok(existsSync(result.manifestPath));
+  assert.deepEqual(readdirSync(dirname(outDir)), ['edited']);
+});
