@@ -5,7 +5,9 @@
  *   - a second process finds the file and is refused at once, with a message naming the holder;
  *   - a lock left by a process that died (same host, pid no longer alive), or an empty lock file
  *     older than a few seconds (a crash between create and write), is stale: it is moved away and
- *     the lock is taken;
+ *     the lock is taken. On Linux the lock also records the kernel's boot id and the process's
+ *     start time (/proc/<pid>/stat field 22), so a lock from before a reboot, or one whose pid now
+ *     belongs to another process, is stale too;
  *   - a lock from another host is never guessed stale (its pid means nothing here): the message
  *     says which file to remove once that host's process is gone;
  *   - the lock is released by `release()`, on SIGINT/SIGTERM and at process exit.
@@ -36,6 +38,30 @@ export interface LockHolder {
   host: string;
   started: string;
   command: string;
+  /** Linux: /proc/sys/kernel/random/boot_id when the lock was taken. */
+  boot?: string;
+  /** Linux: the holder's start time in clock ticks since boot (/proc/<pid>/stat field 22). */
+  procStart?: string;
+}
+
+/** This boot's id (Linux), or undefined. */
+function bootId(): string | undefined {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A process's start time in clock ticks since boot (Linux /proc/<pid>/stat field 22), or undefined. */
+export function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // field 2 (comm) is in parentheses and may hold spaces: count fields after its closing one
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
 }
 
 export interface RunLock {
@@ -79,6 +105,8 @@ function acquireLock(what: string, target: string, path: string): RunLock {
     host: hostname(),
     started: new Date().toISOString(),
     command: process.argv.slice(1).join(' ').slice(0, 200),
+    boot: bootId(),
+    procStart: processStart(process.pid),
   };
   const text = `${JSON.stringify(me)}\n`;
   for (let attempt = 0; ; attempt++) {
@@ -139,7 +167,14 @@ function readHolder(path: string): { holder: LockHolder | null; raw: string | nu
     const h = JSON.parse(raw) as Partial<LockHolder>;
     if (typeof h.pid === 'number' && typeof h.host === 'string') {
       return {
-        holder: { pid: h.pid, host: h.host, started: String(h.started ?? '?'), command: String(h.command ?? '?') },
+        holder: {
+          pid: h.pid,
+          host: h.host,
+          started: String(h.started ?? '?'),
+          command: String(h.command ?? '?'),
+          ...(typeof h.boot === 'string' ? { boot: h.boot } : {}),
+          ...(typeof h.procStart === 'string' ? { procStart: h.procStart } : {}),
+        },
         raw,
       };
     }
@@ -168,7 +203,14 @@ function isStale(path: string, found: { holder: LockHolder | null; raw: string |
       return true; // gone: just retry
     }
   }
-  return found.holder.host === hostname() && !pidAlive(found.holder.pid);
+  const h = found.holder;
+  if (h.host !== hostname()) return false;
+  if (!pidAlive(h.pid)) return true;
+  // alive — but is it the holder? Not if the host rebooted since, or the pid started at another time.
+  const boot = bootId();
+  if (h.boot && boot && h.boot !== boot) return true;
+  const start = processStart(h.pid);
+  return Boolean(h.procStart && start && h.procStart !== start);
 }
 
 /** Move a stale lock aside and remove it; if another process replaced it meanwhile, put it back. */

@@ -5,7 +5,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { lockExportTarget, lockRunFolder, RUN_LOCK } from '../../src/model/run-lock.js';
+import { lockExportTarget, lockRunFolder, processStart, RUN_LOCK } from '../../src/model/run-lock.js';
 import { OutputError } from '../../src/util/errors.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'td-lock-'));
@@ -78,4 +78,34 @@ test('concurrent exports to one target: the second is refused', () => {
   assert.throws(() => lockExportTarget('--out', out), /in use by this process|already in use/);
   a.release();
   assert.ok(!existsSync(join(tmp, 'exports', '.model.lock')));
+});
+
+test('a live pid that is not the holder (pid reused, or a lock from before a reboot) is stale', (t) => {
+  const start = processStart(process.ppid);
+  const boot = existsSync('/proc/sys/kernel/random/boot_id')
+    ? readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+    : undefined;
+  if (!start || !boot) {
+    t.skip('no /proc here: the holder is judged by its pid alone');
+    return;
+  }
+  const dir = join(tmp, 'run-reused');
+  lockRunFolder('--out', dir).release();
+  const base = { pid: process.ppid, host: hostname(), started: '2026-01-01T00:00:00Z', command: 'audit' };
+  // the holder really is the live process (same boot, same start time): refused
+  writeFileSync(join(dir, RUN_LOCK), JSON.stringify({ ...base, boot, procStart: start }));
+  assert.throws(() => lockRunFolder('--out', dir), /in use by process/);
+  // the same pid started at another time: another process has it now — the lock is taken over
+  for (const stale of [
+    { ...base, boot, procStart: String(Number(start) + 1) },
+    { ...base, boot: '00000000-0000-0000-0000-000000000000', procStart: start },
+  ]) {
+    writeFileSync(join(dir, RUN_LOCK), JSON.stringify(stale));
+    const lock = lockRunFolder('--out', dir);
+    assert.equal(JSON.parse(readFileSync(lock.path, 'utf8')).pid, process.pid);
+    lock.release();
+  }
+  // an older lock without these facts keeps the pid rule: a live pid holds it
+  writeFileSync(join(dir, RUN_LOCK), JSON.stringify(base));
+  assert.throws(() => lockRunFolder('--out', dir), /in use by process/);
 });
