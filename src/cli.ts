@@ -7,7 +7,7 @@
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { exitCodeFor } from './cli/exit.js';
-import { configPathOf, flagOf, relabelForUser } from './cli/fields.js';
+import { configRunNameOf, flagOf, relabelForUser } from './cli/fields.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: each command module has its own argument type
 type Loader = () => Promise<CommandModule<object, any>>;
@@ -49,9 +49,10 @@ export async function main(argv: string[]): Promise<void> {
     await parser.parseAsync();
   } catch (error) {
     // Library errors name the library parameter (`steps`); the user typed a flag (`--steps`) or, in a
-    // config-driven run, wrote a config key (`config.generation.steps`).
+    // config-driven run, wrote a config key (`config.generation.steps`) — or a flag the config does
+    // not have (`--restart`).
     const configDriven = argv.some((a) => a === '--config' || a.startsWith('--config='));
-    const e = relabelForUser(error, configDriven ? configPathOf : flagOf) as Error;
+    const e = relabelForUser(error, configDriven ? configRunNameOf : flagOf) as Error;
     process.stderr.write(`time-debias: ${e.name && e.name !== 'Error' ? `${e.name}: ` : ''}${e.message}\n`);
     if (process.env.TIME_DEBIAS_DEBUG && e.stack) process.stderr.write(`${e.stack}\n`);
     process.exit(exitCodeFor(error));

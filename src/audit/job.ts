@@ -12,7 +12,7 @@ import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { checkOutsideModel } from '../model/path-guard.js';
 import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
 import type { Device } from '../runtime/ort.js';
-import { UsageError } from '../util/errors.js';
+import { type NameOf, UsageError } from '../util/errors.js';
 import { loadProfessions } from './professions.js';
 import { queueSource } from './queue-source.js';
 import { type AuditProgress, type AuditResult, auditImageFolder, runAudit } from './run.js';
@@ -58,16 +58,25 @@ export interface AuditJobOptions {
   queueOptions?: RenderQueueOptions;
   /** A line for stderr (e.g. an image size that is a fallback guess, not the model's word). */
   onWarning?: (message: string) => void;
+  /** How the caller's user names a parameter a warning advises (`height` → `--height`); default its own name. */
+  nameOf?: NameOf;
 }
 
 export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
-  if (o.model && o.fromImages) throw new UsageError('--model and --from-images: give one, not both');
+  if (o.model && o.fromImages)
+    throw new UsageError('give one, not both, of `model` and `fromImages`', {
+      field: 'model',
+      mentions: ['fromImages'],
+    });
   if (!o.model && !o.fromImages)
-    throw new UsageError('--model or --from-images: give one (the images to audit come from one of them)');
+    throw new UsageError('give one of `model` and `fromImages` (the images to audit come from one of them)', {
+      mentions: ['model', 'fromImages'],
+    });
   const attribute = o.attribute ? validateAttribute(o.attribute) : genderAttribute();
   // Cheap checks before anything is loaded.
   const professions = o.professions ? loadProfessions(o.professions, { select: o.select }) : undefined;
-  if (o.model && !professions) throw new UsageError('--professions: needed with --model (e.g. winobias35)');
+  if (o.model && !professions)
+    throw new UsageError('needed with `model` (e.g. winobias35)', { field: 'professions', mentions: ['model'] });
   const templates = o.model ? resolveTemplates(o.templates ?? ['default']) : [];
   // Every number that sizes memory or time, before anything is planned or loaded.
   const g = o.generation ?? {};
@@ -80,7 +89,7 @@ export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
       images: o.model ? (o.images ?? 20) * templates.length * (professions?.professions.length ?? 1) : undefined,
       bootstrap: o.bootstrap?.samples,
     },
-    { error: (m) => new UsageError(m) },
+    { error: (m, o) => new UsageError(m, o) },
   );
   if (o.model) checkOutsideModel('out', o.out, o.model);
   const seeds = o.model ? seedPlan(o.seedUse ?? 'evaluation', o.images ?? 20, o.seedStart) : undefined;
@@ -130,7 +139,7 @@ export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
     try {
       const source = pipelineSource(pipeline, o.generation, o.device ?? 'cpu');
       if (o.generation?.height === undefined || o.generation?.width === undefined) {
-        const warning = nativeSizeWarning(pipeline.nativeSize);
+        const warning = nativeSizeWarning(pipeline.nativeSize, o.nameOf);
         if (warning) o.onWarning?.(warning);
       }
       return await runAudit({ ...common, ...plan, source });

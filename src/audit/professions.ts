@@ -67,7 +67,8 @@ function looksLikePath(s: string): boolean {
 export function loadProfessions(nameOrPath: string, options: { select?: readonly string[] } = {}): ProfessionList {
   if (typeof nameOrPath !== 'string' || nameOrPath.trim() === '') {
     throw new UsageError(
-      `--professions: ${show(nameOrPath)} must name a list (${PROFESSION_LIST_NAMES.join(', ')}) or a .json/.csv file`,
+      `${show(nameOrPath)} must name a list (${PROFESSION_LIST_NAMES.join(', ')}) or a .json/.csv file`,
+      { field: 'professions' },
     );
   }
   let list: ProfessionList;
@@ -80,36 +81,37 @@ export function loadProfessions(nameOrPath: string, options: { select?: readonly
     list = { kind: 'profession-list', name: nameOrPath, source: `builtin:professions/${builtin.file}`, professions };
   } else if (looksLikePath(nameOrPath) || existsSync(nameOrPath)) {
     const path = resolve(nameOrPath);
-    if (!existsSync(path)) throw new UsageError(`--professions: file ${show(nameOrPath)} does not exist`);
+    if (!existsSync(path)) throw new UsageError(`file ${show(nameOrPath)} does not exist`, { field: 'professions' });
     const text = readFileSync(path, 'utf8');
     const ext = extname(path).toLowerCase();
     const professions = ext === '.csv' ? parseCsvList(text, path) : parseJsonList(text, path);
     list = { kind: 'profession-list', name: nameOrPath, source: path, professions };
   } else {
     throw new UsageError(
-      `--professions: ${show(nameOrPath)} is not a known list; valid lists are ${PROFESSION_LIST_NAMES.join(', ')} (or give a .json/.csv file path)`,
+      `${show(nameOrPath)} is not a known list; valid lists are ${PROFESSION_LIST_NAMES.join(', ')} (or give a .json/.csv file path)`,
+      { field: 'professions' },
     );
   }
   if (options.select) {
     const byKey = new Map(list.professions.map((p) => [p.profession.toLowerCase(), p]));
     const unknown = options.select.filter((s) => !byKey.has(s.toLowerCase()));
     if (unknown.length) {
-      throw new UsageError(
-        `--select: ${unknown.map((u) => show(u)).join(', ')} not in profession list ${show(list.name)}`,
-      );
+      throw new UsageError(`${unknown.map((u) => show(u)).join(', ')} not in profession list ${show(list.name)}`, {
+        field: 'select',
+      });
     }
     const wanted = new Set(options.select.map((s) => s.toLowerCase()));
     list = { ...list, professions: list.professions.filter((p) => wanted.has(p.profession.toLowerCase())) };
   }
   if (list.professions.length === 0)
-    throw new UsageError(`--professions: list ${show(list.name)} is empty (rule: at least one profession)`);
+    throw new UsageError(`list ${show(list.name)} is empty (rule: at least one profession)`, { field: 'professions' });
   const seen = new Set<string>();
   for (const p of list.professions) {
     const key = p.profession.toLowerCase();
     if (seen.has(key))
-      throw new UsageError(
-        `--professions: ${show(p.profession)} appears twice in ${show(list.name)} (rule: distinct professions)`,
-      );
+      throw new UsageError(`${show(p.profession)} appears twice in ${show(list.name)} (rule: distinct professions)`, {
+        field: 'professions',
+      });
     seen.add(key);
   }
   return list;
@@ -142,11 +144,16 @@ function parseJsonList(text: string, path: string): Profession[] {
   try {
     doc = JSON.parse(text);
   } catch (cause) {
-    throw new UsageError(`--professions: ${show(path)} is not valid JSON (${(cause as Error).message})`, { cause });
+    throw new UsageError(`${show(path)} is not valid JSON (${(cause as Error).message})`, {
+      cause,
+      field: 'professions',
+    });
   }
   const items = Array.isArray(doc) ? doc : (doc as { professions?: unknown })?.professions;
   if (!Array.isArray(items))
-    throw new UsageError(`--professions: ${show(path)} must hold an array or an object with a "professions" array`);
+    throw new UsageError(`${show(path)} must hold an array or an object with a "professions" array`, {
+      field: 'professions',
+    });
   return items.map((item, i) => profession(item, `${path}: professions[${i}]`));
 }
 

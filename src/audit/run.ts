@@ -213,15 +213,15 @@ function validateCommon(o: { attribute: Attribute; targetClass?: string; targetS
   const classes = o.attribute.classes.map((c) => c.name);
   const targetClass = o.targetClass ?? (classes[0] as string);
   if (!classes.includes(targetClass)) {
-    throw new UsageError(
-      `--target-class: ${show(targetClass)} is not one of the attribute's classes ${classes.join(', ')}`,
-    );
+    throw new UsageError(`${show(targetClass)} is not one of the attribute's classes ${classes.join(', ')}`, {
+      field: 'targetClass',
+    });
   }
   const targetShare = o.targetShare ?? 1 / classes.length;
   if (!(targetShare > 0 && targetShare < 1))
-    throw new UsageError(`--target-share: ${show(targetShare)} must be in (0, 1)`);
+    throw new UsageError(`${show(targetShare)} must be in (0, 1)`, { field: 'targetShare' });
   if (o.seedGroups !== undefined && (!Number.isInteger(o.seedGroups) || o.seedGroups < 1)) {
-    throw new UsageError(`--seed-groups: ${show(o.seedGroups)} must be an integer ≥ 1`);
+    throw new UsageError(`${show(o.seedGroups)} must be an integer ≥ 1`, { field: 'seedGroups' });
   }
   return { targetClass, targetShare };
 }
@@ -230,10 +230,10 @@ function validateCommon(o: { attribute: Attribute; targetClass?: string; targetS
 export async function runAudit(options: AuditOptions): Promise<AuditResult> {
   const { classifier, source, professions, templates, seeds, attribute } = options;
   const { targetClass, targetShare } = validateCommon(options);
-  if (templates.length === 0) throw new UsageError('--templates: at least one template is needed');
+  if (templates.length === 0) throw new UsageError('at least one template is needed', { field: 'templates' });
   const batchSize = options.batchSize ?? 4;
   if (!Number.isInteger(batchSize) || batchSize < 1)
-    throw new UsageError(`--batch-size: ${show(batchSize)} must be an integer ≥ 1`);
+    throw new UsageError(`${show(batchSize)} must be an integer ≥ 1`, { field: 'batchSize' });
   const sheetImages = options.sheetImages ?? 16;
   const out = resolve(options.out);
   // Everything that decides an image's result; the plan (professions, templates, how many seeds)
@@ -591,7 +591,7 @@ export interface FolderAuditOptions extends StatisticsOptions {
 }
 
 /**
- * `audit --from-images DIR`: audit images another generator made (one folder per profession), with
+ * An audit of a folder of images (the audit job's `fromImages`): audit images another generator made (one folder per profession), with
  * the same classifier, statistics, store and resume. Images are keyed by file name and content hash.
  */
 export async function auditImageFolder(options: FolderAuditOptions): Promise<AuditResult> {
@@ -599,22 +599,23 @@ export async function auditImageFolder(options: FolderAuditOptions): Promise<Aud
   const { targetClass, targetShare } = validateCommon(options);
   const dir = resolve(options.dir);
   if (!existsSync(dir) || !statSync(dir).isDirectory())
-    throw new UsageError(`--from-images: ${show(options.dir)} is not a folder`);
+    throw new UsageError(`${show(options.dir)} is not a folder`, { field: 'fromImages' });
   const folders = readdirSync(dir, { withFileTypes: true })
     .filter((e) => e.isDirectory())
     .map((e) => e.name)
     .sort();
   if (folders.length === 0)
-    throw new UsageError(
-      `--from-images: ${show(options.dir)} has no sub-folders (expected one folder of images per profession)`,
-    );
+    throw new UsageError(`${show(options.dir)} has no sub-folders (expected one folder of images per profession)`, {
+      field: 'fromImages',
+    });
   const byName = new Map(folders.map((f) => [f.toLowerCase().replace(/[_-]+/g, ' '), f]));
   let profs: { profession: Profession; folder: string }[];
   if (options.professions) {
     const missing = options.professions.professions.filter((p) => !byName.has(p.profession.toLowerCase()));
     if (missing.length) {
       throw new UsageError(
-        `--from-images ${show(options.dir)}: no folder for ${missing.map((m) => show(m.profession)).join(', ')} (folders: ${folders.join(', ')})`,
+        `${show(options.dir)}: no folder for ${missing.map((m) => show(m.profession)).join(', ')} (folders: ${folders.join(', ')})`,
+        { field: 'fromImages' },
       );
     }
     profs = options.professions.professions.map((p) => ({
@@ -634,7 +635,9 @@ export async function auditImageFolder(options: FolderAuditOptions): Promise<Aud
   );
   const empty = profs.filter((_, i) => files[i]?.length === 0).map((p) => p.folder);
   if (empty.length)
-    throw new UsageError(`--from-images: no images (.png/.jpg/.jpeg/.webp) in ${empty.map((e) => show(e)).join(', ')}`);
+    throw new UsageError(`no images (.png/.jpg/.jpeg/.webp) in ${empty.map((e) => show(e)).join(', ')}`, {
+      field: 'fromImages',
+    });
   const batchSize = options.batchSize ?? 16;
   const settings = {
     source: { kind: 'images', dir },

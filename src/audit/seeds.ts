@@ -30,9 +30,12 @@ export const DEFAULT_SEED_START: Readonly<Record<SeedUse, number>> = Object.free
 
 export function seedPlan(use: SeedUse, count: number, start = DEFAULT_SEED_START[use]): SeedPlan {
   if (!Number.isInteger(count) || count < 1)
-    throw new UsageError(`--images: ${show(count)} must be an integer ≥ 1 (images per prompt)`);
+    throw new UsageError(`${show(count)} must be an integer ≥ 1 (images per prompt)`, { field: 'images' });
   if (!Number.isInteger(start) || start < 0 || start + count > 2 ** 32) {
-    throw new UsageError(`--seed: ${show(start)} must be an integer ≥ 0 with start + images ≤ 2^32`);
+    throw new UsageError(`${show(start)} must be an integer ≥ 0 with start + \`images\` ≤ 2^32`, {
+      field: 'seedStart',
+      mentions: ['images'],
+    });
   }
   return { kind: 'seed-plan', use, start, count };
 }

@@ -123,20 +123,21 @@ export class RunStore {
     const header: RunHeader = { kind: 'audit-run', version: 1, fingerprint: fp, settings };
     const runFile = join(dir, RUN_FILE);
     if (existsSync(dir) && !statSync(dir).isDirectory())
-      throw new OutputError(`--out: ${show(dir)} exists and is not a folder`);
+      throw new OutputError(`${show(dir)} exists and is not a folder`, { field: 'out' });
     const ownEntries = (names: string[]) => names.filter((n) => n !== RUN_LOCK && n !== RUN_MARKER);
     // A folder of someone else's files is refused before anything (the lock file included) is written.
     if (!existsSync(runFile) && existsSync(dir) && ownEntries(readdirSync(dir)).length > 0) {
       throw new OutputError(
-        `--out: ${show(dir)} is a non-empty folder that is not an audit run folder (no ${RUN_FILE}); choose an empty or new folder`,
+        `${show(dir)} is a non-empty folder that is not an audit run folder (no ${RUN_FILE}); choose an empty or new folder`,
+        { field: 'out' },
       );
     }
-    const lock = lockRunFolder('--out', dir);
+    const lock = lockRunFolder('out', dir);
     try {
       return RunStore.openLocked(dir, runFile, header, settings, lock, options);
     } catch (error) {
       lock.release();
-      throw fsErrorToOutput(error, '--out', dir);
+      throw fsErrorToOutput(error, 'out', dir);
     }
   }
 
@@ -154,24 +155,27 @@ export class RunStore {
       try {
         old = JSON.parse(readFileSync(runFile, 'utf8')) as RunHeader;
       } catch (cause) {
-        throw new OutputError(
-          `--out ${show(dir)}: ${RUN_FILE} is not valid JSON; remove the folder or pass --restart`,
-          { cause },
-        );
+        throw new OutputError(`${show(dir)}: ${RUN_FILE} is not valid JSON; remove the folder or pass \`restart\``, {
+          cause,
+          field: 'out',
+          mentions: ['restart'],
+        });
       }
       if (old.fingerprint !== fp) {
         const outdated = oldDefaultsOf(old.settings);
         if (!options.restart && outdated.length) {
           throw new OutputError(
-            `--out ${show(dir)}: this run folder was made by an earlier time-debias with the old defaults (${outdated.join('; ')}); ` +
-              'its results are not mixed with this run\'s. Use another --out, or --restart to discard its results (README "Changed defaults").',
+            `${show(dir)}: this run folder was made by an earlier time-debias with the old defaults (${outdated.join('; ')}); ` +
+              'its results are not mixed with this run\'s. Use another `out`, or `restart` to discard its results (README "Changed defaults").',
+            { field: 'out', mentions: ['out', 'restart'] },
           );
         }
         if (!options.restart) {
           const diff = settingsDiff(old.settings, settings);
           throw new OutputError(
-            `--out ${show(dir)}: this run folder was made with other settings (${diff.join(', ') || 'fingerprint'} differ); ` +
-              'its results would not be comparable. Use another --out, or --restart to discard its results.',
+            `${show(dir)}: this run folder was made with other settings (${diff.join(', ') || 'fingerprint'} differ); ` +
+              'its results would not be comparable. Use another `out`, or `restart` to discard its results.',
+            { field: 'out', mentions: ['out', 'restart'] },
           );
         }
         for (const f of DERIVED) rmSync(join(dir, f), { recursive: true, force: true });
@@ -217,7 +221,7 @@ export class RunStore {
       try {
         ftruncateSync(this.fd, size);
       } catch {}
-      throw fsErrorToOutput(error, '--out', join(this.dir, RECORDS_FILE));
+      throw fsErrorToOutput(error, 'out', join(this.dir, RECORDS_FILE));
     }
     this.records.push(...records);
   }
@@ -247,8 +251,8 @@ function readRecords(fd: number, path: string): StoreRecord[] {
     } catch (cause) {
       // A complete line that does not parse is corruption, not a torn write.
       throw new OutputError(
-        `${path}: line ${records.length + 1} is not valid JSON; the run store is damaged (use --restart)`,
-        { cause },
+        `${path}: line ${records.length + 1} is not valid JSON; the run store is damaged (use \`restart\`)`,
+        { cause, field: 'out', mentions: ['restart'] },
       );
     }
     at = nl + 1;

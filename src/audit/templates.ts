@@ -52,20 +52,24 @@ export const TEMPLATE_SET_NAMES = Object.freeze(Object.keys(TEMPLATE_SETS) as Te
  */
 export function resolveTemplates(items: readonly string[]): string[] {
   if (items.length === 0)
-    throw new UsageError(`--templates: none given (rule: at least one; sets are ${TEMPLATE_SET_NAMES.join(', ')})`);
+    throw new UsageError(`none given (rule: at least one; sets are ${TEMPLATE_SET_NAMES.join(', ')})`, {
+      field: 'templates',
+    });
   const out: string[] = [];
   for (const item of items) {
     if (Object.hasOwn(TEMPLATE_SETS, item)) out.push(...TEMPLATE_SETS[item as TemplateSetName]);
     else if (item.includes('{profession}')) out.push(item);
     else {
       throw new UsageError(
-        `--templates: ${show(item)} is neither a template set (${TEMPLATE_SET_NAMES.join(', ')}) nor a template containing {profession}`,
+        `${show(item)} is neither a template set (${TEMPLATE_SET_NAMES.join(', ')}) nor a template containing {profession}`,
+        { field: 'templates' },
       );
     }
   }
   const seen = new Set<string>();
   for (const t of out) {
-    if (seen.has(t)) throw new UsageError(`--templates: ${show(t)} appears twice (rule: distinct templates)`);
+    if (seen.has(t))
+      throw new UsageError(`${show(t)} appears twice (rule: distinct templates)`, { field: 'templates' });
     seen.add(t);
   }
   return out;

@@ -185,7 +185,8 @@ export function pilResize(image: Rgb8, width: number, height: number, resample: 
   const filter = FILTERS.get(resample);
   if (!filter) {
     throw new ClassifierError(
-      `resample: ${show(resample)} is not a PIL filter --preprocess pil supports (${[...FILTERS].map(([id, f]) => `${id} ${f.name}`).join(', ')}; 0 nearest is not supported)`,
+      `resample: ${show(resample)} is not a PIL filter \`preprocess\` "pil" supports (${[...FILTERS].map(([id, f]) => `${id} ${f.name}`).join(', ')}; 0 nearest is not supported)`,
+      { mentions: ['preprocess'] },
     );
   }
   for (const [name, v] of [
@@ -289,7 +290,9 @@ const DEFAULTS = {
 /** Parse a preprocessor_config.json object (transformers' keys and defaults; get_size_dict's int forms). */
 export function parseImageProcessorConfig(json: unknown, where: string): ClipImageProcessorConfig {
   const bad = (key: string, value: unknown, rule: string) =>
-    new ClassifierError(`${where}: ${key} ${show(value)} ${rule} (needed by --preprocess pil)`);
+    new ClassifierError(`${where}: ${key} ${show(value)} ${rule} (needed by \`preprocess\` "pil")`, {
+      mentions: ['preprocess'],
+    });
   if (!json || typeof json !== 'object' || Array.isArray(json)) throw bad('(the file)', json, 'is not a JSON object');
   const c = json as Record<string, unknown>;
   const type = c.image_processor_type ?? c.feature_extractor_type;

@@ -8,7 +8,12 @@ import { TimeDebiasError } from '../util/errors.js';
 /** Library parameters whose flag is not their kebab-cased name. */
 const FLAGS: Readonly<Record<string, string>> = Object.freeze({
   modelDir: '--model',
+  modelPath: '--model',
   outDir: '--out',
+  outPath: '--out',
+  editFile: '--edit',
+  seedStart: '--seed',
+  lambdas: '--lambda',
   pairsFile: '--pairs',
   preserve: '--preserve',
   'preserve.prompts': '--preserve',
@@ -20,10 +25,29 @@ const FLAGS: Readonly<Record<string, string>> = Object.freeze({
 
 /** Library parameters of a job config → their path in the config file (configs/schema.json). */
 const CONFIG_PATHS: Readonly<Record<string, string>> = Object.freeze({
+  name: 'config.name',
   modelDir: 'config.model',
+  model: 'config.model',
   classifierDir: 'config.classifier',
+  classifier: 'config.classifier',
   preprocess: 'config.classifier.preprocess',
+  professions: 'config.professions.list',
+  select: 'config.professions.select',
+  heldOut: 'config.professions.heldOut',
+  targetClass: 'config.target.class',
+  targetShare: 'config.target.share',
+  tolerance: 'config.tuning.tolerance',
+  // the audits of a debias job: their templates are the held-out evaluation templates, their images
+  // per prompt and first seed come from the audit and seed settings
+  templates: 'config.prompts.evaluationTemplates',
+  images: 'config.audit.imagesPerProfession',
+  imagesPerProfession: 'config.audit.imagesPerProfession',
+  imagesPerProbe: 'config.tuning.imagesPerProbe',
+  verificationImages: 'config.tuning.verificationImages',
+  seedStart: 'config.seeds',
   outDir: 'config.output',
+  // an audit's run folder inside the job's run folder
+  out: 'config.output',
   scheduler: 'config.generation.scheduler',
   steps: 'config.generation.steps',
   guidance: 'config.generation.guidance',
@@ -42,6 +66,7 @@ const CONFIG_PATHS: Readonly<Record<string, string>> = Object.freeze({
   device: 'config.device',
   threads: 'config.threads',
   concurrency: 'config.concurrency',
+  queue: 'config.queue',
 });
 
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -73,20 +98,47 @@ export function flagOf(field: string): string {
 
 /** The config path of a library field in a config-driven run; the field itself when it has none. */
 export function configPathOf(field: string): string {
+  return knownConfigPath(field) ?? field;
+}
+
+function knownConfigPath(field: string): string | undefined {
   for (const at of [field.length, ...[...field.matchAll(/[.[]/g)].map((m) => m.index as number).reverse()]) {
     const known = CONFIG_PATHS[field.slice(0, at)];
     if (known) return `${known}${field.slice(at)}`;
   }
-  return field;
+  return undefined;
 }
 
 /**
- * Relabel an error that names a library field with the user's name for it, unless a command has
- * already relabelled it (its message no longer starts with the field). Returns the error.
+ * The user's name of a library field in a config-driven run (`debias --config`): its config path,
+ * or, for a parameter the config does not set (`restart`, `dryRun`, `exportPartial`, `config`
+ * itself: command-line flags in every run), its flag. A field that is a config path already (the
+ * job config's own checks) stays as it is.
+ */
+export function configRunNameOf(field: string): string {
+  if (field.startsWith('config.')) return field;
+  return knownConfigPath(field) ?? flagOf(field);
+}
+
+/**
+ * Relabel an error that names a library field with the user's name for it, and the parameters its
+ * detail mentions, unless a command has already relabelled it (its message is no longer the library's
+ * own). An error about no single field has only its mentions renamed. Returns the error.
  */
 export function relabelForUser(error: unknown, nameOf: (field: string) => string): unknown {
-  if (error instanceof TimeDebiasError && error.field && error.message === `${error.field}: ${error.detail}`) {
-    error.relabel(nameOf(error.field), nameOf);
-  }
+  if (!(error instanceof TimeDebiasError)) return error;
+  if (error.field && error.message === `${error.field}: ${error.detail}`) error.relabel(nameOf(error.field), nameOf);
+  else if (!error.field && error.mentions.length > 0 && error.message === error.detail)
+    error.relabel(undefined, nameOf);
   return error;
+}
+
+/**
+ * A line for the user (a log line, a rendered note) with the library parameters it mentions as
+ * `name` (in backticks, see TimeDebiasErrorOptions.mentions) named as the user knows them.
+ */
+export function relabelText(text: string, mentions: readonly string[], nameOf: (field: string) => string): string {
+  let out = text;
+  for (const m of mentions) out = out.replaceAll(`\`${m}\``, nameOf(m));
+  return out;
 }

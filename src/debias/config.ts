@@ -208,15 +208,16 @@ export function loadConfig(path: string): JobConfig {
   try {
     text = readFileSync(path, 'utf8');
   } catch (cause) {
-    throw new ConfigError(`--config: cannot read ${show(path)} (${(cause as NodeJS.ErrnoException).code ?? 'error'})`, {
+    throw new ConfigError(`cannot read ${show(path)} (${(cause as NodeJS.ErrnoException).code ?? 'error'})`, {
       cause,
+      field: 'config',
     });
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (cause) {
-    throw new ConfigError(`--config: ${show(path)} is not valid JSON: ${(cause as Error).message}`, { cause });
+    throw new ConfigError(`${show(path)} is not valid JSON: ${(cause as Error).message}`, { cause, field: 'config' });
   }
   return normalizeConfig(raw, dirname(resolve(path)));
 }

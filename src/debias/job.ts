@@ -14,6 +14,7 @@
  * crash continues where it stopped and ends with the same result as an uninterrupted run.
  */
 import { GemmEngine } from '../linalg/gemm.js';
+import { libraryName } from '../util/errors.js';
 import type { JobConfig } from './config.js';
 import { professionStatus } from './joint-policy.js';
 import { preflight } from './preflight.js';
@@ -59,10 +60,11 @@ async function runInFolder(
   log: (line: string) => void,
 ): Promise<DebiasResult> {
   const { state } = folder;
+  const nameOf = options.nameOf ?? libraryName;
   // A finished job is not run again: its result is what it printed (unless it can export now).
   const finished = state.phase === 'done' ? folder.readResult() : null;
   if (finished && (finished.exported !== null || !options.exportPartial)) {
-    log(`done: ${folder.dir} holds this job's result (--restart runs it again)`);
+    log(`done: ${folder.dir} holds this job's result (${nameOf('restart')} runs it again)`);
     return finished;
   }
 

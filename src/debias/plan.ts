@@ -4,6 +4,7 @@
  * budget of every phase, and a time estimate from one timed single-step generation.
  */
 import type { GenerateResult } from '../generate/pipeline.js';
+import { libraryName, type NameOf } from '../util/errors.js';
 import type { JobConfig } from './config.js';
 import { preflight } from './preflight.js';
 import { fillJobTemplate, preservationPrompts } from './prompts.js';
@@ -155,7 +156,11 @@ export async function planDebias(config: JobConfig, world: JobWorld, options: Pl
   };
 }
 
-export function renderPlan(plan: DryRunPlan): string {
+/**
+ * The dry run as text; `nameOf` names the parameters its advice names as the user knows them
+ * (`steps` → `config.generation.steps` in a config-driven run).
+ */
+export function renderPlan(plan: DryRunPlan, nameOf: NameOf = libraryName): string {
   const lines: string[] = [];
   lines.push(`pairs (${plan.professions.length}):`);
   for (const p of plan.professions) {
@@ -176,7 +181,7 @@ export function renderPlan(plan: DryRunPlan): string {
     `images: before ${b.beforeAudit}, tuning ≈ ${b.tuningExpected} (at most ${b.tuningMax}), verification ≈ ${b.verificationExpected} (at most ${b.verification}), after ${b.afterAudit}, gendered ${b.genderedAudit}`,
   );
   lines.push(
-    `images are ${plan.size.height} × ${plan.size.width} (${plan.size.decidedBy === 'given' ? 'config generation.height/width' : plan.size.detail})`,
+    `images are ${plan.size.height} × ${plan.size.width} (${plan.size.decidedBy === 'given' ? `given: ${nameOf('height')} and ${nameOf('width')}` : plan.size.detail})`,
   );
   lines.push(`total ≈ ${b.totalExpected} images (at most ${b.totalMax})`);
   const e = plan.estimate;
@@ -189,9 +194,9 @@ export function renderPlan(plan: DryRunPlan): string {
     );
   }
   lines.push(
-    '  brings it down: more workers (time-debias worker on other machines, --queue), GPU workers (--device cuda, ' +
-      'about 100× a CPU per image), fewer steps (generation.steps), fewer images (audit.imagesPerProfession, ' +
-      'tuning.verificationImages), fewer professions',
+    `  brings it down: more workers (time-debias worker on other machines, ${nameOf('queue')}), GPU workers (${nameOf('device')} cuda, ` +
+      `about 100× a CPU per image), fewer steps (${nameOf('steps')}), fewer images (${nameOf('imagesPerProfession')}, ` +
+      `${nameOf('verificationImages')}), fewer professions`,
   );
   return `${lines.join('\n')}\n`;
 }

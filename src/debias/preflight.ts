@@ -79,14 +79,16 @@ export function preflight(
       images: perProfession * all.length,
     },
     {
-      names: {
-        height: 'config.generation.height',
-        width: 'config.generation.width',
-        batchSize: 'config.generation.batchSize',
-        steps: 'config.generation.steps',
-        images: 'config.audit.imagesPerProfession (or the tuning images) × professions',
+      // the images of the largest audit or probe (its setting names them), times the professions
+      fields: {
+        images:
+          perProfession === config.audit.imagesPerProfession
+            ? 'imagesPerProfession'
+            : perProfession === config.tuning.imagesPerProbe
+              ? 'imagesPerProbe'
+              : 'verificationImages',
       },
-      error: (m) => new ConfigError(m),
+      error: (m, o) => new ConfigError(m, o),
     },
   );
   const edited = all.filter((p) => !held.has(p.profession));

@@ -34,7 +34,7 @@ export function jobFingerprint(config: JobConfig): string {
 }
 
 export function runDirOf(config: JobConfig): string {
-  return resolve(config.output, checkRunName(config.name, 'config.name'));
+  return resolve(config.output, checkRunName(config.name));
 }
 
 /** The field the run folder's errors name (the CLI shows config.output). */
@@ -158,17 +158,23 @@ function loadState(runDir: string, fp: string): JobState {
     try {
       saved = JSON.parse(readFileSync(path, 'utf8')) as JobState;
     } catch (cause) {
-      throw new OutputError(`${path} is not valid JSON; pass --restart to start over`, { cause });
+      throw new OutputError(`${path} is not valid JSON; pass \`restart\` to start over`, {
+        cause,
+        field: WHAT,
+        mentions: ['restart'],
+      });
     }
     if (saved.fingerprint !== fp) {
       const old = oldDefaultsOf(runDir);
       if (old) {
         throw new OutputError(
-          `${runDir} holds a run made by an earlier time-debias with the old defaults (${old}); it is not resumed with this version's settings. Pass --restart to start over, or choose another name/output (README "Changed defaults")`,
+          `${runDir} holds a run made by an earlier time-debias with the old defaults (${old}); it is not resumed with this version's settings. Pass \`restart\` to start over, or choose another \`name\` or \`outDir\` (README "Changed defaults")`,
+          { field: WHAT, mentions: ['restart', 'name', 'outDir'] },
         );
       }
       throw new OutputError(
-        `${runDir} holds a run made with other settings (its config.json); pass --restart to start over, or choose another name/output`,
+        `${runDir} holds a run made with other settings (its config.json); pass \`restart\` to start over, or choose another \`name\` or \`outDir\``,
+        { field: WHAT, mentions: ['restart', 'name', 'outDir'] },
       );
     }
     return saved;

@@ -37,6 +37,8 @@ export interface JobOptions {
   /** Export the model even when some profession did not reach the tolerance. */
   exportPartial?: boolean;
   log?: (line: string) => void;
+  /** How the caller's user names a parameter a log line advises (`restart` → `--restart`); default its own name. */
+  nameOf?: (field: string) => string;
 }
 
 export interface ProbeLog {

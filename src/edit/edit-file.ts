@@ -154,11 +154,11 @@ export const EDIT_METADATA_SCHEMA = {
 let validate: ReturnType<Ajv['compile']> | null = null;
 
 /** Check edit metadata against the schema; EditError listing every violation. */
-export function checkEditMetadata(meta: unknown, where: string): asserts meta is EditFileMetadata {
+export function checkEditMetadata(meta: unknown, where: string, field?: string): asserts meta is EditFileMetadata {
   validate ??= new Ajv({ allErrors: true, strict: true, allowUnionTypes: true }).compile(EDIT_METADATA_SCHEMA);
   if (!validate(meta)) {
     const errors = (validate.errors ?? []).slice(0, 6).map((e: ErrorObject) => `${e.instancePath || '/'} ${e.message}`);
-    throw new EditError(`${where}: the edit metadata does not match its schema: ${errors.join('; ')}`);
+    throw new EditError(`${where}: the edit metadata does not match its schema: ${errors.join('; ')}`, { field });
   }
 }
 
@@ -183,13 +183,15 @@ export function writeEditFile(path: string, M: Float32Array, meta: EditFileMetad
   );
 }
 
-/** Read and check an edit file (see the module comment for the rules). */
-export function readEditFile(path: string): EditFile {
+/** Read and check an edit file (see the module comment for the rules); errors name `field`. */
+export function readEditFile(path: string, field = 'editFile'): EditFile {
   const header = readSafetensorsHeader(path);
-  const where = `--edit ${show(path)}`;
+  const where = show(path);
   const raw = header.metadata?.[EDIT_METADATA_KEY];
   if (raw === undefined) {
-    throw new EditError(`${where}: no ${show(EDIT_METADATA_KEY)} metadata; not an edit file written by time-debias`);
+    throw new EditError(`${where}: no ${show(EDIT_METADATA_KEY)} metadata; not an edit file written by time-debias`, {
+      field,
+    });
   }
   let meta: unknown;
   try {
@@ -197,44 +199,50 @@ export function readEditFile(path: string): EditFile {
   } catch (error) {
     throw new EditError(`${where}: the ${EDIT_METADATA_KEY} metadata is not valid JSON (${(error as Error).message})`, {
       cause: error,
+      field,
     });
   }
   if (meta !== null && typeof meta === 'object' && (meta as { form?: unknown }).form !== 'matrix') {
     throw new EditError(
       `${where}: form ${show((meta as { form?: unknown }).form)} is not one this version applies; it applies form "matrix" (W′ = W·M)`,
+      { field },
     );
   }
-  checkEditMetadata(meta, where);
+  checkEditMetadata(meta, where, field);
   const names = header.tensors.map((t) => t.name);
   if (names.length !== 1 || names[0] !== 'M') {
     throw new EditError(
       `${where}: holds tensors ${names.map((n) => show(n)).join(', ') || 'none'}; an edit file holds exactly one, "M"`,
+      { field },
     );
   }
   const t = header.byName.get('M');
-  if (!t) throw new EditError(`${where}: no tensor "M"`);
-  if (t.dtype !== 'F32') throw new EditError(`${where}: M is ${t.dtype}; it must be F32`);
+  if (!t) throw new EditError(`${where}: no tensor "M"`, { field });
+  if (t.dtype !== 'F32') throw new EditError(`${where}: M is ${t.dtype}; it must be F32`, { field });
   if (t.shape.length !== 2 || t.shape[0] !== meta.d || t.shape[1] !== meta.d) {
     throw new EditError(
       `${where}: M has shape [${t.shape.join(', ')}]; the metadata's d = ${meta.d} needs [${meta.d}, ${meta.d}]`,
+      { field },
     );
   }
   if (meta.textEncoder.d !== meta.d || meta.edit.d !== meta.d) {
     throw new EditError(
       `${where}: the text-encoder fingerprint has d = ${meta.textEncoder.d}, the record d = ${meta.edit.d}, the file d = ${meta.d}; they must agree`,
+      { field },
     );
   }
   const M = toFloat32(readTensorData(header, 'M'), 'F32', 'M');
-  checkMatrix(M, meta.d, where);
+  checkMatrix(M, meta.d, where, field);
   return { path, M, d: meta.d, meta };
 }
 
-function checkMatrix(M: Float32Array, d: number, where: string): void {
-  if (M.length !== d * d) throw new EditError(`${where}: M has ${M.length} values; d × d = ${d * d}`);
+function checkMatrix(M: Float32Array, d: number, where: string, field?: string): void {
+  if (M.length !== d * d) throw new EditError(`${where}: M has ${M.length} values; d × d = ${d * d}`, { field });
   for (let i = 0; i < M.length; i++) {
     if (!Number.isFinite(M[i] as number)) {
       throw new EditError(
         `${where}: M[${Math.floor(i / d)}, ${i % d}] = ${M[i]}; every value of M must be finite (NaN or Infinity would break every weight it touches)`,
+        { field },
       );
     }
   }

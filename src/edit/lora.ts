@@ -250,31 +250,33 @@ export function loraKeys(name: string, format: LoraFormat): { down: string; up: 
 
 export async function exportLora(request: LoraRequest): Promise<LoraResult> {
   const t0 = performance.now();
-  for (const [flag, v] of [
-    ['--edit', request.editFile],
-    ['--model', request.modelPath],
-    ['--out', request.outPath],
+  for (const [field, v] of [
+    ['editFile', request.editFile],
+    ['modelPath', request.modelPath],
+    ['outPath', request.outPath],
   ] as const) {
-    if (typeof v !== 'string' || v.trim() === '') throw new UsageError(`${flag}: ${show(v)} is not a path`);
+    if (typeof v !== 'string' || v.trim() === '') throw new UsageError(`${show(v)} is not a path`, { field });
   }
   if ((request.rank === undefined) === (request.error === undefined)) {
     throw new UsageError(
-      'export-lora: give exactly one of --rank r (a fixed rank) or --error ε (the largest relative error per site)',
+      'give exactly one of `rank` r (a fixed rank) or `error` ε (the largest relative error per site)',
+      { mentions: ['rank', 'error'] },
     );
   }
   if (request.rank !== undefined && !(Number.isInteger(request.rank) && request.rank >= 1)) {
-    throw new UsageError(`--rank: ${show(request.rank)} must be an integer ≥ 1`);
+    throw new UsageError(`${show(request.rank)} must be an integer ≥ 1`, { field: 'rank' });
   }
   if (request.error !== undefined && !(Number.isFinite(request.error) && request.error >= 0 && request.error < 1)) {
-    throw new UsageError(
-      `--error: ${show(request.error)} must be a number in [0, 1) (relative Frobenius error per site)`,
-    );
+    throw new UsageError(`${show(request.error)} must be a number in [0, 1) (relative Frobenius error per site)`, {
+      field: 'error',
+    });
   }
   const format = request.format ?? 'kohya';
-  if (format !== 'kohya' && format !== 'peft') throw new UsageError(`--format: ${show(format)} must be kohya or peft`);
+  if (format !== 'kohya' && format !== 'peft')
+    throw new UsageError(`${show(format)} must be kohya or peft`, { field: 'format' });
   const outPath = resolve(request.outPath);
   if (!outPath.endsWith('.safetensors'))
-    throw new UsageError(`--out ${show(outPath)}: a LoRA is written to a .safetensors file`);
+    throw new UsageError(`${show(outPath)}: a LoRA is written to a .safetensors file`, { field: 'outPath' });
   const threads = request.threads ?? 0;
 
   const edit = readEditFile(resolve(request.editFile));
@@ -298,7 +300,7 @@ export async function exportLora(request: LoraRequest): Promise<LoraResult> {
     basisRank = basis?.k ?? null;
     for (const name of edit.meta.sites) {
       const site = byName.get(name);
-      if (!site) throw new UsageError(`--model: no site ${show(name)}`); // checkCompatibility found them all
+      if (!site) throw new UsageError(`no site ${show(name)}`, { field: 'modelPath' }); // checkCompatibility found them all
       const W = matrix(Float64Array.from(readPortableWeight(model, name)), site.out, d);
       const dW = (await gemm.gemm(W, matrix(delta, d, d), { compute: 'float64' })).data as Float64Array;
       const projected = basis

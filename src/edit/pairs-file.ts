@@ -1,5 +1,5 @@
 /**
- * `--pairs FILE`: many (source, destination) prompt pairs for one joint TIME solve (issue 2 item 7).
+ * A pairs file (the edit's `pairsFile`): many (source, destination) prompt pairs for one joint TIME solve (issue 2 item 7).
  *
  * Accepted files (a header row is required; header names are matched case-insensitively):
  *   - CSV or TSV with columns `source`, `destination` and optionally `weight` (a positive number:
@@ -25,39 +25,46 @@ export interface PromptPair {
 
 export type PairsDelimiter = ',' | '\t';
 
-/** Read and parse a pairs file; errors name the file, the line and the rule. */
-export function readPairsFile(path: string, argument = '--pairs'): PromptPair[] {
-  if (!existsSync(path)) throw new UsageError(`${argument}: file ${show(path)} does not exist`);
-  if (!statSync(path).isFile()) throw new UsageError(`${argument}: ${show(path)} is not a file`);
+/**
+ * Read and parse a pairs file; errors name the file, the line and the rule, and carry `field`, the
+ * parameter the path came from (`pairsFile` by default).
+ */
+export function readPairsFile(path: string, field = 'pairsFile'): PromptPair[] {
+  if (!existsSync(path)) throw new UsageError(`file ${show(path)} does not exist`, { field });
+  if (!statSync(path).isFile()) throw new UsageError(`${show(path)} is not a file`, { field });
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (cause) {
-    throw new UsageError(`${argument}: ${show(path)} could not be read: ${(cause as Error).message}`, { cause });
+    throw new UsageError(`${show(path)} could not be read: ${(cause as Error).message}`, { cause, field });
   }
   const ext = extname(path).toLowerCase();
   const delimiter: PairsDelimiter | undefined = ext === '.csv' ? ',' : ext === '.tsv' ? '\t' : undefined;
-  return parsePairs(text, { file: `${argument} ${path}`, delimiter });
+  return parsePairs(text, { file: path, delimiter, field });
 }
 
 /**
- * Parse the text of a pairs file. `file` names it in error messages; `delimiter` is sniffed from
- * the header line when not given.
+ * Parse the text of a pairs file. `file` names it in error messages, which carry `field` (the
+ * parameter the text came from) when given; `delimiter` is sniffed from the header line when not given.
  */
-export function parsePairs(text: string, options: { file: string; delimiter?: PairsDelimiter }): PromptPair[] {
-  const { file } = options;
+export function parsePairs(
+  text: string,
+  options: { file: string; delimiter?: PairsDelimiter; field?: string },
+): PromptPair[] {
+  const { file, field } = options;
+  const fail = (message: string) => new UsageError(message, { field });
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
   const firstLine = body.split(/\r?\n/, 1)[0] ?? '';
   const delimiter = options.delimiter ?? (firstLine.includes('\t') ? '\t' : ',');
-  const records = parseDelimited(body, delimiter, file);
+  const records = parseDelimited(body, delimiter, file, fail);
   const header = records[0];
-  if (!header) throw new UsageError(`${file}: the file is empty; it needs a header row (source,destination[,weight])`);
+  if (!header) throw fail(`${file}: the file is empty; it needs a header row (source,destination[,weight])`);
 
   const names = header.fields.map((f) => f.trim().toLowerCase());
   const column = (name: string) => {
     const at = names.indexOf(name);
     if (at !== -1 && names.indexOf(name, at + 1) !== -1) {
-      throw new UsageError(`${file} line ${header.line}: the header names column ${show(name)} twice`);
+      throw fail(`${file} line ${header.line}: the header names column ${show(name)} twice`);
     }
     return at === -1 ? undefined : at;
   };
@@ -66,7 +73,7 @@ export function parsePairs(text: string, options: { file: string; delimiter?: Pa
   const hasExplicit = explicit.source !== undefined || explicit.destination !== undefined;
   const hasTimed = timed.source !== undefined || timed.destination !== undefined;
   if (hasExplicit && hasTimed) {
-    throw new UsageError(
+    throw fail(
       `${file} line ${header.line}: the header has both source/destination and old/new columns; keep one pair of names`,
     );
   }
@@ -77,7 +84,7 @@ export function parsePairs(text: string, options: { file: string; delimiter?: Pa
     [destinationName, chosen.destination],
   ] as const) {
     if (at === undefined) {
-      throw new UsageError(
+      throw fail(
         `${file} line ${header.line}: missing column ${show(name)}; the header must name source,destination[,weight] ` +
           `or old,new (found ${header.fields.map((f) => show(f)).join(', ')})`,
       );
@@ -91,14 +98,14 @@ export function parsePairs(text: string, options: { file: string; delimiter?: Pa
   for (const record of records.slice(1)) {
     const where = `${file} line ${record.line}`;
     if (record.fields.length !== header.fields.length) {
-      throw new UsageError(
+      throw fail(
         `${where}: ${record.fields.length} fields but the header has ${header.fields.length}; quote fields that ` +
           `contain ${delimiter === ',' ? 'commas' : 'tabs'} ("...")`,
       );
     }
     const prompt = (at: number, name: string): string => {
       const value = (record.fields[at] as string).trim();
-      if (value.length === 0) throw new UsageError(`${where}: column ${show(name)} is an empty prompt`);
+      if (value.length === 0) throw fail(`${where}: column ${show(name)} is an empty prompt`);
       return value;
     };
     const pair: PromptPair = {
@@ -110,14 +117,14 @@ export function parsePairs(text: string, options: { file: string; delimiter?: Pa
       if (cell.length > 0) {
         const weight = Number(cell);
         if (!Number.isFinite(weight) || weight <= 0) {
-          throw new UsageError(`${where}: weight ${show(cell)} is not a positive number`);
+          throw fail(`${where}: weight ${show(cell)} is not a positive number`);
         }
         pair.weight = weight;
       }
     }
     pairs.push(pair);
   }
-  if (pairs.length === 0) throw new UsageError(`${file}: no pairs below the header`);
+  if (pairs.length === 0) throw fail(`${file}: no pairs below the header`);
   return pairs;
 }
 
@@ -131,7 +138,12 @@ interface DelimitedRecord {
  * RFC 4180 records: CRLF or LF line ends, quoted fields with `""` escapes and embedded line breaks.
  * Blank lines (no characters at all) are skipped.
  */
-function parseDelimited(text: string, delimiter: PairsDelimiter, file: string): DelimitedRecord[] {
+function parseDelimited(
+  text: string,
+  delimiter: PairsDelimiter,
+  file: string,
+  fail: (message: string) => Error,
+): DelimitedRecord[] {
   const records: DelimitedRecord[] = [];
   let line = 1;
   let i = 0;
@@ -150,7 +162,7 @@ function parseDelimited(text: string, delimiter: PairsDelimiter, file: string): 
       if (text[i] === '"') {
         i++;
         for (;;) {
-          if (i >= n) throw new UsageError(`${file} line ${start}: a quoted field is not closed (missing ")`);
+          if (i >= n) throw fail(`${file} line ${start}: a quoted field is not closed (missing ")`);
           const c = text[i] as string;
           if (c === '"') {
             if (text[i + 1] === '"') {
@@ -167,7 +179,7 @@ function parseDelimited(text: string, delimiter: PairsDelimiter, file: string): 
         }
         const next = text[i];
         if (i < n && next !== delimiter && next !== '\n' && !(next === '\r' && text[i + 1] === '\n')) {
-          throw new UsageError(
+          throw fail(
             `${file} line ${line}: text after a closing quote (${show(text.slice(i, i + 10))}); a quoted field ends at the ` +
               'delimiter or the end of the line',
           );

@@ -2,7 +2,7 @@
  * Portable edits (issue 12 item 2): `time-debias apply --edit edit.safetensors --model IN --out OUT`.
  *
  *   applyEditFile(request)
- *     0. normalize the request (UsageError naming the flag); read and check the edit file
+ *     0. normalize the request (UsageError naming the field); read and check the edit file
  *     1. open the target: an ONNX folder (diffusers or Optimum layout), a diffusers folder with
  *        safetensors UNet weights (one file or shards), or a single-file CompVis .safetensors
  *     2. fingerprint its text encoder and compare with the file's (EditError unless --force: the
@@ -184,7 +184,8 @@ export function effectiveMatrix(
   const condition = inv ? norm1(A) * norm1(inv) : Number.POSITIVE_INFINITY;
   if (!inv || !(condition <= MAX_REVERT_CONDITION)) {
     throw new EditError(
-      `--revert: M${scale === 1 ? '' : `_α (α = ${scale})`} is ill-conditioned (κ₁ = ${condition.toPrecision(3)} > ${MAX_REVERT_CONDITION}); its inverse would amplify the weights' rounding, so it is not applied`,
+      `M${scale === 1 ? '' : `_α (α = ${scale})`} is ill-conditioned (κ₁ = ${condition.toPrecision(3)} > ${MAX_REVERT_CONDITION}); its inverse would amplify the weights' rounding, so it is not applied`,
+      { field: 'revert' },
     );
   }
   return { M: Float32Array.from(inv), condition };
@@ -294,22 +295,22 @@ export interface ApplyFileResult {
 }
 
 export function normalizeApplyRequest(r: ApplyFileRequest): Required<ApplyFileRequest> {
-  for (const [flag, v] of [
-    ['--edit', r.editFile],
-    ['--model', r.modelPath],
-    ['--out', r.outPath],
+  for (const [field, v] of [
+    ['editFile', r.editFile],
+    ['modelPath', r.modelPath],
+    ['outPath', r.outPath],
   ] as const) {
-    if (typeof v !== 'string' || v.trim() === '') throw new UsageError(`${flag}: ${show(v)} is not a path`);
+    if (typeof v !== 'string' || v.trim() === '') throw new UsageError(`${show(v)} is not a path`, { field });
   }
   const scale = r.scale ?? 1;
   if (typeof scale !== 'number' || !Number.isFinite(scale)) {
-    throw new UsageError(
-      `--scale: ${show(scale)} is not valid; α must be a finite number (1 applies the edit as made)`,
-    );
+    throw new UsageError(`${show(scale)} is not valid; α must be a finite number (1 applies the edit as made)`, {
+      field: 'scale',
+    });
   }
   const threads = r.threads ?? 0;
   if (!Number.isInteger(threads) || threads < 0)
-    throw new UsageError(`--threads: ${show(threads)} must be an integer ≥ 0`);
+    throw new UsageError(`${show(threads)} must be an integer ≥ 0`, { field: 'threads' });
   return {
     editFile: resolve(r.editFile),
     modelPath: resolve(r.modelPath),
@@ -353,7 +354,9 @@ async function applyEditFileWith(request: ApplyFileRequest, given?: EarlyCopy): 
   const tRead = performance.now();
   const target = openPortableModel(req.modelPath);
   if (target.kind === 'single-file' && !req.outPath.endsWith('.safetensors')) {
-    throw new UsageError(`--out ${show(req.outPath)}: a single-file checkpoint is written to a .safetensors file`);
+    throw new UsageError(`${show(req.outPath)}: a single-file checkpoint is written to a .safetensors file`, {
+      field: 'outPath',
+    });
   }
   const { outPath, exists } = outputTarget(target.path, req.outPath, req.force);
   // An early copy is used only for the file and output it was started for (it always is, from the CLI).
@@ -499,15 +502,17 @@ export function checkCompatibility(edit: EditFile, target: PortableModel, force:
   const d = portableD(target);
   if (d !== edit.d) {
     throw new EditError(
-      `--edit ${show(edit.path)} is a d = ${edit.d} edit; --model ${show(target.path)} has text width d = ${d} (an SD ${edit.d === 1024 ? '2.x' : '1.x'} edit cannot apply to this model)`,
+      `${show(edit.path)} is a d = ${edit.d} edit; \`modelPath\` ${show(target.path)} has text width d = ${d} (an SD ${edit.d === 1024 ? '2.x' : '1.x'} edit cannot apply to this model)`,
+      { field: 'editFile', mentions: ['modelPath'] },
     );
   }
   const have = new Map(portableSites(target).map((s) => [s.name, s]));
   const missing = edit.meta.sites.filter((n) => !have.has(n));
   if (missing.length > 0) {
     throw new ModelFormatError(
-      `--model ${show(target.path)} lacks ${missing.length} of the edit's ${edit.meta.sites.length} sites (e.g. ${show(missing[0])}); ` +
+      `${show(target.path)} lacks ${missing.length} of the edit's ${edit.meta.sites.length} sites (e.g. ${show(missing[0])}); ` +
         `expected their ${target.kind === 'single-file' ? 'CompVis' : 'diffusers'} keys — is this the same model family?`,
+      { field: 'modelPath' },
     );
   }
   const notes: string[] = [];
@@ -516,21 +521,23 @@ export function checkCompatibility(edit: EditFile, target: PortableModel, force:
   if (!fp) {
     if (!force) {
       throw new EditError(
-        `--model ${show(target.path)} carries no text encoder to compare with the edit's; M is only right for the text encoder it was computed with — pass --force if you know it is the same`,
+        `${show(target.path)} carries no text encoder to compare with the edit's; M is only right for the text encoder it was computed with — pass \`force\` if you know it is the same`,
+        { field: 'modelPath', mentions: ['force'] },
       );
     }
     textEncoder = 'absent-forced';
-    notes.push('the model carries no text encoder; applied with --force without a fingerprint check');
+    notes.push('the model carries no text encoder; applied without a fingerprint check because it was forced');
   } else {
     const cmp = compareTextEncoders(edit.meta.textEncoder, fp);
     if (!cmp.match) {
       if (!force) {
         throw new EditError(
-          `--edit ${show(edit.path)} was computed with another text encoder than --model ${show(target.path)}'s (${cmp.differences.join('; ')}); its M would be the wrong edit. Pass --force to apply it anyway`,
+          `${show(edit.path)} was computed with another text encoder than \`modelPath\` ${show(target.path)}'s (${cmp.differences.join('; ')}); its M would be the wrong edit. Pass \`force\` to apply it anyway`,
+          { field: 'editFile', mentions: ['modelPath', 'force'] },
         );
       }
       textEncoder = 'mismatch-forced';
-      notes.push(`text encoder differs (${cmp.differences.join('; ')}); applied because of --force`);
+      notes.push(`text encoder differs (${cmp.differences.join('; ')}); applied because it was forced`);
     }
   }
   let unet: Compatibility['unet'] = 'unknown';

@@ -26,7 +26,7 @@ import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
 import { validateDevice } from '../runtime/ort.js';
 import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
 import { ClipTokenizer } from '../text/tokenizer.js';
-import { show, UsageError } from '../util/errors.js';
+import { type NameOf, show, UsageError } from '../util/errors.js';
 import { writeEvaluateReports } from './report.js';
 import { type EvaluateMode, type EvaluateProgress, type EvaluateResult, fileDigest, runEvaluate } from './run.js';
 import { parseRowSpec, parseTimed } from './timed.js';
@@ -75,6 +75,8 @@ export interface EvaluateJobOptions {
   bootstrap?: { samples?: number; seed?: number };
   onProgress?: (p: EvaluateProgress) => void;
   log?: (line: string) => void;
+  /** How the caller's user names a parameter a log line advises (`height` → `--height`); default its own name. */
+  nameOf?: NameOf;
   /** redis://… of a render queue: images are rendered and classified by `time-debias worker`s (default: in process). */
   queue?: string;
   /** Deadlines and checks of the queue (src/queue/producer.ts). */
@@ -151,7 +153,7 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
       ({ model, tokenizer, textEncoder, nativeSize } = pipeline);
     }
     if (!demoGen && (o.generation.height === undefined || o.generation.width === undefined)) {
-      const warning = nativeSizeWarning(nativeSize);
+      const warning = nativeSizeWarning(nativeSize, o.nameOf);
       if (warning) o.log?.(`warning: ${warning}`);
     }
     const classifier = await ClipClassifier.load(classifierDir, sessionOptions);

@@ -1,6 +1,6 @@
 /**
  * Bounds on every number that sizes memory or time (issue 11), checked before any work — by the
- * CLI commands and by the debias preflight (so `--dry-run` refuses what the run would refuse):
+ * CLI commands and by the debias preflight (so a dry run refuses what the run would refuse):
  *
  *   side      height and width: positive multiples of 8, at most 4 × the model's own size
  *             (8 × sample_size; 512 when unknown) — beyond that SD gives no usable image;
@@ -16,7 +16,7 @@
  */
 import { totalmem } from 'node:os';
 import { getHeapStatistics } from 'node:v8';
-import { show } from '../util/errors.js';
+import { show, type TimeDebiasErrorOptions } from '../util/errors.js';
 
 export interface WorkSizes {
   height?: number;
@@ -31,8 +31,11 @@ export interface WorkSizes {
 }
 
 export interface BoundsContext {
-  /** The flag or config key of each number, for messages (default: `--height`, …). */
-  names?: Partial<Record<keyof WorkSizes, string>>;
+  /**
+   * The library parameter each number came from, the errors' `field` (default: the key itself,
+   * `height`, `batchSize`, …; e.g. `images: 'seeds'` when the images are a list of seeds).
+   */
+  fields?: Partial<Record<keyof WorkSizes, string>>;
   /** The UNet's sample_size (latent side); default 64 (512-pixel models). */
   sampleSize?: number | null;
   /** The scheduler's training timesteps; default 1000. */
@@ -41,19 +44,9 @@ export interface BoundsContext {
   memoryBytes?: number;
   /** JS heap limit in bytes; default v8's heap_size_limit. */
   heapBytes?: number;
-  /** The error to throw (UsageError for flags, ConfigError for config keys, …). */
-  error: (message: string) => Error;
+  /** The error to throw (UsageError, ConfigError for a job config, …), with its field and mentions. */
+  error: (message: string, options: TimeDebiasErrorOptions) => Error;
 }
-
-const DEFAULT_NAMES: Record<keyof WorkSizes, string> = {
-  height: '--height',
-  width: '--width',
-  batchSize: '--batch-size',
-  steps: '--steps',
-  images: '--images',
-  bytesPerImage: 'image size',
-  bootstrap: '--bootstrap',
-};
 
 /** Bytes a planned image's record takes in memory (keys, prompt, probabilities), generously. */
 const RECORD_BYTES = 2048;
@@ -73,23 +66,23 @@ export function attentionBytes(height: number, width: number, batchSize: number)
 
 /** Throw `ctx.error(...)` for the first number outside its bound. */
 export function checkWorkBounds(sizes: WorkSizes, ctx: BoundsContext): void {
-  const name = (k: keyof WorkSizes) => ctx.names?.[k] ?? DEFAULT_NAMES[k];
-  const fail = (message: string): never => {
-    throw ctx.error(message);
+  const field = (k: keyof WorkSizes) => ctx.fields?.[k] ?? k;
+  const fail = (k: keyof WorkSizes, message: string, mentions: (keyof WorkSizes)[] = []): never => {
+    throw ctx.error(message, { field: field(k), ...(mentions.length ? { mentions: mentions.map(field) } : {}) });
   };
   const intAtLeast = (k: keyof WorkSizes, min: number) => {
     const v = sizes[k];
-    if (v !== undefined && (!Number.isInteger(v) || v < min))
-      fail(`${name(k)}: ${show(v)} must be an integer ≥ ${min}`);
+    if (v !== undefined && (!Number.isInteger(v) || v < min)) fail(k, `${show(v)} must be an integer ≥ ${min}`);
   };
   const side = maxSide(ctx.sampleSize);
   for (const k of ['height', 'width'] as const) {
     const v = sizes[k];
     if (v === undefined) continue;
-    if (!Number.isInteger(v) || v < 8 || v % 8 !== 0) fail(`${name(k)}: ${show(v)} is not a positive multiple of 8`);
+    if (!Number.isInteger(v) || v < 8 || v % 8 !== 0) fail(k, `${show(v)} is not a positive multiple of 8`);
     if (v > side) {
       fail(
-        `${name(k)}: ${v} is larger than ${side} (rule: at most 4 × the model's own size ${side / 4}; larger images need more memory than the model can use and give no usable image)`,
+        k,
+        `${v} is larger than ${side} (rule: at most 4 × the model's own size ${side / 4}; larger images need more memory than the model can use and give no usable image)`,
       );
     }
   }
@@ -98,11 +91,11 @@ export function checkWorkBounds(sizes: WorkSizes, ctx: BoundsContext): void {
   intAtLeast('images', 1);
   const trainSteps = ctx.trainSteps ?? 1000;
   if (sizes.steps !== undefined && sizes.steps > trainSteps)
-    fail(`${name('steps')}: ${sizes.steps} is more than the scheduler's ${trainSteps} training timesteps`);
+    fail('steps', `${sizes.steps} is more than the scheduler's ${trainSteps} training timesteps`);
   if (sizes.bootstrap !== undefined) {
     intAtLeast('bootstrap', 1);
     if (sizes.bootstrap > MAX_BOOTSTRAP)
-      fail(`${name('bootstrap')}: ${sizes.bootstrap} is more than ${MAX_BOOTSTRAP} resamples`);
+      fail('bootstrap', `${sizes.bootstrap} is more than ${MAX_BOOTSTRAP} resamples`);
   }
   const memory = ctx.memoryBytes ?? totalmem();
   if (sizes.height !== undefined && sizes.width !== undefined) {
@@ -110,8 +103,10 @@ export function checkWorkBounds(sizes: WorkSizes, ctx: BoundsContext): void {
     const need = attentionBytes(sizes.height, sizes.width, batch);
     if (need > memory) {
       fail(
-        `${name('height')} × ${name('width')} ${sizes.height} × ${sizes.width} with ${name('batchSize')} ${batch} needs ≈ ${(need / GiB).toFixed(1)} GiB ` +
+        'height',
+        `${sizes.height} × \`${field('width')}\` ${sizes.width} with \`${field('batchSize')}\` ${batch} needs ≈ ${(need / GiB).toFixed(1)} GiB ` +
           `for the UNet's attention alone; this machine has ${(memory / GiB).toFixed(1)} GiB (use a smaller size or batch)`,
+        ['width', 'batchSize'],
       );
     }
   }
@@ -123,7 +118,8 @@ export function checkWorkBounds(sizes: WorkSizes, ctx: BoundsContext): void {
     const most = Math.max(1, Math.floor(pool / 2 / each));
     if (sizes.images > most) {
       fail(
-        `${name('images')}: ${sizes.images} images in all is more than this process can hold (at most ${most}: ` +
+        'images',
+        `${sizes.images} images in all is more than this process can hold (at most ${most}: ` +
           `${(pool / GiB).toFixed(1)} GiB for ${each} bytes per image); split the run`,
       );
     }

@@ -13,7 +13,7 @@
  *     4. fallback, said as a warning: SD 2.x-768 (text width 1024, v-prediction) → 768 × 768,
  *        anything else (SD 1.x, SD 2.x base) → 512 × 512
  */
-import { GenerationError, ModelFormatError, show } from '../util/errors.js';
+import { GenerationError, libraryName, ModelFormatError, type NameOf, show } from '../util/errors.js';
 
 export interface VaeScale {
   factor: number;
@@ -138,10 +138,13 @@ export function decideNativeSize(input: NativeSizeInput): NativeSize {
   };
 }
 
-/** The stderr line of a fallback size (null when the model said its size). */
-export function nativeSizeWarning(size: NativeSize): string | null {
+/**
+ * The stderr line of a fallback size (null when the model said its size); `nameOf` names the height
+ * and width parameters as the caller's user knows them (`--height` on the command line).
+ */
+export function nativeSizeWarning(size: NativeSize, nameOf: NameOf = libraryName): string | null {
   if (size.source !== 'fallback') return null;
-  return `image size ${size.height} × ${size.width} is a guess (${size.detail}); pass --height/--width if the model was made for another size`;
+  return `image size ${size.height} × ${size.width} is a guess (${size.detail}); set ${nameOf('height')} and ${nameOf('width')} if the model was made for another size`;
 }
 
 /**

@@ -74,16 +74,20 @@ export interface Checkpoint {
   tokenizerDir: string | null;
 }
 
-/** What `path` holds, by its layout; pickle files and folders are refused with what to do. */
-export function detectModelKind(path: string): ModelKind {
+/**
+ * What `path` holds, by its layout; pickle files and folders are refused with what to do. Errors name
+ * `field`, the parameter the path came from (`modelPath` by default).
+ */
+export function detectModelKind(path: string, field = 'modelPath'): ModelKind {
   const p = resolve(path);
-  if (!existsSync(p)) throw new ModelFormatError(`--model ${show(p)} does not exist`);
+  if (!existsSync(p)) throw new ModelFormatError(`${show(p)} does not exist`, { field });
   if (statSync(p).isFile()) {
     const ext = extname(p).toLowerCase();
-    if (PICKLE_EXTENSIONS.has(ext)) throw pickleRefusal(p);
+    if (PICKLE_EXTENSIONS.has(ext)) throw pickleRefusal(p, field);
     if (ext !== '.safetensors') {
       throw new ModelFormatError(
-        `--model ${show(p)}: a single-file checkpoint must be a .safetensors file (CompVis keys); give an ONNX or diffusers model folder otherwise`,
+        `${show(p)}: a single-file checkpoint must be a .safetensors file (CompVis keys); give an ONNX or diffusers model folder otherwise`,
+        { field },
       );
     }
     return 'single-file';
@@ -93,18 +97,20 @@ export function detectModelKind(path: string): ModelKind {
     return 'diffusers-safetensors';
   }
   for (const name of ['diffusion_pytorch_model.bin', 'diffusion_pytorch_model.bin.index.json']) {
-    if (existsSync(join(p, 'unet', name))) throw pickleRefusal(join(p, 'unet', name));
+    if (existsSync(join(p, 'unet', name))) throw pickleRefusal(join(p, 'unet', name), field);
   }
   throw new ModelFormatError(
-    `--model ${show(p)}: neither an ONNX model folder (unet/model.onnx) nor a diffusers folder with unet/${DIFFUSERS_UNET_FILE} (or its .index.json)`,
+    `${show(p)} is neither an ONNX model folder (unet/model.onnx) nor a diffusers folder with unet/${DIFFUSERS_UNET_FILE} (or its .index.json)`,
+    { field },
   );
 }
 
-function pickleRefusal(path: string): ModelFormatError {
+function pickleRefusal(path: string, field: string): ModelFormatError {
   return new ModelFormatError(
     `${show(path)} is a pickle checkpoint; loading pickle runs arbitrary code, so this tool reads safetensors only. ` +
       'Convert it once where you trust it (e.g. with diffusers: `pipe.save_pretrained(dir, safe_serialization=True)`, ' +
       'or `safetensors.torch.save_file(state_dict, "model.safetensors")`), then give the .safetensors file or folder',
+    { field },
   );
 }
 
@@ -154,12 +160,15 @@ export function diffusersSiteOfKey(key: string): { name: string; projection: Sit
   return m ? { name: m[1] as string, projection: `to_${m[2]}` as SiteProjection } : undefined;
 }
 
-/** Open a diffusers safetensors folder or a single-file CompVis checkpoint; headers are checked, no data read. */
-export function openCheckpoint(path: string): Checkpoint {
+/**
+ * Open a diffusers safetensors folder or a single-file CompVis checkpoint; headers are checked, no
+ * data read. Errors about the path name `field` (`modelPath` by default).
+ */
+export function openCheckpoint(path: string, field = 'modelPath'): Checkpoint {
   const p = resolve(path);
-  const kind = detectModelKind(p);
+  const kind = detectModelKind(p, field);
   if (kind === 'onnx-folder') {
-    throw new ModelFormatError(`${show(p)} is an ONNX model folder, not a safetensors checkpoint`);
+    throw new ModelFormatError(`${show(p)} is an ONNX model folder, not a safetensors checkpoint`, { field });
   }
   return kind === 'single-file' ? openSingleFile(p) : openDiffusersFolder(p);
 }

@@ -15,30 +15,34 @@ export interface QueueAddress {
 /** BullMQ queue name (every coordinator and worker of one deployment use the same). */
 export const QUEUE_NAME = 'time-debias-render';
 
-export function parseQueueUrl(url: string, flag = '--queue'): QueueAddress {
+/** Parse a queue URL; errors name `field`, the parameter the URL came from (`queue` by default). */
+export function parseQueueUrl(url: string, field = 'queue'): QueueAddress {
   let u: URL;
   try {
     u = new URL(url);
   } catch {
     throw new UsageError(
-      `${flag}: ${JSON.stringify(url.replace(/:[^:@/]*@/, ':***@'))} is not a URL; expected redis://[user:pass@]HOST:PORT[/DB] or rediss://… (TLS)`,
+      `${JSON.stringify(url.replace(/:[^:@/]*@/, ':***@'))} is not a URL; expected redis://[user:pass@]HOST:PORT[/DB] or rediss://… (TLS)`,
+      { field },
     );
   }
   const redacted = u.password ? url.replace(`:${u.password}@`, ':***@') : url;
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
     throw new UsageError(
-      `${flag}: ${JSON.stringify(redacted)} has scheme ${u.protocol}; the queue is redis:// or rediss:// (TLS)`,
+      `${JSON.stringify(redacted)} has scheme ${u.protocol}; the queue is redis:// or rediss:// (TLS)`,
+      { field },
     );
   }
-  if (!u.hostname) throw new UsageError(`${flag}: ${JSON.stringify(redacted)} names no host`);
+  if (!u.hostname) throw new UsageError(`${JSON.stringify(redacted)} names no host`, { field });
   const port = u.port ? Number(u.port) : 6379;
   const path = u.pathname.replace(/^\//, '');
   if (path !== '' && !/^\d{1,2}$/.test(path))
     throw new UsageError(
-      `${flag}: ${JSON.stringify(redacted)}: the path must be a database number (/0 … /15), not ${JSON.stringify(path)}`,
+      `${JSON.stringify(redacted)}: the path must be a database number (/0 … /15), not ${JSON.stringify(path)}`,
+      { field },
     );
   if (u.search || u.hash)
-    throw new UsageError(`${flag}: ${JSON.stringify(redacted)}: query and fragment are not supported`);
+    throw new UsageError(`${JSON.stringify(redacted)}: query and fragment are not supported`, { field });
   const options: RedisOptions = {
     host: u.hostname.replace(/^\[|\]$/g, ''),
     port,

@@ -52,6 +52,12 @@ export const TRANSFORM_PREFIX = 'time-debias:transform:';
 /** Completed and failed jobs are kept a day at most (a finished result is removed as soon as it is recorded). */
 const KEEP = { age: 24 * 3600 };
 
+/**
+ * How a worker is started, for the error that asks for one: a command line of the `worker` command
+ * (its own flags, the same whichever way this run was called), not a parameter of this run.
+ */
+const WORKER_COMMAND = 'time-debias worker --queue URL --models DIR';
+
 export class RenderQueue {
   private constructor(
     readonly address: QueueAddress,
@@ -79,8 +85,9 @@ export class RenderQueue {
     } catch (error) {
       await queue.close().catch(() => {});
       if (error instanceof QueueError) throw error;
-      throw new QueueError(`--queue ${address.redacted}: cannot connect to Redis: ${(error as Error).message}`, {
+      throw new QueueError(`${address.redacted}: cannot connect to Redis: ${(error as Error).message}`, {
         cause: error,
+        field: 'queue',
       });
     }
     return q;
@@ -212,8 +219,9 @@ export class RenderQueue {
             if (workers > 0) lastWorker = Date.now();
             else if (Date.now() - lastWorker > this.options.noWorkerTimeoutMs) {
               throw new QueueError(
-                `--queue ${this.redacted}: no worker has been connected for ${Math.round(this.options.noWorkerTimeoutMs / 1000)} s ` +
-                  `(${done}/${total} tasks done); start one: time-debias worker --queue URL --models DIR`,
+                `${this.redacted}: no worker has been connected for ${Math.round(this.options.noWorkerTimeoutMs / 1000)} s ` +
+                  `(${done}/${total} tasks done); start one: ${WORKER_COMMAND}`,
+                { field: 'queue' },
               );
             }
             for (const id of [...pending]) {
@@ -286,7 +294,8 @@ export class RenderQueue {
         () =>
           reject(
             new QueueError(
-              `--queue ${this.redacted}: Redis did not answer within ${Math.round(this.options.redisTimeoutMs / 1000)} s (${what}); is redis-server running and reachable?`,
+              `${this.redacted}: Redis did not answer within ${Math.round(this.options.redisTimeoutMs / 1000)} s (${what}); is redis-server running and reachable?`,
+              { field: 'queue' },
             ),
           ),
         this.options.redisTimeoutMs,

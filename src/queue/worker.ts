@@ -79,9 +79,11 @@ export class ModelIndex {
   ) {}
 
   static open(roots: string[], log: (line: string) => void = () => {}): ModelIndex {
-    if (roots.length === 0) throw new UsageError('--models: give at least one folder holding models and classifiers');
+    if (roots.length === 0)
+      throw new UsageError('give at least one folder holding models and classifiers', { field: 'models' });
     const real = roots.map((r) => {
-      if (!existsSync(r) || !statSync(r).isDirectory()) throw new UsageError(`--models: ${show(r)} is not a folder`);
+      if (!existsSync(r) || !statSync(r).isDirectory())
+        throw new UsageError(`${show(r)} is not a folder`, { field: 'models' });
       return realpathSync(resolve(r));
     });
     const index = new ModelIndex(real, log);
@@ -103,7 +105,7 @@ export class ModelIndex {
         if (!this.inside(root, dir)) continue;
         const link = findLink(dir);
         if (link) {
-          this.log(`skipping ${dir}: ${link} is a symbolic link (a worker reads nothing outside its --models roots)`);
+          this.log(`skipping ${dir}: ${link} is a symbolic link (a worker reads nothing outside its model roots)`);
           continue;
         }
         const digest = folderDigest(dir);
@@ -165,7 +167,7 @@ export async function startWorker(options: WorkerOptions): Promise<RenderWorker>
   const log = options.log ?? (() => {});
   const concurrency = options.concurrency ?? 1;
   if (!Number.isInteger(concurrency) || concurrency < 1)
-    throw new UsageError(`--concurrency: ${show(options.concurrency)} must be an integer ≥ 1`);
+    throw new UsageError(`${show(options.concurrency)} must be an integer ≥ 1`, { field: 'concurrency' });
   const index = ModelIndex.open(options.models, log);
   for (const f of index.folders) log(`worker ${name}: ${f.kind} ${f.dir} sha256 ${f.digest.slice(0, 12)}`);
   const device = options.device ?? 'cpu';
@@ -251,14 +253,14 @@ export async function startWorker(options: WorkerOptions): Promise<RenderWorker>
       return decline(
         job,
         token,
-        `model sha256 ${task.model.digest.slice(0, 12)} (coordinator's ${task.model.hint}) under its --models roots`,
+        `model sha256 ${task.model.digest.slice(0, 12)} (coordinator's ${task.model.hint}) under its model roots`,
       );
     const clip = index.find(task.classifier.digest, 'classifier');
     if (!clip)
       return decline(
         job,
         token,
-        `classifier sha256 ${task.classifier.digest.slice(0, 12)} (coordinator's ${task.classifier.hint}) under its --models roots`,
+        `classifier sha256 ${task.classifier.digest.slice(0, 12)} (coordinator's ${task.classifier.hint}) under its model roots`,
       );
     const [pipeline, classifier] = await Promise.all([
       pipelineFor(model.dir),

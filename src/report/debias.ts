@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { readImageFile } from '../classify/clip.js';
 import type { DebiasResult, ShareSummary, TextChange } from '../debias/types.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { libraryName, type NameOf } from '../util/errors.js';
 import { sheetSlug, writeCompareReports } from './audit-report.js';
 import { CLASS_COLORS, contactSheet, type SheetCell, UNCLEAR_COLOR } from './sheet.js';
 import { escapeXml, shareChart } from './svg.js';
@@ -19,7 +20,7 @@ import { dec, htmlTable, markdownTable, pct, shareText, type TableSpec, textTabl
 const share = (s: ShareSummary | null) => shareText(s);
 
 /** The summary lines (terminal, Markdown bullets, HTML list). */
-export function debiasSummaryLines(r: DebiasResult): string[] {
+export function debiasSummaryLines(r: DebiasResult, nameOf: NameOf = libraryName): string[] {
   const s = r.summary;
   const b = s.meanDeltaBefore;
   const a = s.meanDeltaAfter;
@@ -41,7 +42,7 @@ export function debiasSummaryLines(r: DebiasResult): string[] {
       `unrelated prompts' text-side change ‖W'c − Wc‖/‖Wc‖: mean ${pct(u.mean)}, max ${pct(u.max)} (preserved); mean ${pct(u.heldOut.mean)}, max ${pct(u.heldOut.max)} (not preserved)`,
     );
   }
-  lines.push(parityLine(r), statusLine(r));
+  lines.push(parityLine(r), statusLine(r, nameOf));
   return lines;
 }
 
@@ -57,11 +58,11 @@ function parityLine(r: DebiasResult): string {
     : `held-out parity (${band}): every edited profession's after interval meets it${mean}`;
 }
 
-function statusLine(r: DebiasResult): string {
+function statusLine(r: DebiasResult, nameOf: NameOf): string {
   if (r.status === 'complete') return `status: complete; model: ${r.exported}`;
   if (r.status === 'held-out-parity-not-reached')
     return `status: done, but held-out parity NOT reached (${r.summary.heldOutParity.outside.join(', ')}); model: ${r.exported}`;
-  return `status: tolerance NOT reached${r.exported ? `; partial model: ${r.exported}` : '; model not exported (use --export-partial)'}`;
+  return `status: tolerance NOT reached${r.exported ? `; partial model: ${r.exported}` : `; model not exported (use ${nameOf('exportPartial')})`}`;
 }
 
 /** Per profession (edited, then held out): the before/after table's rows. */
@@ -100,8 +101,11 @@ function professionTable(r: DebiasResult, marks: { outside: string; heldOut: str
   return { header, rows, align: ['left', 'left'] };
 }
 
-/** The table the CLI prints: per profession, share of the target class before/after with 95% intervals. */
-export function renderDebiasTable(r: DebiasResult): string {
+/**
+ * The table the CLI prints: per profession, share of the target class before/after with 95% intervals.
+ * `nameOf` names the parameters a line advises (`exportPartial` → `--export-partial`).
+ */
+export function renderDebiasTable(r: DebiasResult, nameOf: NameOf = libraryName): string {
   // the terminal table right-aligns every column but the first (as it always printed)
   const table = textTable({
     ...professionTable(r, { outside: '! ', heldOut: '(held out)' }),
@@ -111,7 +115,7 @@ export function renderDebiasTable(r: DebiasResult): string {
   const note = r.summary.heldOutParity.outside.length
     ? [`! after interval outside ${pct(r.summary.targetShare)} ± ${pct(r.summary.heldOutParity.tolerance)}`]
     : [];
-  return [...table, ...note, '', ...debiasSummaryLines(r)].join('\n');
+  return [...table, ...note, '', ...debiasSummaryLines(r, nameOf)].join('\n');
 }
 
 function jointCell(p: DebiasResult['professions'][number]): string {
@@ -171,9 +175,17 @@ function sheetLegend(r: DebiasResult): string {
   ].join(', ');
 }
 
-export function renderDebiasMarkdown(r: DebiasResult, options: { sheets?: readonly string[] } = {}): string {
+export function renderDebiasMarkdown(
+  r: DebiasResult,
+  options: { sheets?: readonly string[]; nameOf?: NameOf } = {},
+): string {
   const sheets = new Set(options.sheets ?? []);
-  const md: string[] = [`# Debias run: ${r.runDir}`, '', ...debiasSummaryLines(r).map((l) => `- ${l}`), ''];
+  const md: string[] = [
+    `# Debias run: ${r.runDir}`,
+    '',
+    ...debiasSummaryLines(r, options.nameOf).map((l) => `- ${l}`),
+    '',
+  ];
   md.push('![share before and after](debias.svg)', '');
   md.push('## Per profession (held-out prompts and seeds)', '');
   const table = professionTable(r, { outside: '**outside** ', heldOut: '(held out, not edited)' });
@@ -243,7 +255,10 @@ table{border-collapse:collapse;margin:1rem 0;font-size:13px}td,th{padding:.25rem
 .sheets{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:1rem}.sheets figure{margin:0}
 .sheets img{width:100%;image-rendering:pixelated;border:1px solid #ddd}.muted{color:#666}`;
 
-export function renderDebiasHtml(r: DebiasResult, options: { sheets?: readonly string[] } = {}): string {
+export function renderDebiasHtml(
+  r: DebiasResult,
+  options: { sheets?: readonly string[]; nameOf?: NameOf } = {},
+): string {
   const sheets = new Set(options.sheets ?? []);
   const table = professionTable(r, { outside: '', heldOut: '(held out, not edited)' });
   const edited = r.professions.length;
@@ -251,7 +266,7 @@ export function renderDebiasHtml(r: DebiasResult, options: { sheets?: readonly s
   h.push('<!doctype html>', '<html lang="en"><head><meta charset="utf-8"><title>Debias run</title>');
   h.push(`<style>${CSS}</style></head><body>`, '<h1>Debias run</h1>');
   h.push(
-    `<ul>${debiasSummaryLines(r)
+    `<ul>${debiasSummaryLines(r, options.nameOf)
       .map((l) => `<li>${escapeXml(l)}</li>`)
       .join('')}</ul>`,
   );
@@ -299,9 +314,9 @@ export function renderDebiasHtml(r: DebiasResult, options: { sheets?: readonly s
 
 /**
  * Write the before/after sheets, debias.svg, report.md, report.html and the compare report into the
- * run folder; returns the files written (relative to it).
+ * run folder; returns the files written (relative to it). `nameOf` as for renderDebiasTable.
  */
-export async function writeDebiasReports(r: DebiasResult): Promise<string[]> {
+export async function writeDebiasReports(r: DebiasResult, nameOf: NameOf = libraryName): Promise<string[]> {
   const files: string[] = [];
   writeCompareReports(join(r.runDir, 'compare'), r.comparison, { before: 'before', after: 'after (debiased)' });
   files.push('compare/compare.md', 'compare/compare.html', 'compare/compare.json', 'compare/compare.svg');
@@ -323,8 +338,8 @@ export async function writeDebiasReports(r: DebiasResult): Promise<string[]> {
   }
   files.push(...sheets);
   writeFileAtomic(join(r.runDir, 'debias.svg'), debiasChart(r));
-  writeFileAtomic(join(r.runDir, 'report.md'), renderDebiasMarkdown(r, { sheets }));
-  writeFileAtomic(join(r.runDir, 'report.html'), renderDebiasHtml(r, { sheets }));
+  writeFileAtomic(join(r.runDir, 'report.md'), renderDebiasMarkdown(r, { sheets, nameOf }));
+  writeFileAtomic(join(r.runDir, 'report.html'), renderDebiasHtml(r, { sheets, nameOf }));
   files.push('debias.svg', 'report.md', 'report.html');
   return files;
 }

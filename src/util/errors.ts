@@ -34,13 +34,14 @@ export class TimeDebiasError extends Error {
     this.mentions = options?.mentions ?? [];
   }
   /**
-   * Rewrite the message to name the field as the caller's user knows it (e.g. `--steps`), and, given
-   * `nameOf`, each mentioned parameter too (`force` → `--force`).
+   * Rewrite the message to name the field as the caller's user knows it (e.g. `--steps`; undefined
+   * for an error about no single field), and, given `nameOf`, each mentioned parameter too
+   * (`force` → `--force`).
    */
-  relabel(name: string, nameOf?: (field: string) => string): this {
+  relabel(name: string | undefined, nameOf?: (field: string) => string): this {
     let detail = this.detail;
     if (nameOf) for (const m of this.mentions) detail = detail.replaceAll(`\`${m}\``, nameOf(m));
-    this.message = `${name}: ${detail}`;
+    this.message = name === undefined ? detail : `${name}: ${detail}`;
     return this;
   }
 }
@@ -84,6 +85,13 @@ export class RuntimeError extends TimeDebiasError {
 export class QueueError extends TimeDebiasError {
   override name = 'QueueError';
 }
+
+/**
+ * How the caller's user names a library parameter (`restart` → `--restart` on the command line), for
+ * the log lines and notes that advise one; `libraryName` (the parameter's own name) by default.
+ */
+export type NameOf = (field: string) => string;
+export const libraryName: NameOf = (field) => field;
 
 /** Format a value for an error message: strings quoted, long values cut. */
 export function show(value: unknown): string {

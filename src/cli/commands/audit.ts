@@ -16,6 +16,7 @@ import { validatePreprocess } from '../../classify/preprocess-pil.js';
 import { renderAuditTable, writeAuditReports } from '../../report/audit-report.js';
 import { validateDevice } from '../../runtime/ort.js';
 import { show, UsageError } from '../../util/errors.js';
+import { flagOf } from '../fields.js';
 import { generationOptions, queueOption, runFolderOptions, runtimeOptions } from '../options.js';
 
 interface AuditArgs {
@@ -182,6 +183,7 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
       onProgress: (p) => progress.update(p),
       queue: argv.queue,
       onWarning: (w) => process.stderr.write(`warning: ${w}\n`),
+      nameOf: flagOf,
     };
     const result = await runAuditJob(options);
     progress.stop();

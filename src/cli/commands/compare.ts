@@ -33,7 +33,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
       .option('json', { type: 'boolean', default: false, describe: 'Print the comparison as JSON' })
       .example('$0 compare outputs/audit-base outputs/audit-debiased', '') as unknown as Argv<CompareArgs>,
   handler: (argv) => {
-    checkWorkBounds({ bootstrap: argv.bootstrap }, { error: (m) => new UsageError(m) });
+    checkWorkBounds({ bootstrap: argv.bootstrap }, { error: (m, o) => new UsageError(m, o) });
     const before = readAudit(argv.before);
     const after = readAudit(argv.after);
     const c = compareAudits(before, after, { bootstrap: { samples: argv.bootstrap, seed: argv['bootstrap-seed'] } });

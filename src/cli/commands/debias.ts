@@ -12,8 +12,10 @@ import { type DemoFolders, openJobWorld } from '../../debias/open.js';
 import { planDebias, renderPlan } from '../../debias/plan.js';
 import type { DebiasStatus } from '../../debias/types.js';
 import { nativeSizeWarning } from '../../generate/geometry.js';
+import { parseQueueUrl } from '../../queue/connection.js';
 import { renderDebiasTable, writeDebiasReports } from '../../report/debias.js';
 import { EXIT } from '../exit.js';
+import { configRunNameOf, flagOf, relabelForUser } from '../fields.js';
 
 interface DebiasArgs {
   config: string;
@@ -85,31 +87,42 @@ export const debiasCommand: CommandModule<object, DebiasArgs> = {
       ) as unknown as Argv<DebiasArgs>,
   handler: async (args) => {
     const config = loadConfig(args.config);
-    if (args.preprocess !== undefined) config.classifier.preprocess = validatePreprocess(args.preprocess);
-    if (args.queue !== undefined) config.queue = args.queue;
+    // The two flags that override a config value: their errors name the flag the user typed, not the config key.
+    try {
+      if (args.preprocess !== undefined) config.classifier.preprocess = validatePreprocess(args.preprocess);
+      if (args.queue !== undefined) {
+        parseQueueUrl(args.queue);
+        config.queue = args.queue;
+      }
+    } catch (error) {
+      throw relabelForUser(error, flagOf);
+    }
+    // Library parameters in log lines and notes: config paths, or the flags the config has not.
+    const nameOf = configRunNameOf;
     const opened = await openJobWorld(config, await demoFoldersFor(config));
     const log = args.quiet ? undefined : (line: string) => process.stderr.write(`${line}\n`);
     if (opened.config.generation.height === undefined || opened.config.generation.width === undefined) {
-      const warning = nativeSizeWarning(opened.world.pipeline.nativeSize);
+      const warning = nativeSizeWarning(opened.world.pipeline.nativeSize, nameOf);
       if (warning) process.stderr.write(`warning: ${warning}\n`);
     }
     try {
       if (args.dryRun) {
         const queueWorkers = opened.world.queue ? await opened.world.queue.workerCount() : undefined;
         const plan = await planDebias(opened.config, opened.world, { queueWorkers });
-        process.stdout.write(args.json ? `${JSON.stringify(plan, null, 2)}\n` : renderPlan(plan));
+        process.stdout.write(args.json ? `${JSON.stringify(plan, null, 2)}\n` : renderPlan(plan, nameOf));
         return;
       }
       const result = await runDebiasJob(opened.config, opened.world, {
         restart: args.restart,
         exportPartial: args.exportPartial,
         log,
+        nameOf,
       });
-      await writeDebiasReports(result);
+      await writeDebiasReports(result, nameOf);
       process.stdout.write(
         args.json
           ? `${JSON.stringify(result, null, 2)}\n`
-          : `${renderDebiasTable(result)}\n\nreport: ${result.runDir}/report.md\n`,
+          : `${renderDebiasTable(result, nameOf)}\n\nreport: ${result.runDir}/report.md\n`,
       );
       process.exitCode = debiasExitCode(result.status);
     } finally {

@@ -135,7 +135,7 @@ export function requestFromArgs(args: EditArgs): EditRequest {
   let pairs: EditRequest['pairs'];
   let pairsFile: string | undefined;
   if (args.pairs !== undefined) {
-    pairs = readPairsFile(args.pairs, '--pairs');
+    pairs = readPairsFile(args.pairs);
     pairsFile = args.pairs;
   } else if (single) {
     if (args.source === undefined) throw new UsageError('--source is missing: --destination needs a --source prompt');

@@ -134,9 +134,6 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       const s = (now - first.t) / 1000;
       return s > 1 && done > first.done ? `, ${((done - first.done) / s).toFixed(2)} images/s` : '';
     };
-    // the library's fields whose flag is not their kebab-cased name
-    const flag = (field: string) =>
-      field === 'seedStart' ? '--seed' : field === 'lambdas' ? '--lambda' : flagOf(field);
     const job = await runEvaluateJob({
       dataset: argv.dataset,
       model: argv.model,
@@ -163,6 +160,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       restart: argv.restart,
       bootstrap: { samples: argv.bootstrap, seed: argv['bootstrap-seed'] },
       log: argv.json ? undefined : (line) => process.stderr.write(`evaluate: ${line}\n`),
+      nameOf: flagOf,
       queue: argv.queue,
       onProgress: (p) => {
         if (argv.json) return;
@@ -175,7 +173,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
         }
       },
     }).catch((error: unknown) => {
-      throw relabelForUser(error, flag);
+      throw relabelForUser(error, flagOf);
     });
     const r = job.result;
     if (argv.json) {

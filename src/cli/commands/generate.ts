@@ -118,7 +118,7 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
         images: request.seeds?.length,
         bytesPerImage: 4 * (request.height ?? 512) * (request.width ?? 512),
       },
-      { names: { images: '--seeds' }, error: (m) => new GenerationError(m) },
+      { fields: { images: 'seeds' }, error: (m, o) => new GenerationError(m, o) },
     );
     // The output: never inside the model, and not a folder of an earlier run (found now, not after rendering).
     checkOutsideModel('--out', argv.out, argv.model);

@@ -58,7 +58,11 @@ export async function runBefore(
   const { state } = folder;
   if (state.pairs && JSON.stringify(state.pairs) !== JSON.stringify(pairs)) {
     throw new OutputError(
-      `${folder.dir}: the saved pairs differ from this run's (the baseline changed?); pass --restart`,
+      `${folder.dir}: the saved pairs differ from this run's (the baseline changed?); pass \`restart\``,
+      {
+        field: 'outDir',
+        mentions: ['restart'],
+      },
     );
   }
   state.pairs = pairs;
