@@ -214,7 +214,7 @@ describe('audit end to end on the tiny models', () => {
     };
     await assert.rejects(
       runAuditJob({ ...base, images: 0 }),
-      (e: Error) => e instanceof UsageError && /--images: 0/.test(e.message),
+      (e: Error) => e instanceof UsageError && e.field === 'images' && /^images: 0/.test(e.message),
     );
     await assert.rejects(runAuditJob({ ...base, professions: 'winobias' }), /not a known list/);
     await assert.rejects(runAuditJob({ ...base, select: [] }), /is empty/);
@@ -231,7 +231,14 @@ describe('audit end to end on the tiny models', () => {
       }),
       (e: Error) => e instanceof ClassifierError && /label prompt/.test(e.message),
     );
-    await assert.rejects(runAuditJob({ ...base, model: undefined }), /--model or --from-images/);
+    await assert.rejects(
+      runAuditJob({ ...base, model: undefined }),
+      (e: Error) =>
+        e instanceof UsageError &&
+        e.field === undefined &&
+        e.mentions.join() === 'model,fromImages' &&
+        /^give one of `model` and `fromImages`/.test(e.message),
+    );
     await assert.rejects(runAuditJob({ ...base, classifier: join(world.root, 'nope') }), /does not exist/);
     assert.equal(existsSync(join(world.root, 'bad')), false, 'nothing was written');
   });

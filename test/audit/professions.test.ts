@@ -137,8 +137,25 @@ test("templates: default = validation + TIME's five; UCE's ten; literal template
 test('seed plans: N ≥ 1, recorded ranges, disjoint uses', () => {
   const held = seedPlan('evaluation', 3);
   assert.deepEqual(planSeeds(held), [1_000_000, 1_000_001, 1_000_002]);
-  assert.throws(() => seedPlan('evaluation', 0), /--images: 0 must be an integer ≥ 1/);
-  assert.throws(() => seedPlan('tuning', 1.5), /--images/);
+  assert.throws(
+    () => seedPlan('evaluation', 0),
+    (e: unknown) =>
+      e instanceof UsageError &&
+      e.field === 'images' &&
+      e.message === 'images: 0 must be an integer ≥ 1 (images per prompt)',
+  );
+  assert.throws(
+    () => seedPlan('tuning', 1.5),
+    (e: unknown) => e instanceof UsageError && e.field === 'images',
+  );
+  assert.throws(
+    () => seedPlan('tuning', 10, -1),
+    (e: unknown) =>
+      e instanceof UsageError &&
+      e.field === 'seedStart' &&
+      e.mentions.includes('images') &&
+      /^-1 must be an integer ≥ 0/.test(e.detail),
+  );
   checkDisjoint([seedPlan('tuning', 100), held]);
   assert.throws(() => checkDisjoint([seedPlan('tuning', 10, 0), seedPlan('evaluation', 10, 5)]), /overlaps/);
 });

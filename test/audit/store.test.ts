@@ -109,7 +109,9 @@ test('a run folder made with the old defaults (no preprocessing, no size decisio
       /made by an earlier time-debias with the old defaults \(classifier preprocessing not recorded; image size not decided from the model/.test(
         e.message,
       ) &&
-      /--restart/.test(e.message),
+      (e as OutputError).field === 'out' &&
+      /`restart` to discard/.test(e.message) &&
+      (e as OutputError).mentions.includes('restart'),
   );
   RunStore.open(dir, now, { restart: true }).close();
   RunStore.open(dir, now).close();
@@ -122,7 +124,10 @@ test("another run's folder is refused (settings named); --restart discards its r
   s.close();
   assert.throws(
     () => RunStore.open(dir, { generation: { steps: 25 } }),
-    (e: Error) => e instanceof OutputError && /other settings \(generation\.steps differ\).*--restart/.test(e.message),
+    (e: Error) =>
+      e instanceof OutputError &&
+      e.field === 'out' &&
+      /other settings \(generation\.steps differ\).*Use another `out`, or `restart`/.test(e.message),
   );
   const r = RunStore.open(dir, { generation: { steps: 25 } }, { restart: true });
   assert.equal(r.records.length, 0);

@@ -121,7 +121,13 @@ test('seed ranges follow the budgets', () => {
 test('loadConfig reports unreadable and non-JSON files by path', () => {
   const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
   try {
-    assert.throws(() => loadConfig(join(dir, 'missing.json')), /--config: cannot read ".*missing\.json" \(ENOENT\)/);
+    assert.throws(
+      () => loadConfig(join(dir, 'missing.json')),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.field === 'config' &&
+        /^config: cannot read ".*missing\.json" \(ENOENT\)/.test(e.message),
+    );
     writeFileSync(join(dir, 'bad.json'), '{ nope');
     assert.throws(() => loadConfig(join(dir, 'bad.json')), /is not valid JSON/);
     writeFileSync(join(dir, 'ok.json'), JSON.stringify({ ...minimal, model: './m' }));

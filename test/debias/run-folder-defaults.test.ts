@@ -38,7 +38,9 @@ test('a folder of the old defaults is refused with the reason; one of other sett
       /made by an earlier time-debias with the old defaults \(no classifier preprocessing recorded, generation size fixed at 512 × 512/.test(
         e.message,
       ) &&
-      /--restart/.test(e.message),
+      (e as OutputError).field === 'outDir' &&
+      /Pass `restart` to start over, or choose another `name` or `outDir`/.test(e.message) &&
+      (e as OutputError).mentions.includes('restart'),
   );
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
   assert.throws(() => RunFolder.open(config), /holds a run made with other settings/);

@@ -109,7 +109,12 @@ describe('source,destination[,weight] files', () => {
 describe('errors name the file, the line and the rule', () => {
   test('missing file', () => {
     const path = join(tmp, 'nope.csv');
-    rejects(() => readPairsFile(path), '--pairs', path, 'does not exist');
+    rejects(() => readPairsFile(path), 'pairsFile: file', path, 'does not exist');
+    // the field is the parameter the path came from; the CLI names it --pairs
+    assert.throws(
+      () => readPairsFile(path, 'pairs'),
+      (e: unknown) => e instanceof UsageError && e.field === 'pairs' && e.message.startsWith('pairs: file '),
+    );
   });
 
   test('a folder instead of a file', () => {
@@ -119,6 +124,11 @@ describe('errors name the file, the line and the rule', () => {
   test('missing column', () => {
     const path = file('p.csv', 'source,target\na,b\n');
     rejects(() => readPairsFile(path), path, 'line 1', 'missing column "destination"');
+    assert.throws(
+      () => readPairsFile(path),
+      (e: unknown) =>
+        e instanceof UsageError && e.field === 'pairsFile' && e.message.startsWith(`pairsFile: ${path} line 1:`),
+    );
     rejects(() => parsePairs('old,weight\na,1\n', { file: 'x.csv' }), 'x.csv line 1', 'missing column "new"');
   });
 

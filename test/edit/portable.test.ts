@@ -311,7 +311,12 @@ describe('portable edits (float32)', () => {
       const out = join(tmp.dir, 'f32', 'bad-te.safetensors');
       await assert.rejects(
         applyEditFile({ editFile: w.editFile, modelPath: file, outPath: out }),
-        (e: unknown) => e instanceof EditError && /another text encoder/.test(e.message) && /--force/.test(e.message),
+        (e: unknown) =>
+          e instanceof EditError &&
+          e.field === 'editFile' &&
+          /another text encoder than `modelPath`/.test(e.message) &&
+          /Pass `force` to apply it anyway/.test(e.message) &&
+          e.mentions.join() === 'modelPath,force',
       );
       nothingWritten(out);
       const r = await applyEditFile({ editFile: w.editFile, modelPath: file, outPath: out, force: true, threads: 1 });
@@ -393,7 +398,11 @@ describe('portable edits (float32)', () => {
     test('--revert of an ill-conditioned M is refused', () => {
       const d = 3;
       const M = Float32Array.of(1, 0, 0, 0, 1e-9, 0, 0, 0, 1);
-      assert.throws(() => effectiveMatrix(M, d, { revert: true }), /ill-conditioned/);
+      assert.throws(
+        () => effectiveMatrix(M, d, { revert: true }),
+        (e: unknown) =>
+          e instanceof EditError && e.field === 'revert' && /^revert: M is ill-conditioned/.test(e.message),
+      );
     });
   });
 });

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { attentionBytes, checkWorkBounds, maxSide } from '../../src/generate/bounds.js';
-import { UsageError } from '../../src/util/errors.js';
+import { type TimeDebiasErrorOptions, UsageError } from '../../src/util/errors.js';
 
-const ctx = { error: (m: string) => new UsageError(m), memoryBytes: 16 * 1024 ** 3, heapBytes: 4 * 1024 ** 3 };
+const ctx = {
+  error: (m: string, o: TimeDebiasErrorOptions) => new UsageError(m, o),
+  memoryBytes: 16 * 1024 ** 3,
+  heapBytes: 4 * 1024 ** 3,
+};
 
 test('limits derive from the model and the machine', () => {
   assert.equal(maxSide(64), 2048);
@@ -14,30 +18,47 @@ test('limits derive from the model and the machine', () => {
   assert.equal(attentionBytes(512, 512, 1), 2 * 8 * 4096 * 4096 * 4);
 });
 
-test('numbers within bounds pass; each bound names the flag, the value and the rule', () => {
+test('numbers within bounds pass; each bound names the field, the value and the rule', () => {
   checkWorkBounds({ height: 512, width: 512, batchSize: 4, steps: 50, images: 700, bootstrap: 2000 }, ctx);
-  const refused: [Parameters<typeof checkWorkBounds>[0], RegExp][] = [
+  const refused: [Parameters<typeof checkWorkBounds>[0], string, RegExp][] = [
     [
       { height: 100000, width: 100000 },
-      /^--height: 100000 is larger than 2048 \(rule: at most 4 × the model's own size 512/,
+      'height',
+      /^100000 is larger than 2048 \(rule: at most 4 × the model's own size 512/,
     ],
     [
       { height: 1024, width: 1024, batchSize: 16 },
-      /needs ≈ 256\.0 GiB for the UNet's attention alone; this machine has 16\.0 GiB/,
+      'height',
+      /^1024 × `width` 1024 with `batchSize` 16 needs ≈ 256\.0 GiB for the UNet's attention alone; this machine has 16\.0 GiB/,
     ],
-    [{ height: 100, width: 64 }, /--height: 100 is not a positive multiple of 8/],
-    [{ images: 1e9 }, /^--images: 1000000000 images in all is more than this process can hold/],
-    [{ bootstrap: 0 }, /^--bootstrap: 0 must be an integer ≥ 1/],
-    [{ bootstrap: -5 }, /--bootstrap: -5/],
-    [{ bootstrap: 1e7 }, /more than 1000000 resamples/],
-    [{ steps: 5000 }, /--steps: 5000 is more than the scheduler's 1000 training timesteps/],
-    [{ batchSize: 0.5 }, /--batch-size: 0\.5 must be an integer ≥ 1/],
+    [{ height: 100, width: 64 }, 'height', /^100 is not a positive multiple of 8/],
+    [{ images: 1e9 }, 'images', /^1000000000 images in all is more than this process can hold/],
+    [{ bootstrap: 0 }, 'bootstrap', /^0 must be an integer ≥ 1/],
+    [{ bootstrap: -5 }, 'bootstrap', /^-5/],
+    [{ bootstrap: 1e7 }, 'bootstrap', /more than 1000000 resamples/],
+    [{ steps: 5000 }, 'steps', /^5000 is more than the scheduler's 1000 training timesteps/],
+    [{ batchSize: 0.5 }, 'batchSize', /^0\.5 must be an integer ≥ 1/],
   ];
-  for (const [sizes, pattern] of refused) {
+  for (const [sizes, field, pattern] of refused) {
     assert.throws(
       () => checkWorkBounds(sizes, ctx),
-      (e: unknown) => e instanceof UsageError && pattern.test(e.message),
+      (e: unknown) =>
+        e instanceof UsageError &&
+        e.field === field &&
+        pattern.test(e.detail) &&
+        e.message === `${field}: ${e.detail}` &&
+        !e.message.includes('--'),
       JSON.stringify(sizes),
     );
   }
+  // the memory bound mentions the width and the batch size; a caller's fields are used for all three
+  assert.throws(
+    () =>
+      checkWorkBounds({ height: 1024, width: 1024, batchSize: 16, images: 3 }, { ...ctx, fields: { images: 'seeds' } }),
+    (e: unknown) => e instanceof UsageError && e.field === 'height' && e.mentions.join() === 'width,batchSize',
+  );
+  assert.throws(
+    () => checkWorkBounds({ images: 1e9 }, { ...ctx, fields: { images: 'seeds' } }),
+    (e: unknown) => e instanceof UsageError && e.field === 'seeds',
+  );
 });

@@ -62,7 +62,9 @@ describe('the rules', () => {
     assert.equal(nativeSizeWarning(graph), null);
     const sd1 = decideNativeSize(none);
     assert.deepEqual([sd1.height, sd1.width, sd1.source], [512, 512, 'fallback']);
-    assert.match(nativeSizeWarning(sd1) ?? '', /image size 512 × 512 is a guess .*pass --height\/--width/);
+    assert.match(nativeSizeWarning(sd1) ?? '', /image size 512 × 512 is a guess .*; set height and width if the model/);
+    // the caller names the parameters as its user knows them
+    assert.match(nativeSizeWarning(sd1, (f) => `--${f}`) ?? '', /; set --height and --width if the model/);
     const sd2 = decideNativeSize({ ...none, textWidth: 1024, predictionType: 'v_prediction' });
     assert.deepEqual([sd2.height, sd2.source], [768, 'fallback']);
     assert.match(sd2.detail, /SD 2\.x-768/);

@@ -36,8 +36,8 @@ test('outputs never inside a model or a component folder, symbolic links resolve
   symlinkSync('../store/unet', join(snap, 'unet'));
   const refused = (path: string, replacing = false) =>
     assert.throws(
-      () => checkOutsideModel('--out', path, snap, { replacing }),
-      (e: unknown) => e instanceof OutputError && e.message.startsWith('--out: '),
+      () => checkOutsideModel('out', path, snap, { replacing }),
+      (e: unknown) => e instanceof OutputError && e.field === 'out' && e.message.startsWith('out: '),
       path,
     );
   refused(snap);

@@ -32,11 +32,12 @@ test('a second process on a locked run folder is refused at once, naming the hol
   try {
     const t0 = performance.now();
     assert.throws(
-      () => lockRunFolder('--out', dir),
+      () => lockRunFolder('out', dir),
       (e: unknown) =>
         e instanceof OutputError &&
         e.message.includes(`in use by process ${child.pid} on this host`) &&
-        e.message.includes('--out'),
+        e.field === 'out' &&
+        e.message.startsWith('out: '),
     );
     assert.ok(performance.now() - t0 < 1000, 'refused at once');
   } finally {

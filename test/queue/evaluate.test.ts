@@ -195,7 +195,10 @@ describe('evaluate through the queue', { skip: missing ?? false }, () => {
   test('bad URL, no worker, Redis unreachable: clear errors (exit 2 / queue errors) within bounded time', async () => {
     await assert.rejects(
       runEvaluateJob(options(w, 'bad-url', { queue: 'http://127.0.0.1:6379' })),
-      (e: Error) => e instanceof UsageError && /--queue: "http:\/\/127\.0\.0\.1:6379" has scheme http:/.test(e.message),
+      (e: Error) =>
+        e instanceof UsageError &&
+        e.field === 'queue' &&
+        /^queue: "http:\/\/127\.0\.0\.1:6379" has scheme http:/.test(e.message),
     );
     assert.ok(!existsSync(join(w.root, 'bad-url')), 'nothing written before the URL is checked');
     const r = await cli([

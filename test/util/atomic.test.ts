@@ -70,12 +70,13 @@ test('full disk: writeFileAtomic throws OutputError (exit 8) naming the path; th
     const big = Buffer.alloc(200 * 1024, 0x61);
     let caught: unknown;
     try {
-      writeFileAtomic(path, big, '--out');
+      writeFileAtomic(path, big, 'out');
     } catch (error) {
       caught = error;
     }
     assert.ok(caught instanceof OutputError, `expected OutputError, got ${String(caught)}`);
-    assert.match(caught.message, /^--out: cannot write ".*audit\.json": no space left on the device/);
+    assert.equal(caught.field, 'out');
+    assert.match(caught.message, /^out: cannot write ".*audit\.json": no space left on the device/);
     assert.match(caught.message, /ENOSPC/);
     assert.equal(exitCodeFor(caught), 8);
     assert.equal(readFileSync(path, 'utf8'), 'previous content\n');
