@@ -23,7 +23,10 @@ test('config names "." and "..": refused by the loader and by the run folder its
   for (const name of ['.', '..']) {
     assert.throws(() => configOf(join(tmp, 'o'), name), ConfigError);
     const config = { ...configOf(join(tmp, 'o')), name };
-    assert.throws(() => runDirOf(config), /config\.name: .* is not a run name/);
+    assert.throws(
+      () => runDirOf(config),
+      (e: unknown) => e instanceof ConfigError && e.field === 'name' && /^name: .* is not a run name/.test(e.message),
+    );
   }
 });
 

@@ -135,7 +135,11 @@ export function requestFromArgs(args: EditArgs): EditRequest {
   let pairs: EditRequest['pairs'];
   let pairsFile: string | undefined;
   if (args.pairs !== undefined) {
-    pairs = readPairsFile(args.pairs);
+    try {
+      pairs = readPairsFile(args.pairs);
+    } catch (error) {
+      throw relabelForUser(error, flagOf);
+    }
     pairsFile = args.pairs;
   } else if (single) {
     if (args.source === undefined) throw new UsageError('--source is missing: --destination needs a --source prompt');
