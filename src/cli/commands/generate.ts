@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Argv, CommandModule } from 'yargs';
 import { checkWorkBounds } from '../../generate/bounds.js';
+import { nativeSizeWarning } from '../../generate/geometry.js';
 import { readNpy } from '../../generate/npy.js';
 import { writeGenerationRun } from '../../generate/output.js';
 import { type GenerateRequest, normalizeRequest, StableDiffusionPipeline } from '../../generate/pipeline.js';
@@ -21,6 +22,7 @@ import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
 import { checkOutsideModel } from '../../model/path-guard.js';
 import { validateDevice } from '../../runtime/ort.js';
 import { GenerationError, OutputError, show, UsageError } from '../../util/errors.js';
+import { flagOf } from '../fields.js';
 
 interface GenerateArgs {
   model: string;
@@ -137,7 +139,10 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
         onProgress: (e) => progress.update(e),
       });
       progress.stop();
-      for (const w of result.warnings) process.stderr.write(`warning: ${w}\n`);
+      // the size guess's advice names the flags (the result keeps the library's words)
+      const guess = nativeSizeWarning(pipeline.nativeSize);
+      for (const w of result.warnings)
+        process.stderr.write(`warning: ${w === guess ? nativeSizeWarning(pipeline.nativeSize, flagOf) : w}\n`);
       const written = writeGenerationRun(argv.out, result, {
         grid: argv.grid,
         saveLatents: argv['save-latents'],
