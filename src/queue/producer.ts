@@ -12,6 +12,8 @@
  *       failed     → QueueError with the worker's reason (malformed task, no worker has the model, …)
  *       unknown    → the job was lost (Redis restarted without persistence): add it again
  *       no worker connected for noWorkerTimeoutMs, or Redis unreachable for redisTimeoutMs → QueueError
+ *     (the first connection has its own, shorter connectTimeoutMs: a wrong address fails in seconds,
+ *     naming the connection error; a Redis that goes away mid-run gets the longer redisTimeoutMs)
  *
  * Guarantee: every task's result reaches onResult exactly once per run (at-least-once rendering,
  * exactly-once recording); a result recorded by the caller before a crash is not asked for again,
@@ -27,8 +29,10 @@ import { type RenderTask, type TaskResult, taskId } from './task.js';
 export interface RenderQueueOptions {
   /** Fail when no worker has been connected for this long (ms, default 60 000). */
   noWorkerTimeoutMs?: number;
-  /** Fail when Redis has not answered for this long (ms, default 60 000). */
+  /** Fail when Redis has not answered for this long once connected (ms, default 60 000). */
   redisTimeoutMs?: number;
+  /** Fail when the first connection has not succeeded within this long (ms, default 10 000). */
+  connectTimeoutMs?: number;
   /** How often the coordinator reconciles with Redis (ms, default 2000). */
   checkIntervalMs?: number;
   /** Attempts per task (a worker crash or error); default 3. */
@@ -71,17 +75,20 @@ export class RenderQueue {
     const o = {
       noWorkerTimeoutMs: options.noWorkerTimeoutMs ?? 60_000,
       redisTimeoutMs: options.redisTimeoutMs ?? 60_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
       checkIntervalMs: options.checkIntervalMs ?? 2000,
       attempts: options.attempts ?? 3,
       log: options.log,
     };
     const queue = new Queue(QUEUE_NAME, { connection: address.options });
-    queue.on('error', () => {
+    let lastError: string | undefined;
+    queue.on('error', (e) => {
       // reconnects are ioredis's; deadlines below decide when to give up
+      lastError = e.message;
     });
     const q = new RenderQueue(address, queue, o);
     try {
-      await q.deadline(queue.waitUntilReady(), 'connect');
+      await q.deadline(queue.waitUntilReady(), 'connect', o.connectTimeoutMs, () => lastError);
     } catch (error) {
       await queue.close().catch(() => {});
       if (error instanceof QueueError) throw error;
@@ -286,19 +293,27 @@ export class RenderQueue {
     return 'ok';
   }
 
-  /** Await `p`, or fail with a QueueError after redisTimeoutMs (Redis down or unreachable). */
-  private async deadline<T>(p: Promise<T>, what: string): Promise<T> {
+  /**
+   * Await `p`, or fail with a QueueError after `ms` (default redisTimeoutMs: Redis down or
+   * unreachable), naming the last connection error when there is one.
+   */
+  private async deadline<T>(
+    p: Promise<T>,
+    what: string,
+    ms = this.options.redisTimeoutMs,
+    lastError?: () => string | undefined,
+  ): Promise<T> {
     let t: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       t = setTimeout(
         () =>
           reject(
             new QueueError(
-              `${this.redacted}: Redis did not answer within ${Math.round(this.options.redisTimeoutMs / 1000)} s (${what}); is redis-server running and reachable?`,
+              `${this.redacted}: Redis did not answer within ${Math.round(ms / 1000)} s (${what}${lastError?.() ? `: ${lastError()}` : ''}); is redis-server running and reachable?`,
               { field: 'queue' },
             ),
           ),
-        this.options.redisTimeoutMs,
+        ms,
       );
     });
     try {

@@ -317,7 +317,9 @@ export async function startWorker(options: WorkerOptions): Promise<RenderWorker>
     maxStalledCount: 5,
     autorun: false,
   });
-  worker.on('error', (e) => log(`worker ${name}: ${e.message}`));
+  // ioredis retries every few hundred ms while Redis is away: say so once, then every 30 s
+  const errorLine = repeatLimited(log, `worker ${name}`, 30_000);
+  worker.on('error', (e) => errorLine(e.message));
   worker.on('failed', (job, e) => {
     if (e.name !== 'DelayedError') log(`worker ${name}: task ${job?.id?.slice(0, 13)} failed: ${e.message}`);
   });
@@ -341,5 +343,30 @@ export async function startWorker(options: WorkerOptions): Promise<RenderWorker>
       })();
       return closing;
     },
+  };
+}
+
+/**
+ * A logger for a condition that repeats (a connection error ioredis retries): the first line, a
+ * changed message at once, the same message again at most every `everyMs` with how often it came.
+ */
+export function repeatLimited(log: (line: string) => void, prefix: string, everyMs: number): (message: string) => void {
+  let last: string | undefined;
+  let at = 0;
+  let repeats = 0;
+  return (message) => {
+    const now = Date.now();
+    if (message === last && now - at < everyMs) {
+      repeats++;
+      return;
+    }
+    const again =
+      message === last && repeats > 0
+        ? ` (${repeats} more in the last ${Math.round((now - at) / 1000)} s; still retrying)`
+        : '';
+    log(`${prefix}: ${message}${again}`);
+    last = message;
+    at = now;
+    repeats = 0;
   };
 }

@@ -11,10 +11,11 @@ import { Queue } from 'bullmq';
 import { genderAttribute } from '../../src/classify/labels.js';
 import { folderDigest } from '../../src/model/folder-digest.js';
 import { parseQueueUrl, QUEUE_NAME } from '../../src/queue/connection.js';
+import { RenderQueue } from '../../src/queue/producer.js';
 import { type RenderTask, TASK_VERSION, taskId, validateTask } from '../../src/queue/task.js';
-import { ModelIndex, startWorker } from '../../src/queue/worker.js';
+import { ModelIndex, repeatLimited, startWorker } from '../../src/queue/worker.js';
 import { QueueError, UsageError } from '../../src/util/errors.js';
-import { redisMissing, startRedis } from './redis.js';
+import { freePort, redisMissing, startRedis } from './redis.js';
 import { makeQueueWorld, type QueueWorld } from './world.js';
 
 const HEX = 'a'.repeat(64);
@@ -93,6 +94,39 @@ describe('task payloads', () => {
       (e: Error) => e instanceof UsageError && !e.message.includes('pw'),
     );
     assert.throws(() => parseQueueUrl('nonsense'), UsageError);
+  });
+});
+
+describe('Redis unreachable', () => {
+  test("the coordinator's first connection fails within its connect deadline, naming the connection error", async () => {
+    const url = `redis://127.0.0.1:${await freePort()}`;
+    const t0 = Date.now();
+    await assert.rejects(
+      RenderQueue.connect(url, { connectTimeoutMs: 1500 }),
+      (e: Error) =>
+        e instanceof QueueError &&
+        e.field === 'queue' &&
+        e.message.includes(url) &&
+        /within 2 s \(connect: .*ECONNREFUSED/.test(e.message),
+    );
+    assert.ok(Date.now() - t0 < 6000, `took ${Date.now() - t0} ms (the 60 s mid-run deadline must not apply)`);
+  });
+
+  test('a repeating connection error is logged once, a new one at once, the same again only after the interval', async () => {
+    const lines: string[] = [];
+    const line = repeatLimited((l) => lines.push(l), 'worker w', 200);
+    for (let i = 0; i < 20; i++) line('connect ECONNREFUSED 127.0.0.1:1');
+    assert.deepEqual(lines, ['worker w: connect ECONNREFUSED 127.0.0.1:1']);
+    line('getaddrinfo ENOTFOUND redis.example');
+    assert.equal(lines.length, 2);
+    line('getaddrinfo ENOTFOUND redis.example');
+    await new Promise((r) => setTimeout(r, 250));
+    line('getaddrinfo ENOTFOUND redis.example');
+    assert.equal(lines.length, 3);
+    assert.match(
+      lines[2] as string,
+      /^worker w: getaddrinfo ENOTFOUND redis\.example \(1 more in the last 0 s; still retrying\)$/,
+    );
   });
 });
 
