@@ -31,7 +31,7 @@ export interface RenderQueueOptions {
   noWorkerTimeoutMs?: number;
   /** Fail when Redis has not answered for this long once connected (ms, default 60 000). */
   redisTimeoutMs?: number;
-  /** Fail when the first connection has not succeeded within this long (ms, default 10 000). */
+  /** Fail when the first connection has not succeeded within this long (ms, default 10 000; never longer than redisTimeoutMs). */
   connectTimeoutMs?: number;
   /** How often the coordinator reconciles with Redis (ms, default 2000). */
   checkIntervalMs?: number;
@@ -75,7 +75,7 @@ export class RenderQueue {
     const o = {
       noWorkerTimeoutMs: options.noWorkerTimeoutMs ?? 60_000,
       redisTimeoutMs: options.redisTimeoutMs ?? 60_000,
-      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+      connectTimeoutMs: Math.min(options.connectTimeoutMs ?? 10_000, options.redisTimeoutMs ?? 60_000),
       checkIntervalMs: options.checkIntervalMs ?? 2000,
       attempts: options.attempts ?? 3,
       log: options.log,
