@@ -18,6 +18,7 @@ const MODULES: string[] = [
   './preprocess.ts',
   './apply.ts',
   './queue.ts',
+  './onnx-open.ts',
 ];
 
 const filters = process.argv.slice(2);

@@ -4,11 +4,12 @@
  * produce: named nodes, anonymous initializers, inline or external data (`weights.pb`,
  * `model.onnx_data`) with `location`/`offset`/`length` entries.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, mkdirSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type onnxProto from 'onnx-proto';
-import { toHalf } from '../util/half.js';
-import { DataType, encodeModel } from './proto.js';
+import { floatToHalfBits, toHalf } from '../util/half.js';
+import { DataType, decodeModel, encodeModel, onnx } from './proto.js';
+import { GRAPH_INITIALIZER_FIELD, lengthDelimitedHeader, MODEL_GRAPH_FIELD, TENSOR_FIELDS } from './wire.js';
 
 export type ElemType = 'float32' | 'float16' | 'float64' | 'int32' | 'int64' | 'bool' | 'uint8';
 const ELEM: Record<ElemType, number> = {
@@ -211,4 +212,84 @@ function attribute(name: string, v: AttrValue): onnxProto.onnx.IAttributeProto {
   }
   if ('float' in v) return { name, type: 1, f: v.float };
   return { name, type: 4, t: v.tensor };
+}
+
+/** Bulk float16 initializers for {@link writeInlineModel}: `count` tensors `prefix.<i>` of `dims`. */
+export interface InlineBulk {
+  prefix: string;
+  count: number;
+  dims: number[];
+}
+
+/**
+ * Write the model of `g` to `path` with `bulk.count` more float16 initializers stored inline
+ * (raw_data), streamed tensor by tensor so the file is never whole in memory: the layout of an
+ * Optimum/diffusers fp16 UNet below protobuf's 2 GB (graph fields in field-number order: nodes,
+ * name, initializers, then inputs/outputs/value_info). Tensor i holds {@link bulkTensorBytes}(bulk, i).
+ * Written to a temporary name and renamed. Returns the file size and the bulk tensor names.
+ */
+export function writeInlineModel(
+  path: string,
+  g: GraphBuilder,
+  bulk: InlineBulk,
+  options: Omit<SaveOptions, 'externalData'> = {},
+): { size: number; names: string[] } {
+  const model = decodeModel(g.toModel(options).model);
+  const graph = model.graph as onnxProto.onnx.GraphProto;
+  const head = onnx.GraphProto.encode({ node: graph.node, name: graph.name, initializer: graph.initializer }).finish();
+  const tail = onnx.GraphProto.encode({
+    input: graph.input,
+    output: graph.output,
+    valueInfo: graph.valueInfo,
+  }).finish();
+  const payloadBytes = bulk.dims.reduce((a, b) => a * b, 1) * 2;
+  const names = Array.from({ length: bulk.count }, (_, i) => `${bulk.prefix}.${i}`);
+  const tensorHeads = names.map((name) => {
+    const fields = onnx.TensorProto.encode({ name, dims: bulk.dims, dataType: DataType.FLOAT16 }).finish();
+    const raw = lengthDelimitedHeader(TENSOR_FIELDS.rawData, payloadBytes);
+    const tensorLength = fields.byteLength + raw.byteLength + payloadBytes;
+    return [lengthDelimitedHeader(GRAPH_INITIALIZER_FIELD, tensorLength), fields, raw];
+  });
+  const graphLength =
+    head.byteLength +
+    tail.byteLength +
+    tensorHeads.reduce((n, parts) => n + parts.reduce((m, p) => m + p.byteLength, 0) + payloadBytes, 0);
+  model.graph = null;
+  const base = onnx.ModelProto.encode(model).finish();
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w');
+  let size = 0;
+  const write = (bytes: Uint8Array) => {
+    let done = 0;
+    while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
+    size += bytes.byteLength;
+  };
+  try {
+    write(base);
+    write(lengthDelimitedHeader(MODEL_GRAPH_FIELD, graphLength));
+    write(head);
+    const block = bulkTensorBytes(bulk, 0);
+    tensorHeads.forEach((parts, i) => {
+      for (const p of parts) write(p);
+      new DataView(block.buffer).setUint32(0, i, true);
+      write(block);
+    });
+    write(tail);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  return { size, names };
+}
+
+/** The raw_data of bulk tensor `i` written by {@link writeInlineModel}: a fixed float16 pattern, i in its first 4 bytes. */
+export function bulkTensorBytes(bulk: InlineBulk, i: number): Uint8Array {
+  const n = bulk.dims.reduce((a, b) => a * b, 1);
+  const bits = new Uint16Array(n);
+  // values in [-1, 1) on a coarse grid, as float16 bit patterns
+  for (let k = 0; k < n; k++) bits[k] = floatToHalfBits(((k * 7919) % 2048) / 1024 - 1);
+  const out = new Uint8Array(bits.buffer);
+  if (out.byteLength >= 4) new DataView(out.buffer).setUint32(0, i, true);
+  return out;
 }
