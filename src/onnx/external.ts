@@ -79,20 +79,25 @@ export function resolveExternalLocation(modelDir: string, location: string, what
 
 /** Read exactly [offset, offset + length) of a file, nothing else. */
 export function readFileRange(path: string, offset: number, length: number): Uint8Array {
-  const out = new Uint8Array(length);
   const fd = openSync(path, 'r');
   try {
-    let done = 0;
-    while (done < length) {
-      const n = readSync(fd, out, done, length - done, offset + done);
-      if (n === 0)
-        throw new ModelFormatError(
-          `${show(path)}: file ends at byte ${offset + done}, expected ${length} bytes from offset ${offset}`,
-        );
-      done += n;
-    }
+    return readFdRange(fd, path, offset, length);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Read exactly [offset, offset + length) of the open file `fd`; `path` names it in the error. */
+export function readFdRange(fd: number, path: string, offset: number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, out, done, length - done, offset + done);
+    if (n === 0)
+      throw new ModelFormatError(
+        `${show(path)}: file ends at byte ${offset + done}, expected ${length} bytes from offset ${offset}`,
+      );
+    done += n;
   }
   return out;
 }

@@ -3,9 +3,10 @@
  * the ModelProto and GraphProto are walked at wire level with positioned reads, every other field
  * (nodes, initializers — hundreds of MB in an inline text encoder) is skipped by its length.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ModelFormatError, show } from '../util/errors.js';
+import { FileCursor } from './file-cursor.js';
 import type { ValueInfoProto } from './proto.js';
 import { DATA_TYPE_NAMES, onnx, toNumber } from './proto.js';
 import { GRAPH_INITIALIZER_FIELD, MODEL_GRAPH_FIELD, WIRE } from './wire.js';
@@ -30,65 +31,6 @@ const GRAPH_INPUT_FIELD = 11;
 const GRAPH_OUTPUT_FIELD = 12;
 const MODEL_IR_VERSION_FIELD = 1;
 const MODEL_OPSET_FIELD = 8;
-
-/** Positioned, buffered varint reads over a file descriptor. */
-class FileCursor {
-  private buf = Buffer.alloc(64 * 1024);
-  private bufStart = 0;
-  private bufLen = 0;
-  pos = 0;
-  constructor(
-    private readonly fd: number,
-    readonly size: number,
-  ) {}
-
-  private byteAt(at: number): number {
-    if (at >= this.size) throw new RangeError(`unexpected end of file at byte ${at}`);
-    if (at < this.bufStart || at >= this.bufStart + this.bufLen) {
-      this.bufStart = at;
-      this.bufLen = readSync(this.fd, this.buf, 0, this.buf.length, at);
-      if (this.bufLen <= 0) throw new RangeError(`unexpected end of file at byte ${at}`);
-    }
-    return this.buf[at - this.bufStart] as number;
-  }
-
-  varint(): number {
-    let value = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      const b = this.byteAt(this.pos++);
-      value += (b & 0x7f) * scale;
-      if (b < 0x80) return value;
-      scale *= 128;
-    }
-    throw new RangeError(`varint longer than 10 bytes at byte ${this.pos}`);
-  }
-
-  read(length: number): Uint8Array {
-    if (this.pos + length > this.size)
-      throw new RangeError(`field of ${length} bytes at ${this.pos} runs past the end of the file`);
-    const out = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(this.fd, out, done, length - done, this.pos + done);
-      if (n <= 0) throw new RangeError('short read');
-      done += n;
-    }
-    this.pos += length;
-    return out;
-  }
-
-  skip(wireType: number, end: number): void {
-    if (wireType === WIRE.VARINT) this.varint();
-    else if (wireType === WIRE.FIXED64) this.pos += 8;
-    else if (wireType === WIRE.FIXED32) this.pos += 4;
-    else if (wireType === WIRE.BYTES) {
-      const length = this.varint(); // read before adding: `pos += varint()` would add to the old pos
-      this.pos += length;
-    } else throw new RangeError(`unsupported wire type ${wireType} at byte ${this.pos}`);
-    if (this.pos > end) throw new RangeError(`field runs past the end of its message at byte ${this.pos}`);
-  }
-}
 
 function ioOf(v: ValueInfoProto): GraphIo {
   const t = v.type?.tensorType;

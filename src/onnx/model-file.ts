@@ -1,23 +1,28 @@
 /**
  * Open an ONNX file and say where every initializer's bytes live, then read single tensors.
  *
- * - The file is read once and decoded with protobufjs, which gives views into the file buffer
- *   (no copy of `raw_data`). When weights are external the file itself is small.
+ * - The file is never loaded whole: it is walked at wire level with positioned reads
+ *   (`scanModelFile`); the model, its nodes, inputs/outputs/value_info and each initializer's
+ *   small fields are read and decoded with protobufjs, while each `raw_data` payload is skipped by
+ *   its length and only its absolute offset/length recorded. An fp16 UNet exported with inline
+ *   weights (≈ 1.7 GB) thus costs a few MB of JS memory, not its size.
  * - Each initializer's storage is one of (discriminated on `kind`):
- *     'raw'      raw_data inside model.onnx: absolute byte offset/length of the payload (found at wire level)
+ *     'raw'      raw_data inside model.onnx: absolute byte offset/length of the payload
  *     'typed'    float_data / int32_data (float16 bit patterns, int8..int32) / int64_data / double_data / uint64_data
  *     'external' a range of a data file next to the model (location validated before anything is read)
  *     'empty'    no values stored (a zero-element tensor)
- * - Reading a tensor reads only its own bytes (a positioned read of the external file).
+ * - Reading a tensor reads only its own bytes: a positioned read of model.onnx (raw) or of the
+ *   external file; a model.onnx that changed since it was opened (size, mtime or inode) is refused.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ModelFormatError, show } from '../util/errors.js';
 import { floatToHalfBits as floatToHalf, fromHalf } from '../util/half.js';
-import { parseExternalEntries, readFileRange, resolveExternalLocation } from './external.js';
+import { parseExternalEntries, readFdRange, readFileRange, resolveExternalLocation } from './external.js';
+import { FileCursor } from './file-cursor.js';
 import type { GraphProto, ModelProto, TensorProto } from './proto.js';
 import { DATA_TYPE_BYTES, DATA_TYPE_NAMES, DataType, decodeModel, toNumber } from './proto.js';
-import { type ModelWireLayout, scanModel } from './wire.js';
+import { type ModelWireLayout, scanModelFile } from './wire.js';
 
 export type TypedField = 'float_data' | 'int32_data' | 'int64_data' | 'double_data' | 'uint64_data';
 
@@ -64,8 +69,11 @@ export interface OnnxModelFile {
   path: string;
   /** Its folder (external locations are relative to it). */
   dir: string;
-  /** The file bytes (decoded objects hold views into them). */
-  bytes: Uint8Array;
+  /** Size of the .onnx file when it was opened. */
+  size: number;
+  /** Identity of the .onnx file when it was opened: raw_data is read from it on demand, a changed file is refused. */
+  stamp: FileStamp;
+  /** The model decoded without its initializers' raw_data (those fields are absent: read tensors with readTensorBytes). */
   model: ModelProto;
   graph: GraphProto;
   /** Wire layout of the file (graph and initializer spans). */
@@ -74,6 +82,12 @@ export interface OnnxModelFile {
   initializerByName: Map<string, InitializerInfo>;
   /** External data files referenced by the initializers, in first-use order. */
   externalFiles: ExternalFileInfo[];
+}
+
+export interface FileStamp {
+  dev: number;
+  ino: number;
+  mtimeMs: number;
 }
 
 const TYPED_FIELD_OF: Record<number, TypedField> = {
@@ -110,12 +124,30 @@ export function openOnnxModel(path: string): OnnxModelFile {
     throw new ModelFormatError(`ONNX model file ${show(abs)} does not exist`, { cause });
   }
   if (size === 0) throw new ModelFormatError(`${show(abs)} is empty; it is not an ONNX model`);
-  const bytes = readFileSync(abs);
+  let fd: number;
+  try {
+    fd = openSync(abs, 'r');
+  } catch (cause) {
+    throw new ModelFormatError(`ONNX model file ${show(abs)} cannot be opened (${(cause as Error).message})`, {
+      cause,
+    });
+  }
   let model: ModelProto;
   let wire: ModelWireLayout;
+  let stamp: FileStamp;
   try {
-    model = decodeModel(bytes);
-    wire = scanModel(bytes);
+    // what was opened (a file replaced since the stat above is read as it is now)
+    const st = fstatSync(fd);
+    size = st.size;
+    stamp = { dev: st.dev, ino: st.ino, mtimeMs: st.mtimeMs };
+  } catch (cause) {
+    closeSync(fd);
+    throw new ModelFormatError(`ONNX model file ${show(abs)} cannot be read (${(cause as Error).message})`, { cause });
+  }
+  try {
+    const scanned = scanModelFile(new FileCursor(fd, size));
+    wire = scanned.layout;
+    model = decodeModel(scanned.stripped);
   } catch (cause) {
     throw new ModelFormatError(
       `${show(abs)} is not an ONNX model (protobuf decoding failed: ${(cause as Error).message})`,
@@ -123,6 +155,8 @@ export function openOnnxModel(path: string): OnnxModelFile {
         cause,
       },
     );
+  } finally {
+    closeSync(fd);
   }
   const graph = model.graph;
   if (!graph || wire.graphs.length === 0 || ((graph.node?.length ?? 0) === 0 && (graph.output?.length ?? 0) === 0)) {
@@ -149,7 +183,7 @@ export function openOnnxModel(path: string): OnnxModelFile {
     initializers.push(info);
     initializerByName.set(name, info);
   });
-  return { path: abs, dir, bytes, model, graph, wire, initializers, initializerByName, externalFiles };
+  return { path: abs, dir, size, stamp, model, graph, wire, initializers, initializerByName, externalFiles };
 }
 
 function describeInitializer(
@@ -262,18 +296,42 @@ export function getInitializer(file: OnnxModelFile, name: string): InitializerIn
 export function readTensorBytes(file: OnnxModelFile, init: InitializerInfo): Uint8Array {
   const s = init.storage;
   switch (s.kind) {
-    case 'raw': {
-      // a copy (Buffer#slice would be a view into the whole file)
-      const out = new Uint8Array(s.length);
-      out.set(file.bytes.subarray(s.offset, s.offset + s.length));
-      return out;
-    }
+    case 'raw':
+      return withModelFd(file, (fd) => readFdRange(fd, file.path, s.offset, s.length));
     case 'external':
       return readFileRange(s.path, s.offset, s.length);
     case 'empty':
       return new Uint8Array(0);
     case 'typed':
       return typedToBytes(file.graph.initializer?.[init.index] as TensorProto, init, s.field);
+  }
+}
+
+/**
+ * Run `fn` on a descriptor of the model file, after checking that it is still the file that was
+ * opened (same device, inode, size and mtime): its raw_data offsets hold for that file only.
+ */
+export function withModelFd<T>(file: OnnxModelFile, fn: (fd: number) => T): T {
+  let fd: number;
+  try {
+    fd = openSync(file.path, 'r');
+  } catch (cause) {
+    throw new ModelFormatError(
+      `ONNX model file ${show(file.path)} can no longer be read (${(cause as Error).message}); its tensors are read from it on demand`,
+      { cause },
+    );
+  }
+  try {
+    const st = fstatSync(fd);
+    const was = file.stamp;
+    if (st.size !== file.size || st.ino !== was.ino || st.dev !== was.dev || st.mtimeMs !== was.mtimeMs) {
+      throw new ModelFormatError(
+        `ONNX model file ${show(file.path)} changed since it was opened (${file.size} → ${st.size} bytes, modified ${new Date(was.mtimeMs).toISOString()} → ${new Date(st.mtimeMs).toISOString()}${st.ino !== was.ino ? ', another file' : ''}); its tensors are read from it on demand, so open it again`,
+      );
+    }
+    return fn(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 

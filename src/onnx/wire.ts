@@ -1,9 +1,10 @@
 /**
  * Protobuf wire-level views of an ONNX file: where each field of a ModelProto, its GraphProto and
- * the graph's initializer TensorProtos lie in the file bytes. Needed for two things the decoded
- * objects cannot give: the absolute byte range of a tensor's `raw_data` payload (to patch it in
- * place), and splicing a re-encoded TensorProto into the file while every other byte, unknown
- * fields included, stays as it was.
+ * the graph's initializer TensorProtos lie in the file. Needed for what the decoded objects cannot
+ * give: reading a model without its weights (raw_data payloads skipped by length), the absolute
+ * byte range of a tensor's `raw_data` payload (to read it, or patch it in place), and splicing a
+ * re-encoded TensorProto into the file while every other byte, unknown fields included, stays as
+ * it was.
  *
  * Field numbers (onnx.proto):
  *   ModelProto:  7 graph
@@ -12,6 +13,7 @@
  *                10 double_data, 11 uint64_data, 13 external_data, 14 data_location
  */
 import protobuf from 'protobufjs/minimal.js';
+import type { FileCursor } from './file-cursor.js';
 
 export const WIRE = Object.freeze({ VARINT: 0, FIXED64: 1, BYTES: 2, FIXED32: 5 });
 
@@ -94,32 +96,61 @@ export interface ModelWireLayout {
 
 const utf8 = new TextDecoder('utf-8');
 
-/** Locate the graph and every initializer of a ModelProto at wire level (payloads are skipped, not read). */
-export function scanModel(bytes: Uint8Array): ModelWireLayout {
-  const modelFields = scanFields(bytes);
+/**
+ * Walk a ModelProto file at wire level with positioned reads (`c`, a cursor over the file): the
+ * wire layout of the model, its graphs and the graphs' initializers (absolute file offsets), and
+ * the model's bytes with every initializer's raw_data field left out — everything else (nodes,
+ * inputs/outputs, value_info, the other tensor fields, unknown fields) verbatim, lengths
+ * re-encoded — to decode. raw_data payloads are skipped by their length, never read.
+ */
+export function scanModelFile(c: FileCursor): { layout: ModelWireLayout; stripped: Uint8Array } {
+  const modelFields: FieldSpan[] = [];
   const graphs: ModelWireLayout['graphs'] = [];
   const initializers: TensorWireLayout[] = [];
-  for (const span of modelFields) {
-    if (span.field !== MODEL_GRAPH_FIELD || span.wireType !== WIRE.BYTES) continue;
-    const fields = scanFields(bytes, span.dataStart, span.end);
-    graphs.push({ span, fields });
-    for (const g of fields) {
-      if (g.field !== GRAPH_INITIALIZER_FIELD || g.wireType !== WIRE.BYTES) continue;
-      const tensorFields = scanFields(bytes, g.dataStart, g.end);
+  const model = new Pieces();
+  c.pos = 0;
+  while (c.pos < c.size) {
+    const span = c.field(c.size);
+    modelFields.push(span);
+    if (span.field !== MODEL_GRAPH_FIELD || span.wireType !== WIRE.BYTES) {
+      model.push(c.bytes(span.start, span.end));
+      continue;
+    }
+    const fields: FieldSpan[] = [];
+    const graph = new Pieces();
+    c.pos = span.dataStart;
+    while (c.pos < span.end) {
+      const g = c.field(span.end);
+      fields.push(g);
+      if (g.field !== GRAPH_INITIALIZER_FIELD || g.wireType !== WIRE.BYTES) {
+        graph.push(c.bytes(g.start, g.end));
+        continue;
+      }
+      const tensorFields: FieldSpan[] = [];
+      const tensor = new Pieces();
       let name = '';
       let rawData: TensorWireLayout['rawData'];
-      for (const t of tensorFields) {
-        if (t.field === TENSOR_FIELDS.name && t.wireType === WIRE.BYTES)
-          name = utf8.decode(bytes.subarray(t.dataStart, t.end));
+      c.pos = g.dataStart;
+      while (c.pos < g.end) {
+        const t = c.field(g.end);
+        tensorFields.push(t);
         if (t.field === TENSOR_FIELDS.rawData && t.wireType === WIRE.BYTES) {
           // protobuf: the last occurrence of a non-repeated field wins.
           rawData = { offset: t.dataStart, length: t.end - t.dataStart };
+          continue;
         }
+        const bytes = c.bytes(t.start, t.end);
+        if (t.field === TENSOR_FIELDS.name && t.wireType === WIRE.BYTES)
+          name = utf8.decode(bytes.subarray(t.dataStart - t.start));
+        tensor.push(bytes);
       }
       initializers.push({ span: g, name, rawData, fields: tensorFields });
+      graph.push(lengthDelimitedHeader(GRAPH_INITIALIZER_FIELD, tensor.byteLength)).append(tensor);
     }
+    graphs.push({ span, fields });
+    model.push(lengthDelimitedHeader(MODEL_GRAPH_FIELD, graph.byteLength)).append(graph);
   }
-  return { modelFields, graphs, initializers };
+  return { layout: { modelFields, graphs, initializers }, stripped: model.join() };
 }
 
 /** Varint encoding of a non-negative integer below 2^53. */

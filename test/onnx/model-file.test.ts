@@ -1,8 +1,18 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  truncateSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { GraphBuilder } from '../../src/onnx/build.js';
+import type onnxProto from 'onnx-proto';
+import { bulkTensorBytes, GraphBuilder, type InlineBulk, writeInlineModel } from '../../src/onnx/build.js';
 import {
   bytesToFloat32,
   float32ToBytes,
@@ -11,7 +21,7 @@ import {
   readTensorBytes,
   readTensorFloat32,
 } from '../../src/onnx/model-file.js';
-import { DataType, decodeModel, encodeModel } from '../../src/onnx/proto.js';
+import { DataType, decodeModel, encodeModel, onnx } from '../../src/onnx/proto.js';
 import { ModelFormatError } from '../../src/util/errors.js';
 import { fromHalf, toHalf } from '../../src/util/half.js';
 import { randomFloats, rewriteModel, setExternalEntry, tempDir } from './helpers.js';
@@ -147,6 +157,14 @@ describe('openOnnxModel: where initializer bytes live', () => {
   });
 });
 
+/** The tiny model cut 8 bytes into W's raw_data payload. */
+function truncatedInsidePayload(): Uint8Array {
+  const path = save('cutpayload');
+  const w = getInitializer(openOnnxModel(path), 'W');
+  assert.equal(w.storage.kind, 'raw');
+  return readFileSync(path).subarray(0, (w.storage.kind === 'raw' ? w.storage.offset : 0) + 8);
+}
+
 describe('openOnnxModel: refuses bad input before reading', () => {
   const externalModel = (name: string): string =>
     save(name, { externalData: { location: 'weights.pb', threshold: 0 } });
@@ -167,6 +185,8 @@ describe('openOnnxModel: refuses bad input before reading', () => {
       ['empty.onnx', new Uint8Array(0)],
       ['nograph.onnx', encodeModel({ irVersion: 8, producerName: 'x' })],
       ['truncated.onnx', readFileSync(save('tobetruncated')).subarray(0, 40)],
+      // cut inside W's raw_data payload: the payload is skipped, the enclosing lengths still tell
+      ['truncated-payload.onnx', truncatedInsidePayload()],
     ];
     for (const [name, bytes] of cases) {
       writeFileSync(join(dir, name), bytes);
@@ -259,12 +279,110 @@ describe('openOnnxModel: refuses bad input before reading', () => {
       (e: Error) => e instanceof ModelFormatError && /non-negative integer/.test(e.message),
     );
   });
+});
 
-  test('decoding keeps views into the file buffer (no copy of raw_data)', () => {
-    const file = openOnnxModel(save('views'));
-    const t = decodeModel(file.bytes).graph?.initializer?.[0];
-    assert.equal(t?.rawData?.buffer, file.bytes.buffer);
-    const again = file.graph.initializer?.[0]?.rawData;
-    assert.equal(again?.buffer, file.bytes.buffer);
+describe('openOnnxModel: positioned reads, the file is never held', () => {
+  test('a 128 MiB inline model: arrayBuffers grow by far less than the file; tensors read by position', () => {
+    const path = join(tmp.dir, 'big', 'model.onnx');
+    const bulk: InlineBulk = { prefix: 'unet.weight', count: 64, dims: [1024, 1024] };
+    const { size, names } = writeInlineModel(path, builder(), bulk);
+    assert.ok(size > 128 * 2 ** 20);
+    try {
+      const before = process.memoryUsage().arrayBuffers;
+      const file = openOnnxModel(path);
+      const grown = process.memoryUsage().arrayBuffers - before;
+      // the old reader kept the whole file (≥ size); the structure here is a few KB plus read buffers
+      assert.ok(grown < size / 16, `arrayBuffers grew by ${grown} bytes opening a ${size}-byte model`);
+      assert.equal(file.initializers.length, 4 + bulk.count);
+      assert.equal(file.size, size);
+      const big = getInitializer(file, names[37] as string);
+      assert.deepEqual(big.storage.kind, 'raw');
+      const bytes = readTensorBytes(file, big);
+      assert.equal(bytes.buffer.byteLength, 2 * 2 ** 20, 'a buffer of the tensor alone');
+      assert.deepEqual(bytes, bulkTensorBytes(bulk, 37));
+      sameFloats(readTensorFloat32(file, getInitializer(file, 'W')), W);
+      // no raw_data payload was decoded
+      assert.ok((file.graph.initializer ?? []).every((t) => (t.rawData?.byteLength ?? 0) === 0));
+    } finally {
+      rmSync(join(tmp.dir, 'big'), { recursive: true, force: true });
+    }
+  });
+
+  test('the decoded model is the file decoded whole minus top-level raw_data; If branches stay whole', () => {
+    const path = save('nested');
+    const branchData = randomFloats(4, 9);
+    const branch = (name: string, op: string): onnxProto.onnx.IGraphProto => ({
+      name,
+      node: [{ opType: op, input: ['y', `${name}.c`], output: [`${name}.out`], name: `/${name}/${op}` }],
+      initializer: [
+        { name: `${name}.c`, dims: [4], dataType: DataType.FLOAT, rawData: new Uint8Array(branchData.buffer) },
+      ],
+      output: [{ name: `${name}.out`, type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [] } } } }],
+    });
+    rewriteModel(path, (m) => {
+      const g = m.graph as onnxProto.onnx.GraphProto;
+      g.input.push({ name: 'cond', type: { tensorType: { elemType: DataType.BOOL, shape: { dim: [] } } } });
+      g.node.push({
+        opType: 'If',
+        name: '/if',
+        input: ['cond'],
+        output: ['z'],
+        attribute: [
+          { name: 'then_branch', type: 5, g: branch('then', 'Add') },
+          { name: 'else_branch', type: 5, g: branch('else', 'Sub') },
+        ],
+      });
+      g.output.push({
+        name: 'z',
+        type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [{ dimValue: 1 }, { dimValue: 4 }] } } },
+      });
+      g.valueInfo.push({
+        name: 'y0',
+        type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [{ dimValue: 1 }, { dimValue: 4 }] } } },
+      });
+    });
+    const file = openOnnxModel(path);
+    const whole = decodeModel(readFileSync(path));
+    for (const t of whole.graph?.initializer ?? [])
+      if (t.rawData?.byteLength) delete (t as { rawData?: unknown }).rawData;
+    const plain = (m: onnxProto.onnx.ModelProto) => onnx.ModelProto.toObject(m, { longs: String, bytes: Array });
+    assert.deepEqual(plain(file.model), plain(whole));
+    assert.equal(file.graph, file.model.graph);
+    // the branches' own initializers are not top-level ones: decoded with their values, as before
+    assert.deepEqual(
+      file.initializers.map((i) => i.name),
+      ['W', 'B', 'H', 'S'],
+    );
+    const ifNode = file.graph.node?.find((n) => n.opType === 'If');
+    const thenInit = ifNode?.attribute?.find((a) => a.name === 'then_branch')?.g?.initializer?.[0];
+    sameFloats(bytesToFloat32(thenInit?.rawData as Uint8Array, DataType.FLOAT), branchData);
+    sameFloats(readTensorFloat32(file, getInitializer(file, 'B')), B);
+  });
+
+  test('a model file changed or replaced after opening is refused when a raw tensor is read', () => {
+    const path = save('changed');
+    const file = openOnnxModel(path);
+    const w = getInitializer(file, 'W');
+    sameFloats(readTensorFloat32(file, w), W);
+    const later = new Date(Date.now() + 60_000);
+    utimesSync(path, later, later);
+    assert.throws(
+      () => readTensorBytes(file, w),
+      (e: Error) =>
+        e instanceof ModelFormatError && /changed since it was opened/.test(e.message) && e.message.includes(path),
+    );
+    const copy = `${path}.new`;
+    writeFileSync(copy, readFileSync(path));
+    renameSync(copy, path);
+    assert.throws(
+      () => readTensorBytes(file, w),
+      (e: Error) => e instanceof ModelFormatError && /another file/.test(e.message),
+    );
+    rmSync(path);
+    assert.throws(
+      () => readTensorBytes(file, w),
+      (e: Error) => e instanceof ModelFormatError && /can no longer be read/.test(e.message),
+    );
+    sameFloats(readTensorFloat32(openOnnxModel(save('changed')), w), W);
   });
 });
