@@ -16,7 +16,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { cudaAvailable, validateDevice } from '../runtime/ort.js';
+import { cudaAvailable, validateDevice, validateThreads } from '../runtime/ort.js';
 import {
   AutoImageProcessor,
   AutoTokenizer,
@@ -210,6 +210,7 @@ export class ClipClassifier {
     if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 0)) {
       throw new ClassifierError(`${show(options.threads)} must be a non-negative integer`, { field: 'threads' });
     }
+    validateThreads(options.threads);
     const device = validateDevice(options.device ?? 'cpu');
     const preprocessing = validatePreprocess(options.preprocess ?? 'transformers');
     const folder = inspectClassifierFolder(dir);

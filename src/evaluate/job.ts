@@ -23,7 +23,7 @@ import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { openSdModel, type SdModel } from '../model/folder.js';
 import { parseQueueUrl } from '../queue/connection.js';
 import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
-import { validateDevice } from '../runtime/ort.js';
+import { validateDevice, validateThreads } from '../runtime/ort.js';
 import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
 import { ClipTokenizer } from '../text/tokenizer.js';
 import { type NameOf, show, UsageError } from '../util/errors.js';
@@ -96,9 +96,7 @@ export interface EvaluateJobResult {
 export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJobResult> {
   const t0 = performance.now();
   const device = validateDevice(o.device ?? 'cpu');
-  if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 0)) {
-    throw new UsageError(`${show(o.threads)} is not an integer >= 0`, { field: 'threads' });
-  }
+  validateThreads(o.threads);
   if (o.queue !== undefined) parseQueueUrl(o.queue);
   const usesDemo = o.model === 'demo' || o.classifier === 'demo';
   let demoBuilt = false;

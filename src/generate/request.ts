@@ -89,6 +89,14 @@ export interface NormalizedRequest {
   onProgress?: (event: ProgressEvent) => void;
 }
 
+/** Without a model a size need only be a positive integer (its VAE scale factor is checked once it is loaded). */
+function positiveSide(field: 'height' | 'width', pixels: number): number {
+  if (!Number.isInteger(pixels) || pixels < 1) {
+    throw new GenerationError(`${show(pixels)} is not a positive integer`, { field });
+  }
+  return pixels;
+}
+
 /**
  * `geometry` is the model's (its native size and VAE scale factor f, src/generate/geometry.ts);
  * without it (checks made before a model is loaded) sizes default to 512 × 512 and need only be
@@ -126,8 +134,8 @@ export function normalizeRequest(
   const height = request.height ?? geometry?.height ?? 512;
   const width = request.width ?? geometry?.width ?? 512;
   const f = geometry?.vaeScale ?? 1;
-  const latentHeight = latentSide('height', height, f);
-  const latentWidth = latentSide('width', width, f);
+  const latentHeight = geometry ? latentSide('height', height, f) : positiveSide('height', height);
+  const latentWidth = geometry ? latentSide('width', width, f) : positiveSide('width', width);
   const batchSize = request.batchSize ?? 1;
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new GenerationError(`${show(batchSize)} is not an integer >= 1`, { field: 'batchSize' });

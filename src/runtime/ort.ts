@@ -4,6 +4,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { RuntimeError, show, UsageError } from '../util/errors.js';
@@ -85,6 +86,32 @@ export function validateDevice(device: unknown): Device {
   });
 }
 
+/** The most intra-op threads a session may ask for: 4 × the CPUs this process can use. */
+export function maxThreads(): number {
+  return 4 * Math.max(1, availableParallelism());
+}
+
+/**
+ * Check an intra-op thread count before anything is loaded: an integer ≥ 0 (0 or undefined lets
+ * onnxruntime decide) and at most `maxThreads()`. More threads than CPUs only contend for them
+ * (measured on 2 CPUs: 64 threads made a small generate 3× slower, 1024 did not finish in two
+ * minutes, 100000 grew past 3 GiB and was killed for memory).
+ */
+export function validateThreads(threads: unknown): number | undefined {
+  if (threads === undefined) return undefined;
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 0) {
+    throw new UsageError(`${show(threads)} is not an integer >= 0`, { field: 'threads' });
+  }
+  const max = maxThreads();
+  if (threads > max) {
+    throw new UsageError(
+      `${threads} is more than ${max} (rule: at most 4 × the ${max / 4} CPUs here; more intra-op threads than CPUs only contend for them, and thousands exhaust time and memory)`,
+      { field: 'threads' },
+    );
+  }
+  return threads;
+}
+
 /**
  * True when onnxruntime-node's CUDA provider library is installed next to its binding (the opt-in
  * install puts `libonnxruntime_providers_cuda.so` / `onnxruntime_providers_cuda.dll` there).
@@ -145,7 +172,8 @@ export class Session {
       executionProviders: [...DEVICE_PROVIDERS[device]],
       graphOptimizationLevel: options.optimization ?? 'all',
     };
-    if (options.threads && options.threads > 0) sessionOptions.intraOpNumThreads = options.threads;
+    const threads = validateThreads(options.threads);
+    if (threads) sessionOptions.intraOpNumThreads = threads;
     sessionOptions.enableCpuMemArena = options.memArena ?? SESSION_MEMORY_DEFAULTS.memArena;
     sessionOptions.enableMemPattern = options.memPattern ?? SESSION_MEMORY_DEFAULTS.memPattern;
     const sessionConfig: Record<string, unknown> = {};

@@ -38,8 +38,9 @@ export function writeAll(fd: number, data: Uint8Array, position: number | null =
 }
 
 /**
- * Write `data` to `path` atomically (see the module comment). `what` names the argument or file the
- * path belongs to, for the error message (default: the file itself).
+ * Write `data` to `path` atomically (see the module comment). `what` is the library field the path
+ * belongs to, for the error message (default `outDir`: every file the tool writes lies under its
+ * output, which the CLI names `--out` or `config.output`).
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, what?: string): void {
   const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
@@ -59,7 +60,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, what?: 
     fsyncDir(dir);
   } catch (error) {
     rmSync(tmp, { force: true });
-    throw fsErrorToOutput(error, what ?? 'writing', path);
+    throw fsErrorToOutput(error, what ?? 'outDir', path);
   } finally {
     untrack();
   }

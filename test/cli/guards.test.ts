@@ -3,11 +3,14 @@
  * (no model is loaded: the model paths here do not even exist), outputs never inside a model.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { decode } from 'fast-png';
 import { EXIT } from '../../src/cli/exit.js';
+import { ensureDemoWorld } from '../../src/demo/world.js';
 import { runCli } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'td-cli-guards-'));
@@ -71,4 +74,71 @@ test('audit --images 1e9 and --bootstrap 0 are refused before anything is loaded
   const b = await runCli([...common, '--bootstrap', '0']);
   assert.equal(b.code, EXIT.usage, b.stderr);
   assert.match(b.stderr, /--bootstrap: 0 must be an integer ≥ 1/);
+});
+
+test('--threads 100000 is refused before anything is loaded (it was killed for memory after minutes)', async () => {
+  for (const argv of [
+    ['generate', '--model', join(dir, 'no-model'), '--prompt', 'x', '--seeds', '0', '--out', join(dir, 't')],
+    [
+      'audit',
+      '--model',
+      join(dir, 'no-model'),
+      '--classifier',
+      join(dir, 'no-clip'),
+      '--professions',
+      'winobias35',
+      '--out',
+      join(dir, 't'),
+    ],
+  ]) {
+    const r = await runCli([...argv, '--threads', '100000']);
+    assert.equal(r.code, EXIT.usage, r.stderr);
+    assert.match(r.stderr, /--threads: 100000 is more than \d+ \(rule: at most 4 × the \d+ CPUs here/);
+  }
+});
+
+test('generate onto a full disk: exit 8 naming --out and the file; every image left is whole, no temporary', async (t) => {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) {
+    t.skip('needs root on Linux to mount a small tmpfs');
+    return;
+  }
+  const mnt = join(dir, 'full');
+  mkdirSync(mnt);
+  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=160k', 'tmpfs', mnt]).status !== 0) {
+    t.skip('cannot mount a tmpfs here');
+    return;
+  }
+  try {
+    const out = join(mnt, 'gen');
+    const r = await runCli([
+      'generate',
+      '--model',
+      ensureDemoWorld().modelDir,
+      '--prompt',
+      'a nurse',
+      '--seeds',
+      '0-63',
+      '--steps',
+      '2',
+      '--height',
+      '64',
+      '--width',
+      '64',
+      '--out',
+      out,
+    ]);
+    // was: a raw "ENOSPC: no space left on device, write" (exit 1), a truncated PNG under its final name
+    assert.equal(r.code, EXIT.output, r.stderr);
+    assert.match(r.stderr, /--out: cannot write ".*\.png": no space left on the device/);
+    const names = readdirSync(out);
+    assert.ok(names.length > 0 && names.length < 64, `${names.length} files`);
+    assert.deepEqual(
+      names.filter((n) => !/^\d{5}-\d+\.png$/.test(n)),
+      [],
+      'only whole images, no temporary',
+    );
+    for (const n of names) assert.equal(decode(readFileSync(join(out, n))).width, 64, n);
+  } finally {
+    spawnSync('umount', [mnt]);
+  }
 });

@@ -102,6 +102,19 @@ describe('the rules', () => {
       /latents: shape \[1, 4, 2, 2\] does not match \[n, 4, 8, 8\]: n images of 16 × 16 with this model's VAE scale factor 2/,
     );
   });
+
+  it("without a model (the CLI's first check) a size need only be a positive integer; no scale factor is claimed", () => {
+    assert.equal(normalizeRequest({ prompt: 'x', seeds: [0], height: 12, width: 20 }).height, 12);
+    for (const bad of [0, -8, 2.5]) {
+      assert.throws(
+        () => normalizeRequest({ prompt: 'x', seeds: [0], height: bad }),
+        (e: Error) =>
+          e instanceof GenerationError &&
+          e.message === `height: ${bad} is not a positive integer` &&
+          !/scale factor/.test(e.message),
+      );
+    }
+  });
 });
 
 describe('on tiny model folders', () => {

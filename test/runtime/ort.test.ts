@@ -4,7 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { buildTinySdModel } from '../../src/demo/sd-model.js';
-import { SESSION_MEMORY_DEFAULTS, Session, type SessionTuning, tensor } from '../../src/runtime/ort.js';
+import {
+  maxThreads,
+  SESSION_MEMORY_DEFAULTS,
+  Session,
+  type SessionTuning,
+  tensor,
+  validateThreads,
+} from '../../src/runtime/ort.js';
+import { UsageError } from '../../src/util/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'ort-test-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -50,4 +58,28 @@ test('memory options (arena, memory pattern, pre-packing) change where tensors l
       assert.ok(Math.abs((out[i] as number) - (first[i] as number)) <= 1e-5, `variant ${k}, element ${i}`);
     }
   }
+});
+
+test('intra-op threads: an integer from 0 to 4 × the CPUs; more is refused before onnxruntime starts a thread', async () => {
+  const max = maxThreads();
+  assert.equal(max % 4, 0);
+  assert.equal(validateThreads(undefined), undefined);
+  assert.equal(validateThreads(0), 0);
+  assert.equal(validateThreads(max), max);
+  for (const bad of [-1, 1.5, '2', max + 1, 100000]) {
+    assert.throws(
+      () => validateThreads(bad),
+      (e: Error) => e instanceof UsageError && (e as UsageError).field === 'threads',
+      String(bad),
+    );
+  }
+  assert.throws(
+    () => validateThreads(100000),
+    /threads: 100000 is more than \d+ \(rule: at most 4 × the \d+ CPUs here/,
+  );
+  // the session refuses it before loading anything (the model path does not even exist)
+  await assert.rejects(
+    Session.create(join(tmpdir(), 'no-such-model.onnx'), { threads: 100000 }),
+    (e: Error) => e instanceof UsageError && /^threads: 100000 is more than/.test(e.message),
+  );
 });

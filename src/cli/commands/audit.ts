@@ -14,7 +14,7 @@ import type { AuditProgress } from '../../audit/run.js';
 import { genderAttribute, validateAttribute, validateGenderStyle } from '../../classify/labels.js';
 import { validatePreprocess } from '../../classify/preprocess-pil.js';
 import { renderAuditTable, writeAuditReports } from '../../report/audit-report.js';
-import { validateDevice } from '../../runtime/ort.js';
+import { validateDevice, validateThreads } from '../../runtime/ort.js';
 import { show, UsageError } from '../../util/errors.js';
 import { flagOf } from '../fields.js';
 import { generationOptions, queueOption, runFolderOptions, runtimeOptions } from '../options.js';
@@ -134,9 +134,7 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
       ) as unknown as Argv<AuditArgs>,
   handler: async (argv) => {
     const device = validateDevice(argv.device);
-    if (argv.threads !== undefined && (!Number.isInteger(argv.threads) || argv.threads < 0)) {
-      throw new UsageError(`--threads: ${show(argv.threads)} is not an integer >= 0`);
-    }
+    validateThreads(argv.threads);
     let attribute = genderAttribute(validateGenderStyle(argv['label-style']));
     if (argv.attribute) {
       let raw: unknown;

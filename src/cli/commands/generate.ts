@@ -20,7 +20,7 @@ import { type GenerateRequest, normalizeRequest, StableDiffusionPipeline } from 
 import { parseSeedList } from '../../generate/rng.js';
 import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
 import { checkOutsideModel } from '../../model/path-guard.js';
-import { validateDevice } from '../../runtime/ort.js';
+import { validateDevice, validateThreads } from '../../runtime/ort.js';
 import { GenerationError, OutputError, show, UsageError } from '../../util/errors.js';
 import { flagOf } from '../fields.js';
 
@@ -93,9 +93,7 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
       }) as unknown as Argv<GenerateArgs>,
   handler: async (argv) => {
     const device = validateDevice(argv.device);
-    if (argv.threads !== undefined && (!Number.isInteger(argv.threads) || argv.threads < 0)) {
-      throw new UsageError(`--threads: ${show(argv.threads)} is not an integer >= 0`);
-    }
+    validateThreads(argv.threads);
     const request: GenerateRequest = {
       prompt: argv.prompt,
       negativePrompt: argv['negative-prompt'],

@@ -6,7 +6,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { startWorker } from '../../queue/worker.js';
-import { validateDevice } from '../../runtime/ort.js';
+import { validateDevice, validateThreads } from '../../runtime/ort.js';
 import { show, UsageError } from '../../util/errors.js';
 
 interface WorkerArgs {
@@ -53,8 +53,7 @@ export const workerCommand: CommandModule<object, WorkerArgs> = {
       .example('$0 worker --queue redis://127.0.0.1:6379 --models ./models', '') as unknown as Argv<WorkerArgs>,
   handler: async (argv) => {
     const device = validateDevice(argv.device);
-    if (argv.threads !== undefined && (!Number.isInteger(argv.threads) || argv.threads < 0))
-      throw new UsageError(`--threads: ${show(argv.threads)} is not an integer >= 0`);
+    validateThreads(argv.threads);
     if (!(argv['lock-duration'] >= 1))
       throw new UsageError(`--lock-duration: ${show(argv['lock-duration'])} must be ≥ 1 second`);
     const log = (line: string) => process.stderr.write(`${line}\n`);
