@@ -14,6 +14,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { OutputError, show } from '../util/errors.js';
+import { withFsErrors } from '../util/fs-errors.js';
 import { contactSheet } from './grid.js';
 import { encodeNpy } from './npy.js';
 import { encodePng, imagePng } from './png.js';
@@ -41,7 +42,7 @@ export function imageFileName(image: GeneratedImage): string {
 }
 
 export function writeGenerationRun(dir: string, result: GenerateResult, options: WriteRunOptions = {}): WrittenRun {
-  mkdirSync(dir, { recursive: true });
+  withFsErrors('outDir', dir, () => mkdirSync(dir, { recursive: true }));
   const names = result.images.map(imageFileName);
   const sidecar = 'generation.json';
   const planned = [...names, sidecar];

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -141,4 +141,27 @@ test('generate onto a full disk: exit 8 naming --out and the file; every image l
   } finally {
     spawnSync('umount', [mnt]);
   }
+});
+
+test('generate --out that cannot be made: exit 8 naming --out and the path, before the model is loaded', async () => {
+  // was: rendered every image, then a raw "ENOTDIR: not a directory, mkdir …" (exit 1)
+  const file = join(dir, 'a-file');
+  writeFileSync(file, 'mine');
+  const r = await runCli([
+    'generate',
+    '--model',
+    join(dir, 'no-model'),
+    '--prompt',
+    'x',
+    '--seeds',
+    '0',
+    '--out',
+    join(file, 'imgs'),
+  ]);
+  assert.equal(r.code, EXIT.output, r.stderr);
+  assert.match(
+    r.stderr,
+    /OutputError: --out: cannot write ".*a-file[/\\]imgs".*: a component of the path is not a folder/,
+  );
+  assert.equal(readFileSync(file, 'utf8'), 'mine');
 });

@@ -8,7 +8,7 @@
  *     [--guidance 7.5] [--eta 0] [--height 512 --width 512] [--batch-size 1] [--device cpu|cuda]
  *     [--threads N] [--grid] [--json]
  */
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Argv, CommandModule } from 'yargs';
@@ -22,6 +22,7 @@ import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
 import { checkOutsideModel } from '../../model/path-guard.js';
 import { validateDevice, validateThreads } from '../../runtime/ort.js';
 import { GenerationError, OutputError, show, UsageError } from '../../util/errors.js';
+import { withFsErrors } from '../../util/fs-errors.js';
 import { flagOf } from '../fields.js';
 
 interface GenerateArgs {
@@ -127,6 +128,11 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
         `--out: ${show(argv.out)} already holds a generation run (generation.json); choose another folder or remove it`,
       );
     }
+    // and a folder this user can write (created now: a permission or space problem is found before rendering)
+    withFsErrors('outDir', argv.out, () => {
+      mkdirSync(argv.out, { recursive: true });
+      accessSync(argv.out, constants.W_OK);
+    });
     if (argv.latents !== undefined) request.latents = readNpy(argv.latents);
 
     const pipeline = await StableDiffusionPipeline.create(argv.model, { device, threads: argv.threads });
