@@ -165,3 +165,24 @@ test('generate --out that cannot be made: exit 8 naming --out and the path, befo
   );
   assert.equal(readFileSync(file, 'utf8'), 'mine');
 });
+
+test("generate into an earlier run's folder is refused before the model is loaded (was: after rendering every image)", async () => {
+  const earlier = join(dir, 'earlier');
+  mkdirSync(earlier);
+  writeFileSync(join(earlier, 'generation.json'), '{}');
+  writeFileSync(join(earlier, '00000-0.png'), 'an earlier image');
+  const r = await runCli([
+    'generate',
+    '--model',
+    join(dir, 'no-model'),
+    '--prompt',
+    'x',
+    '--seeds',
+    '0',
+    '--out',
+    earlier,
+  ]);
+  assert.equal(r.code, EXIT.output, r.stderr);
+  assert.match(r.stderr, /--out: ".*earlier" already holds a generation run \(generation\.json\)/);
+  assert.equal(readFileSync(join(earlier, '00000-0.png'), 'utf8'), 'an earlier image');
+});
