@@ -21,6 +21,7 @@ import { nativeSizeWarning } from '../generate/geometry.js';
 import { readModelGeometry } from '../generate/model-geometry.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { openSdModel, type SdModel } from '../model/folder.js';
+import { checkOutsideModel } from '../model/path-guard.js';
 import { parseQueueUrl } from '../queue/connection.js';
 import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
 import { validateDevice, validateThreads } from '../runtime/ort.js';
@@ -109,6 +110,8 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
     if (o.model === 'demo') modelDir = world.modelDir;
     if (o.classifier === 'demo') classifierDir = world.classifierDir;
   }
+  // The run folder never goes into the model (the source is only ever read).
+  checkOutsideModel('out', o.out, modelDir);
   const file = o.dataset === 'demo' ? DEMO_TIMED_FILE : resolve(o.dataset);
   let text: string;
   try {

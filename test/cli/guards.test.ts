@@ -186,3 +186,37 @@ test("generate into an earlier run's folder is refused before the model is loade
   assert.match(r.stderr, /--out: ".*earlier" already holds a generation run \(generation\.json\)/);
   assert.equal(readFileSync(join(earlier, '00000-0.png'), 'utf8'), 'an earlier image');
 });
+
+test('audit and evaluate into a model folder are refused before anything is loaded', async () => {
+  // was: audit ran and wrote its run folder into model/unet; evaluate (a later command) did the same
+  const model = join(dir, 'model-ae');
+  mkdirSync(join(model, 'unet'), { recursive: true });
+  const out = join(model, 'unet', 'run');
+  const audit = await runCli([
+    'audit',
+    '--model',
+    model,
+    '--classifier',
+    join(dir, 'no-clip'),
+    '--professions',
+    'winobias35',
+    '--out',
+    out,
+  ]);
+  const evaluate = await runCli([
+    'evaluate',
+    '--dataset',
+    'demo',
+    '--model',
+    model,
+    '--classifier',
+    join(dir, 'no-clip'),
+    '--out',
+    out,
+  ]);
+  for (const r of [audit, evaluate]) {
+    assert.equal(r.code, EXIT.output, r.stderr);
+    assert.match(r.stderr, /--out: ".*run" is inside the model folder/);
+  }
+  assert.deepEqual(readdirSync(join(model, 'unet')), []);
+});
