@@ -16,6 +16,7 @@ import { pipelineRenderer } from '../audit/pipeline-renderer.js';
 import { queueSource } from '../audit/queue-source.js';
 import type { RenderService } from '../audit/run.js';
 import { ClipClassifier } from '../classify/clip.js';
+import { checkWorkBounds } from '../generate/bounds.js';
 import type { NativeSize } from '../generate/geometry.js';
 import { nativeSizeWarning } from '../generate/geometry.js';
 import { readModelGeometry } from '../generate/model-geometry.js';
@@ -125,6 +126,21 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
   const batchSize = o.generation.batchSize ?? demoGen?.batchSize ?? 4;
   if (!Number.isInteger(batchSize) || batchSize < 1)
     throw new UsageError(`${show(batchSize)} must be an integer ≥ 1`, { field: 'batchSize' });
+  // Every number that sizes memory or time, before anything is loaded: images in all are
+  // (baseline + each λ) × rows × 11 prompts × images.
+  checkWorkBounds(
+    {
+      height: o.generation.height,
+      width: o.generation.width,
+      steps: o.generation.steps,
+      batchSize,
+      images: Number.isInteger(o.images)
+        ? (1 + o.lambdas.length) * (rows?.length ?? dataset.rowCount) * 11 * o.images
+        : o.images,
+      bootstrap: o.bootstrap?.samples,
+    },
+    { error: (m, opts) => new UsageError(m, opts) },
+  );
 
   const sessionOptions = { device, threads: o.threads || undefined };
   // What is open, closed in reverse order whatever happens.

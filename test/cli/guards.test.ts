@@ -220,3 +220,26 @@ test('audit and evaluate into a model folder are refused before anything is load
   }
   assert.deepEqual(readdirSync(join(model, 'unet')), []);
 });
+
+test('evaluate --images 1e9 and --height 100000 are refused before anything is loaded', async () => {
+  // was: a V8 heap abort (exit 134) and a RangeError (exit 1)
+  const common = [
+    'evaluate',
+    '--dataset',
+    'demo',
+    '--model',
+    join(dir, 'no-model'),
+    '--classifier',
+    join(dir, 'no-clip'),
+    '--lambda',
+    '1',
+    '--out',
+    join(dir, 'ev'),
+  ];
+  const r = await runCli([...common, '--images', '1000000000']);
+  assert.equal(r.code, EXIT.usage, r.stderr);
+  assert.match(r.stderr, /--images: \d+ images in all is more than this process can hold/);
+  const h = await runCli([...common, '--height', '100000', '--width', '100000']);
+  assert.equal(h.code, EXIT.usage, h.stderr);
+  assert.match(h.stderr, /--height: 100000 is larger than 2048/);
+});
