@@ -235,6 +235,10 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
   if (!Number.isInteger(batchSize) || batchSize < 1)
     throw new UsageError(`${show(batchSize)} must be an integer ≥ 1`, { field: 'batchSize' });
   const sheetImages = options.sheetImages ?? 16;
+  if (!Number.isInteger(sheetImages) || sheetImages < 0)
+    throw new UsageError(`${show(sheetImages)} must be an integer ≥ 0 (images per profession on its contact sheet)`, {
+      field: 'sheetImages',
+    });
   const out = resolve(options.out);
   // Everything that decides an image's result; the plan (professions, templates, how many seeds)
   // may change between runs of one folder: results are keyed by profession, template and seed.

@@ -170,7 +170,16 @@ export function effectiveMatrix(
   const A = new Float64Array(d * d);
   for (let i = 0; i < d * d; i++) A[i] = scale * (M[i] as number);
   for (let i = 0; i < d; i++) A[i * d + i] = (A[i * d + i] as number) + 1 - scale;
-  if (!options.revert) return { M: Float32Array.from(A), condition: null };
+  if (!options.revert) {
+    const Ma = Float32Array.from(A);
+    if (!Ma.every(Number.isFinite)) {
+      throw new UsageError(
+        `α = ${show(scale)} makes M_α = I + α(M − I) overflow float32 (its entries pass ±3.4e38); use an α of ordinary size`,
+        { field: 'scale' },
+      );
+    }
+    return { M: Ma, condition: null };
+  }
   const norm1 = (X: Float64Array) => {
     let best = 0;
     for (let j = 0; j < d; j++) {

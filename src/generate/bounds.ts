@@ -58,6 +58,14 @@ export function maxSide(sampleSize?: number | null): number {
   return 4 * 8 * Math.max(sampleSize ?? 64, 64);
 }
 
+/** The side rule in words: whose size the bound is 4 × of. */
+function sideRule(sampleSize?: number | null): string {
+  if (!sampleSize) return "4 × 512, the size SD 1.x models are made for (checked before the model's own size is read)";
+  const own = 8 * sampleSize;
+  if (own >= 512) return `4 × ${own}, the model's own size`;
+  return `4 × 512: this model's own size ${own} is smaller, and the bound never goes below SD 1.x's`;
+}
+
 /** Bytes of the attention scores of one UNet batch at full latent resolution (guidance doubles it). */
 export function attentionBytes(height: number, width: number, batchSize: number): number {
   const tokens = (height / 8) * (width / 8);
@@ -82,7 +90,7 @@ export function checkWorkBounds(sizes: WorkSizes, ctx: BoundsContext): void {
     if (v > side) {
       fail(
         k,
-        `${v} is larger than ${side} (rule: at most 4 × the model's own size ${side / 4}; larger images need more memory than the model can use and give no usable image)`,
+        `${v} is larger than ${side} (rule: at most ${sideRule(ctx.sampleSize)}; larger images need more memory than the model can use and give no usable image)`,
       );
     }
   }

@@ -1,7 +1,7 @@
 /** The classify, audit --from-images and compare commands through the real CLI, and their exit codes. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -106,7 +106,7 @@ test('audit --from-images, then compare; a changed setting on the same folder ex
 });
 
 test("bad inputs exit with their area's code and a message naming the argument", async () => {
-  const [n0, noClassifier, unknownList] = await Promise.all([
+  const [n0, noClassifier, unknownList, negativeSheet] = await Promise.all([
     cli(
       'audit',
       '--model',
@@ -132,9 +132,29 @@ test("bad inputs exit with their area's code and a message naming the argument",
       '--out',
       join(world.root, 'y'),
     ),
+    cli(
+      'audit',
+      '--model',
+      world.model,
+      '--classifier',
+      world.classifier,
+      '--professions',
+      'winobias35',
+      '--select',
+      'nurse',
+      '--images',
+      '1',
+      '--sheet-images',
+      '-1',
+      '--out',
+      join(world.root, 'z'),
+    ),
   ]);
   assert.equal(n0.code, EXIT.usage);
   assert.match(n0.stderr, /--images: 0 must be an integer ≥ 1/);
+  assert.equal(negativeSheet.code, EXIT.usage, negativeSheet.stderr);
+  assert.match(negativeSheet.stderr, /--sheet-images: -1 must be an integer ≥ 0/);
+  assert.ok(!existsSync(join(world.root, 'z', 'records.jsonl')), 'refused before any image');
   assert.equal(noClassifier.code, EXIT.classifier);
   assert.match(noClassifier.stderr, /--classifier: ".*missing" does not exist/);
   assert.equal(unknownList.code, EXIT.usage);

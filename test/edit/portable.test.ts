@@ -24,7 +24,7 @@ import { openSdModel } from '../../src/model/folder.js';
 import { locateSites, readSiteWeight } from '../../src/model/sites.js';
 import { ClipTextEncoder, encodePrompts } from '../../src/text/encoder.js';
 import { ClipTokenizer } from '../../src/text/tokenizer.js';
-import { EditError, ModelFormatError, OutputError } from '../../src/util/errors.js';
+import { EditError, ModelFormatError, OutputError, UsageError } from '../../src/util/errors.js';
 import { directTimeSolve } from '../cli/helpers.js';
 import { buildDiffusersFixture, buildSingleFileFixture, type FixtureDtype } from '../model/checkpoint-fixtures.js';
 import { checksums, tempDir } from '../onnx/helpers.js';
@@ -394,6 +394,14 @@ describe('portable edits (float32)', () => {
         applyEditFile({ editFile: w.editFile, modelPath: file, outPath: file, force: true }),
         OutputError,
       );
+    });
+    test('--scale so large that M_α overflows float32 is refused naming scale', () => {
+      const M = Float32Array.of(1.5, 0, 0, 1);
+      assert.throws(
+        () => effectiveMatrix(M, 2, { scale: 1e308 }),
+        (e: unknown) => e instanceof UsageError && e.field === 'scale' && /overflow float32/.test(e.message),
+      );
+      assert.deepEqual([...effectiveMatrix(M, 2, { scale: 2 }).M], [2, 0, 0, 1]);
     });
     test('--revert of an ill-conditioned M is refused', () => {
       const d = 3;

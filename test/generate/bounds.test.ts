@@ -24,7 +24,7 @@ test('numbers within bounds pass; each bound names the field, the value and the 
     [
       { height: 100000, width: 100000 },
       'height',
-      /^100000 is larger than 2048 \(rule: at most 4 × the model's own size 512/,
+      /^100000 is larger than 2048 \(rule: at most 4 × 512, the size SD 1\.x models are made for \(checked before/,
     ],
     [
       { height: 1024, width: 1024, batchSize: 16 },
@@ -51,6 +51,17 @@ test('numbers within bounds pass; each bound names the field, the value and the 
       JSON.stringify(sizes),
     );
   }
+  // the rule names whose size it is 4 × of: the model's own, or SD 1.x's floor for a smaller model
+  const sideMessage = (sampleSize: number) => {
+    try {
+      checkWorkBounds({ height: 100000 }, { ...ctx, sampleSize });
+    } catch (e) {
+      return (e as UsageError).detail;
+    }
+    return '';
+  };
+  assert.match(sideMessage(96), /larger than 3072 \(rule: at most 4 × 768, the model's own size;/);
+  assert.match(sideMessage(8), /larger than 2048 \(rule: at most 4 × 512: this model's own size 64 is smaller/);
   // the memory bound mentions the width and the batch size; a caller's fields are used for all three
   assert.throws(
     () =>
