@@ -8,6 +8,7 @@ import { type Attribute, genderAttribute, validateAttribute } from '../classify/
 import type { PreprocessMode } from '../classify/preprocess-pil.js';
 import { checkWorkBounds } from '../generate/bounds.js';
 import { nativeSizeWarning } from '../generate/geometry.js';
+import { declaredSampleSize } from '../generate/model-geometry.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { checkOutsideModel } from '../model/path-guard.js';
 import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
@@ -89,7 +90,7 @@ export async function runAuditJob(o: AuditJobOptions): Promise<AuditResult> {
       images: o.model ? (o.images ?? 20) * templates.length * (professions?.professions.length ?? 1) : undefined,
       bootstrap: o.bootstrap?.samples,
     },
-    { error: (m, o) => new UsageError(m, o) },
+    { sampleSize: o.model ? declaredSampleSize(o.model) : null, error: (m, o) => new UsageError(m, o) },
   );
   if (o.model) checkOutsideModel('out', o.out, o.model);
   const seeds = o.model ? seedPlan(o.seedUse ?? 'evaluation', o.images ?? 20, o.seedStart) : undefined;

@@ -9,6 +9,7 @@ import { type SeedPlan, seedPlan } from '../audit/seeds.js';
 import type { Attribute } from '../classify/labels.js';
 import { alignmentTokens, selectSites } from '../edit/prepare.js';
 import { checkWorkBounds } from '../generate/bounds.js';
+import { declaredSampleSize } from '../generate/model-geometry.js';
 import type { SdModel } from '../model/folder.js';
 import { checkOutsideModel } from '../model/path-guard.js';
 import { type EditSite, locateSites } from '../model/sites.js';
@@ -88,6 +89,7 @@ export function preflight(
               ? 'imagesPerProbe'
               : 'verificationImages',
       },
+      sampleSize: declaredSampleSize(world.model.dir),
       error: (m, o) => new ConfigError(m, o),
     },
   );

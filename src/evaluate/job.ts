@@ -19,7 +19,7 @@ import { ClipClassifier } from '../classify/clip.js';
 import { checkWorkBounds } from '../generate/bounds.js';
 import type { NativeSize } from '../generate/geometry.js';
 import { nativeSizeWarning } from '../generate/geometry.js';
-import { readModelGeometry } from '../generate/model-geometry.js';
+import { declaredSampleSize, readModelGeometry } from '../generate/model-geometry.js';
 import { StableDiffusionPipeline } from '../generate/pipeline.js';
 import { openSdModel, type SdModel } from '../model/folder.js';
 import { checkOutsideModel } from '../model/path-guard.js';
@@ -139,7 +139,7 @@ export async function runEvaluateJob(o: EvaluateJobOptions): Promise<EvaluateJob
         : o.images,
       bootstrap: o.bootstrap?.samples,
     },
-    { error: (m, opts) => new UsageError(m, opts) },
+    { sampleSize: declaredSampleSize(modelDir), error: (m, opts) => new UsageError(m, opts) },
   );
 
   const sessionOptions = { device, threads: o.threads || undefined };

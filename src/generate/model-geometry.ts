@@ -65,6 +65,18 @@ async function measureVaeScale(model: SdModel, vaeRel: string, options: ModelGeo
   }
 }
 
+/**
+ * The UNet's sample_size as the folder's `unet/config.json` declares it (the larger side of a pair),
+ * or null — read without opening any graph, for the bounds checked before a model is loaded
+ * (bounds.ts: an SD 2.x-768 model, sample_size 96, takes sides up to 3072).
+ */
+export function declaredSampleSize(modelDir: string): number | null {
+  const v = readJsonIfExists(join(modelDir, 'unet', 'config.json'))?.sample_size;
+  if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
+  if (Array.isArray(v) && v.length === 2 && v.every((x) => Number.isInteger(x) && x > 0)) return Math.max(...v);
+  return null;
+}
+
 function readJsonIfExists(path: string): Record<string, unknown> | null {
   if (!existsSync(path)) return null;
   try {

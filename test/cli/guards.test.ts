@@ -56,6 +56,35 @@ test('generate into a model folder is refused before rendering', async () => {
   assert.match(r.stderr, /--out: ".*imgs" is inside the model folder/);
 });
 
+test("the side limit comes from the model's unet/config.json when it declares sample_size (SD 2.x-768: 3072)", async () => {
+  const args = (model: string) => [
+    'generate',
+    '--model',
+    model,
+    '--prompt',
+    'x',
+    '--seeds',
+    '0',
+    '--height',
+    '2560',
+    '--width',
+    '64',
+    // an output inside the model: refused right after the bounds, so no model is ever loaded here
+    '--out',
+    join(model, 'unet', 'imgs'),
+  ];
+  const sd2 = join(dir, 'sd2-768');
+  mkdirSync(join(sd2, 'unet'), { recursive: true });
+  writeFileSync(join(sd2, 'unet', 'config.json'), JSON.stringify({ sample_size: 96 }));
+  const undeclared = join(dir, 'undeclared');
+  mkdirSync(join(undeclared, 'unet'), { recursive: true });
+  const [big, small] = await Promise.all([runCli(args(sd2)), runCli(args(undeclared))]);
+  assert.equal(big.code, EXIT.output, big.stderr); // 2560 ≤ 4 × 768: past the bounds, stopped by --out
+  assert.match(big.stderr, /--out: ".*imgs" is inside the model folder/);
+  assert.equal(small.code, EXIT.generation, small.stderr);
+  assert.match(small.stderr, /--height: 2560 is larger than 2048 \(rule: at most 4 × 512/);
+});
+
 test('audit --images 1e9 and --bootstrap 0 are refused before anything is loaded', async () => {
   const common = [
     'audit',

@@ -5,7 +5,7 @@
  * diffusers-style one whose VAE has scale factor 2.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -17,6 +17,7 @@ import {
   probeVaeScale,
   vaeScaleFromConfig,
 } from '../../src/generate/geometry.js';
+import { declaredSampleSize } from '../../src/generate/model-geometry.js';
 import { normalizeRequest, StableDiffusionPipeline } from '../../src/generate/pipeline.js';
 import { GenerationError, ModelFormatError } from '../../src/util/errors.js';
 
@@ -169,6 +170,27 @@ describe('on tiny model folders', () => {
       assert.deepEqual([r.images[0]?.width, r.images[0]?.height, r.size.decidedBy], [32, 32, 'model-index']);
     } finally {
       await q.dispose();
+    }
+  });
+});
+
+describe('declaredSampleSize (bounds before a model is loaded)', () => {
+  it('reads unet/config.json sample_size (a number, or the larger side of a pair); null when absent or invalid', () => {
+    const root = mkdtempSync(join(tmpdir(), 'td-sample-size-'));
+    try {
+      const folder = (name: string, config?: unknown) => {
+        const d = join(root, name);
+        mkdirSync(join(d, 'unet'), { recursive: true });
+        if (config !== undefined) writeFileSync(join(d, 'unet', 'config.json'), JSON.stringify(config));
+        return d;
+      };
+      assert.equal(declaredSampleSize(folder('sd2', { sample_size: 96 })), 96);
+      assert.equal(declaredSampleSize(folder('pair', { sample_size: [64, 96] })), 96);
+      assert.equal(declaredSampleSize(folder('none')), null);
+      assert.equal(declaredSampleSize(folder('bad', { sample_size: -3 })), null);
+      assert.equal(declaredSampleSize(join(root, 'missing')), null);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });

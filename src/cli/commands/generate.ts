@@ -14,6 +14,7 @@ import cliProgress from 'cli-progress';
 import type { Argv, CommandModule } from 'yargs';
 import { checkWorkBounds } from '../../generate/bounds.js';
 import { nativeSizeWarning } from '../../generate/geometry.js';
+import { declaredSampleSize } from '../../generate/model-geometry.js';
 import { readNpy } from '../../generate/npy.js';
 import { writeGenerationRun } from '../../generate/output.js';
 import { type GenerateRequest, normalizeRequest, StableDiffusionPipeline } from '../../generate/pipeline.js';
@@ -119,7 +120,11 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
         images: request.seeds?.length,
         bytesPerImage: 4 * (request.height ?? 512) * (request.width ?? 512),
       },
-      { fields: { images: 'seeds' }, error: (m, o) => new GenerationError(m, o) },
+      {
+        fields: { images: 'seeds' },
+        sampleSize: declaredSampleSize(argv.model),
+        error: (m, o) => new GenerationError(m, o),
+      },
     );
     // The output: never inside the model, and not a folder of an earlier run (found now, not after rendering).
     checkOutsideModel('--out', argv.out, argv.model);
