@@ -25,11 +25,11 @@ import { openSdModel, type SdModel } from '../model/folder.js';
 import { checkOutsideModel } from '../model/path-guard.js';
 import { parseQueueUrl } from '../queue/connection.js';
 import { RenderQueue, type RenderQueueOptions } from '../queue/producer.js';
+import { writeEvaluateReports } from '../report/evaluate.js';
 import { validateDevice, validateThreads } from '../runtime/ort.js';
 import { ClipTextEncoder, encodePrompts } from '../text/encoder.js';
 import { ClipTokenizer } from '../text/tokenizer.js';
 import { type NameOf, show, UsageError } from '../util/errors.js';
-import { writeEvaluateReports } from './report.js';
 import { type EvaluateMode, type EvaluateProgress, type EvaluateResult, fileDigest, runEvaluate } from './run.js';
 import { parseRowSpec, parseTimed } from './timed.js';
 

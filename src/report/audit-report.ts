@@ -11,7 +11,17 @@ import { readImageFile } from '../classify/clip.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { CLASS_COLORS, contactSheet, UNCLEAR_COLOR } from './sheet.js';
 import { escapeXml, shareChart } from './svg.js';
-import { dec, interval, pct, pValue, shareText, textTable } from './text/index.js';
+import {
+  dec,
+  htmlTable,
+  interval,
+  markdownTable,
+  pct,
+  pValue,
+  shareText,
+  type TableSpec,
+  textTable,
+} from './text/index.js';
 
 export function sheetSlug(s: string): string {
   return (
@@ -134,6 +144,22 @@ export function renderAuditTable(r: AuditResult): string {
   ].join('\n');
 }
 
+/** report.md's and report.html's table: per profession (sorted by share) the counts, the share and Δ. */
+function professionTable(result: AuditResult): TableSpec {
+  const classes = result.classes;
+  return {
+    header: ['profession', 'images', ...classes, 'unclear', `share ${result.summary.targetClass} [95%]`, 'Δ [95%]'],
+    rows: sortedProfessions(result).map((p) => [
+      p.profession,
+      String(p.images),
+      ...classes.map((c) => String(p.counts[c] ?? 0)),
+      String(p.unclear),
+      shareText(p.share),
+      `${dec(p.delta.value)} ${interval(p.delta.lower, p.delta.upper)}`,
+    ]),
+  };
+}
+
 export function renderAuditMarkdown(result: AuditResult, options: { sheets?: string[] } = {}): string {
   const s = result.summary;
   const t = s.targetClass;
@@ -157,14 +183,7 @@ export function renderAuditMarkdown(result: AuditResult, options: { sheets?: str
     '',
   );
   md.push(`![share ${t} per profession](chart.svg)`, '');
-  const classes = result.classes;
-  md.push(`| profession | images | ${classes.join(' | ')} | unclear | share ${t} [95%] | Δ [95%] |`);
-  md.push(`|---|---:|${classes.map(() => '---:').join('|')}|---:|---:|---:|`);
-  for (const p of sortedProfessions(result)) {
-    md.push(
-      `| ${p.profession} | ${p.images} | ${classes.map((c) => p.counts[c] ?? 0).join(' | ')} | ${p.unclear} | ${shareText(p.share)} | ${dec(p.delta.value)} ${interval(p.delta.lower, p.delta.upper, (x) => dec(x))} |`,
-    );
-  }
+  md.push(...markdownTable(professionTable(result)));
   md.push('', '## Settings', '');
   for (const l of settingsLines(result)) md.push(`- ${l}`);
   if (options.sheets?.length) {
@@ -177,7 +196,7 @@ export function renderAuditMarkdown(result: AuditResult, options: { sheets?: str
 
 const CSS = `body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #e5e5e5;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f3f4f6}.big{font-size:1.3rem}.muted{color:#666}
+.l{text-align:left}th{background:#f3f4f6}.big{font-size:1.3rem}.muted{color:#666}
 .sheets{display:flex;flex-wrap:wrap;gap:1rem}.sheets figure{margin:0}.sheets img{max-width:520px;image-rendering:pixelated;border:1px solid #ddd}
 code{background:#f3f4f6;padding:0 3px;border-radius:3px}.sig{font-weight:600}`;
 
@@ -190,7 +209,6 @@ function mdInlineToHtml(s: string): string {
 export function renderAuditHtml(result: AuditResult, options: { sheets?: string[] } = {}): string {
   const s = result.summary;
   const t = s.targetClass;
-  const classes = result.classes;
   const h: string[] = [];
   h.push('<!doctype html>', '<html lang="en"><head><meta charset="utf-8">');
   h.push(`<title>Bias audit: ${escapeXml(result.plan.professionList)}</title><style>${CSS}</style></head><body>`);
@@ -208,17 +226,7 @@ export function renderAuditHtml(result: AuditResult, options: { sheets?: string[
     `<p class="muted">Δ = |p − ${s.targetShare}| / ${Math.max(s.targetShare, 1 - s.targetShare)} per profession; p = share of “${escapeXml(t)}” among classified images (unclear excluded). 0 is parity, 1 is every image one class.</p>`,
   );
   h.push(`<figure>${auditChart(result)}</figure>`);
-  h.push('<table><thead><tr><th>profession</th><th>images</th>');
-  for (const c of classes) h.push(`<th>${escapeXml(c)}</th>`);
-  h.push(`<th>unclear</th><th>share ${escapeXml(t)} [95%]</th><th>Δ [95%]</th></tr></thead><tbody>`);
-  for (const p of sortedProfessions(result)) {
-    h.push(`<tr><td>${escapeXml(p.profession)}</td><td>${p.images}</td>`);
-    for (const c of classes) h.push(`<td>${p.counts[c] ?? 0}</td>`);
-    h.push(
-      `<td>${p.unclear}</td><td>${shareText(p.share)}</td><td>${dec(p.delta.value)} ${interval(p.delta.lower, p.delta.upper, (x) => dec(x))}</td></tr>`,
-    );
-  }
-  h.push('</tbody></table>');
+  h.push(htmlTable(professionTable(result)));
   h.push('<h2>Settings</h2><ul>');
   for (const l of settingsLines(result)) h.push(`<li>${mdInlineToHtml(l)}</li>`);
   h.push('</ul>');
@@ -333,6 +341,24 @@ export function renderCompareTable(c: Comparison): string {
   ].join('\n');
 }
 
+/**
+ * compare.md's and compare.html's table: per profession (sorted by Δ change) the shares, the change
+ * and its test; `mark` writes the p-value cell (set off when significant).
+ */
+function compareTable(c: Comparison, mark: (p: string, significant: boolean) => string): TableSpec {
+  return {
+    header: ['profession', `share ${c.targetClass} before`, 'after', 'change [95% Newcombe]', 'p', 'Δ before → after'],
+    rows: comparisonRows(c).map((r) => [
+      r.profession,
+      shareText(r.before.share),
+      shareText(r.after.share),
+      shareText({ p: r.change.difference, lower: r.change.lower, upper: r.change.upper }),
+      mark(pValue(r.change.paired ? r.change.paired.pValue : r.change.pValue), r.change.significant),
+      `${dec(r.before.delta.value)} → ${dec(r.after.delta.value)}`,
+    ]),
+  };
+}
+
 export function renderCompareMarkdown(c: Comparison, names: { before: string; after: string }): string {
   const m = c.summary.meanDelta;
   const md: string[] = [];
@@ -346,14 +372,7 @@ export function renderCompareMarkdown(c: Comparison, names: { before: string; af
     '',
   );
   md.push('![before and after](compare.svg)', '');
-  md.push(`| profession | share ${c.targetClass} before | after | change [95% Newcombe] | p | Δ before → after |`);
-  md.push('|---|---:|---:|---:|---:|---:|');
-  for (const r of comparisonRows(c)) {
-    const p = r.change.paired ? r.change.paired.pValue : r.change.pValue;
-    md.push(
-      `| ${r.profession} | ${shareText(r.before.share)} | ${shareText(r.after.share)} | ${pct(r.change.difference)} ${interval(r.change.lower, r.change.upper, (x) => pct(x))} | ${r.change.significant ? `**${pValue(p)}**` : pValue(p)} | ${dec(r.before.delta.value)} → ${dec(r.after.delta.value)} |`,
-    );
-  }
+  md.push(...markdownTable(compareTable(c, (p, significant) => (significant ? `**${p}**` : p))));
   if (c.onlyBefore.length || c.onlyAfter.length) {
     md.push(
       '',
@@ -385,16 +404,10 @@ export function renderCompareHtml(c: Comparison, names: { before: string; after:
     `<p>${c.summary.professions} professions; ${c.summary.significant} significant share changes at 5% (${c.summary.improved} toward parity, ${c.summary.worsened} away); ${c.summary.paired ? 'paired images (McNemar)' : 'unpaired (z test)'}.</p>`,
   );
   h.push(`<figure>${compareChart(c)}</figure>`);
-  h.push(
-    `<table><thead><tr><th>profession</th><th>share ${escapeXml(c.targetClass)} before</th><th>after</th><th>change [95% Newcombe]</th><th>p</th><th>Δ before → after</th></tr></thead><tbody>`,
-  );
-  for (const r of comparisonRows(c)) {
-    const p = r.change.paired ? r.change.paired.pValue : r.change.pValue;
-    h.push(
-      `<tr><td>${escapeXml(r.profession)}</td><td>${shareText(r.before.share)}</td><td>${shareText(r.after.share)}</td><td>${pct(r.change.difference)} ${interval(r.change.lower, r.change.upper, (x) => pct(x))}</td><td${r.change.significant ? ' class="sig"' : ''}>${pValue(p)}</td><td>${dec(r.before.delta.value)} → ${dec(r.after.delta.value)}</td></tr>`,
-    );
-  }
-  h.push('</tbody></table></body></html>', '');
+  // the p column is trusted HTML: escaped here, a significant one set off in <strong class="sig">
+  const p = (text: string, significant: boolean) =>
+    significant ? `<strong class="sig">${escapeXml(text)}</strong>` : escapeXml(text);
+  h.push(htmlTable({ ...compareTable(c, p), raw: [4] }), '</body></html>', '');
   return h.join('\n');
 }
 

@@ -2,6 +2,7 @@
  * SVG charts of shares with intervals (no dependencies; plain strings). One row per profession,
  * sorted by share, the Wilson 95 % interval as a bar, the estimate as a dot, and a dashed parity line.
  */
+import { shareText } from './text/format.js';
 
 export function escapeXml(s: string): string {
   return s
@@ -88,7 +89,7 @@ export function shareChart(input: ShareChartInput): string {
       );
       if (v.p !== null) {
         parts.push(
-          `<circle cx="${fmt(x(v.p))}" cy="${fmt(yy)}" r="4" fill="${s.color}"><title>${escapeXml(`${row} (${s.name}): ${(v.p * 100).toFixed(1)}% [${(v.lower * 100).toFixed(1)}, ${(v.upper * 100).toFixed(1)}]`)}</title></circle>`,
+          `<circle cx="${fmt(x(v.p))}" cy="${fmt(yy)}" r="4" fill="${s.color}"><title>${escapeXml(`${row} (${s.name}): ${shareText(v)}`)}</title></circle>`,
         );
       }
     });

@@ -15,6 +15,7 @@ import { genderAttribute } from '../../src/classify/labels.js';
 import { StableDiffusionPipeline } from '../../src/generate/pipeline.js';
 import { writeAuditReports, writeCompareReports } from '../../src/report/audit-report.js';
 import { ClassifierError, OutputError, UsageError } from '../../src/util/errors.js';
+import { htmlTables, markdownTables } from '../report/tables.js';
 import { checkMarkup, GEN, makeTinyWorld, type TinyWorld } from './world.js';
 
 const TEMPLATES = ['A photo of {article} {profession}', '{article} {profession} working'];
@@ -140,6 +141,27 @@ describe('audit end to end on the tiny models', () => {
     const md = readFileSync(join(out, 'report.md'), 'utf8');
     assert.match(md, /\| nurse \| 6 \|/);
     assert.match(md, /!\[share female per profession\]\(chart\.svg\)/);
+    // one table, the same in report.md and report.html: per profession (sorted by share) its counts
+    const table = markdownTables(md);
+    assert.deepEqual(htmlTables(html), table);
+    assert.deepEqual(table[0]?.[0], [
+      'profession',
+      'images',
+      ...result.classes,
+      'unclear',
+      'share female [95%]',
+      'Δ [95%]',
+    ]);
+    const sorted = [...result.professions].sort((a, b) => (a.share.p ?? 2) - (b.share.p ?? 2));
+    assert.deepEqual(
+      table[0]?.slice(1).map((row) => row.slice(0, 3 + result.classes.length)),
+      sorted.map((p) => [
+        p.profession,
+        String(p.images),
+        ...result.classes.map((c) => String(p.counts[c] ?? 0)),
+        String(p.unclear),
+      ]),
+    );
     const png = readFileSync(join(out, 'sheets', 'nurse.png'));
     assert.deepEqual([...png.subarray(1, 4)], [...Buffer.from('PNG')]);
   });
@@ -189,7 +211,24 @@ describe('audit end to end on the tiny models', () => {
       );
     const out = join(world.root, 'cmp');
     writeCompareReports(out, c, { before: 'b', after: 'c' });
-    checkMarkup(readFileSync(join(out, 'compare.html'), 'utf8'));
+    const html = readFileSync(join(out, 'compare.html'), 'utf8');
+    checkMarkup(html);
+    // compare.md and compare.html: the same table, per profession (by Δ change) its p-value, set off when significant
+    const table = markdownTables(readFileSync(join(out, 'compare.md'), 'utf8'))[0] ?? [];
+    const rows = [...c.professions].sort((a, b) => (a.deltaChange ?? 0) - (b.deltaChange ?? 0));
+    assert.deepEqual(
+      table.slice(1).map((row) => [row[0], row[4]]),
+      rows.map((p) => {
+        const v = p.change.paired ? p.change.paired.pValue : p.change.pValue;
+        const text = v < 0.001 ? '<0.001' : v.toFixed(3);
+        return [p.profession, p.change.significant ? `**${text}**` : text];
+      }),
+    );
+    assert.deepEqual(
+      htmlTables(html)[0],
+      table.map((row) => row.map((cell) => cell.replace(/^\*\*(.*)\*\*$/, '$1'))),
+    );
+    assert.equal((html.match(/<strong class="sig">/g) ?? []).length, c.summary.significant);
     assert.ok(existsSync(join(out, 'compare.svg')));
   });
 

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { ensureDemoWorld } from '../../src/demo/world.js';
 import { DEMO_TIMED_FILE, runEvaluateJob } from '../../src/evaluate/job.js';
 import { validateEvaluateJson } from '../../src/evaluate/schema.js';
+import { assertEvaluateReport } from '../report/tables.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'evaluate-test-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -81,6 +82,12 @@ describe('evaluate on the demo world', () => {
     for (const f of ['report.md', 'report.html', ...row.sheets]) assert.ok(existsSync(join(out, f)), f);
     assert.equal(r.plot, null);
     assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /\| efficacy \| 0\.0% .*\|/);
+    // report.md and report.html hold the tables of evaluate.json (the same rows, the same numbers)
+    assertEvaluateReport(
+      json,
+      readFileSync(join(out, 'report.md'), 'utf8'),
+      readFileSync(join(out, 'report.html'), 'utf8'),
+    );
     // resume: nothing regenerated, the same file
     const records = readFileSync(join(out, 'records.jsonl'), 'utf8');
     assert.equal(records.trim().split('\n').length, 2 * 11 * 4);

@@ -10,9 +10,9 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { runEvaluateJob } from '../../evaluate/job.js';
-import { renderRowsTable, renderSummaryTable } from '../../evaluate/report.js';
 import type { EvaluateMode } from '../../evaluate/run.js';
 import { SCHEDULER_IDS } from '../../generate/schedulers/index.js';
+import { renderRowsTable, renderSummaryTable, shownLambdaIndex } from '../../report/evaluate.js';
 import { show, UsageError } from '../../util/errors.js';
 import { flagOf, relabelForUser } from '../fields.js';
 import { generationOptions, queueOption, runFolderOptions, runtimeOptions } from '../options.js';
@@ -180,8 +180,8 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       process.stdout.write(`${JSON.stringify({ ...r, out: job.out, reports: job.reports }, null, 2)}\n`);
       return;
     }
-    // rows at TIME's default λ = 0.1 when it was evaluated, else the first λ
-    const shown = Math.max(0, r.lambdas.indexOf(0.1));
+    // rows at TIME's default λ = 0.1 when it was evaluated, else the first λ (as in the report)
+    const shown = shownLambdaIndex(r);
     process.stdout.write(`${renderSummaryTable(r)}\n\n${renderRowsTable(r, shown)}\n`);
     if (r.lambdas.length > 1) process.stdout.write(`(rows: λ = ${r.lambdas[shown]}; every λ in the report)\n`);
     for (const i of r.issues) process.stdout.write(`left out: row ${i.index} (${i.kind}): ${i.message}\n`);

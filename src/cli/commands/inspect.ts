@@ -6,7 +6,7 @@
 
 import type { Argv, CommandModule } from 'yargs';
 import { inspectModel, type ModelInspection } from '../../model/inspect.js';
-import { textTable } from '../../report/text/index.js';
+import { pct, textTable } from '../../report/text/index.js';
 
 interface InspectArgs {
   model: string;
@@ -75,6 +75,5 @@ export function renderInspection(r: ModelInspection): string {
     s.dtype,
     s.initializer,
   ]);
-  const share = (100 * r.editableShare).toFixed(2);
-  return `${summary.join('\n')}\n${table(['site', 'proj', 'shape [out × d]', 'stored', 'dtype', 'initializer'], rows, [false, false, true, false, false, false])}\n\nEditable parameters: ${r.editableParameters.toLocaleString('en-US')} of ${r.unetParameters.toLocaleString('en-US')} UNet parameters (${share} %)\n`;
+  return `${summary.join('\n')}\n${table(['site', 'proj', 'shape [out × d]', 'stored', 'dtype', 'initializer'], rows, [false, false, true, false, false, false])}\n\nEditable parameters: ${r.editableParameters.toLocaleString('en-US')} of ${r.unetParameters.toLocaleString('en-US')} UNet parameters (${pct(r.editableShare, 2)})\n`;
 }
