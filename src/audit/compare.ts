@@ -80,8 +80,10 @@ export function compareAudits(
   let allPaired = true;
   const professions: ProfessionComparison[] = common.map((b) => {
     const a = afterBy.get(b.profession) as ProfessionResult;
+    let pa = 0;
     let pb = 0;
     let pc = 0;
+    let pd = 0;
     let pairs = 0;
     let fullyPaired = b.images > 0 && b.images === a.images;
     for (const img of before.images) {
@@ -96,14 +98,16 @@ export function compareAudits(
       pairs++;
       const x = img.label === target;
       const y = other.label === target;
+      if (x && y) pa++;
       if (x && !y) pb++;
       if (!x && y) pc++;
+      if (!x && !y) pd++;
     }
     if (!fullyPaired) allPaired = false;
     const change = shareChange(
       { k: b.share.k, n: b.share.n },
       { k: a.share.k, n: a.share.n },
-      fullyPaired ? { b: pb, c: pc } : undefined,
+      fullyPaired ? { a: pa, b: pb, c: pc, d: pd } : undefined,
     );
     const pick = (p: ProfessionResult) => ({
       share: p.share,

@@ -25,6 +25,17 @@
  *         - difference d = p̂₂ − p̂₁ with Newcombe's hybrid score interval (Newcombe 1998, method 10):
  *             L = d − sqrt((p̂₂ − l₂)² + (u₁ − p̂₁)²),  U = d + sqrt((u₂ − p̂₂)² + (p̂₁ − l₁)²)
  *           with (l_i, u_i) the Wilson intervals;
+ *         - when every image is paired (the same prompts and seeds before and after, a complete
+ *           2 × 2 table: a both, b before only, c after only, d neither), the same square-and-add
+ *           interval for paired data (Newcombe 1998b, Stat. Med. 17:2635, method 10), which
+ *           subtracts the correlation of the two estimates:
+ *             L = d − sqrt((p̂₂ − l₂)² − 2φ̂(p̂₂ − l₂)(u₁ − p̂₁) + (u₁ − p̂₁)²)
+ *             U = d + sqrt((u₂ − p̂₂)² − 2φ̂(u₂ − p̂₂)(p̂₁ − l₁) + (p̂₁ − l₁)²)
+ *             φ̂ = C / sqrt((a+b)(c+d)(a+c)(b+d)),  C = ad − bc − n/2 when ad − bc > n/2,
+ *                 0 when 0 ≤ ad − bc ≤ n/2, ad − bc when negative; φ̂ = 0 when a margin is 0.
+ *           Paired images are positively correlated, so this interval is the narrower, honest one;
+ *           the unpaired interval ignores the pairing and can include 0 while McNemar's test
+ *           (below) finds the change;
  *         - two-proportion z test (pooled): z = d / sqrt(p̄(1 − p̄)(1/n₁ + 1/n₂)), two-sided p;
  *         - when the two runs share prompts and seeds (paired images), McNemar's exact test on the
  *           discordant pairs b (target before, not after) and c (not before, target after):
@@ -253,24 +264,63 @@ export interface ShareChange extends Interval {
   /** two-proportion z test (pooled) */
   z: number;
   pValue: number;
+  /** Which Newcombe interval `lower`/`upper` are: for paired images (a complete 2 × 2 table) or unpaired. */
+  interval: 'paired' | 'unpaired';
   /** McNemar's exact test when the images are paired (same prompts and seeds) */
   paired?: { kind: 'mcnemar'; b: number; c: number; pValue: number };
   /** significant at 5 %: the paired test when present, else the z test */
   significant: boolean;
 }
 
-/** Eq. (5): before/after change of a share, Newcombe interval, z test, optional McNemar. */
+/**
+ * The image pairs of a before/after comparison: b target before only, c target after only, and —
+ * when known — a target both times, d neither (the complete 2 × 2 table).
+ */
+export interface PairCounts {
+  a?: number;
+  b: number;
+  c: number;
+  d?: number;
+}
+
+/**
+ * φ̂ of Newcombe's paired method 10: the correlation of the two proportions' estimates from the 2 × 2
+ * table, its numerator shrunk by n/2 when positive (Eq. (5)).
+ */
+export function pairedPhi(a: number, b: number, c: number, d: number): number {
+  const n = a + b + c + d;
+  const margins = (a + b) * (c + d) * (a + c) * (b + d);
+  if (margins === 0) return 0;
+  const A = a * d - b * c;
+  const C = A > n / 2 ? A - n / 2 : A >= 0 ? 0 : A;
+  return C / Math.sqrt(margins);
+}
+
+/** Eq. (5): before/after change of a share, Newcombe interval (paired when the table is), z test, McNemar. */
 export function shareChange(
   before: { k: number; n: number },
   after: { k: number; n: number },
-  pairs?: { b: number; c: number },
+  pairs?: PairCounts,
   z95 = Z95,
 ): ShareChange {
   const w1 = wilson(before.k, before.n, z95);
   const w2 = wilson(after.k, after.n, z95);
   const d = w2.p - w1.p;
-  const lower = d - Math.sqrt((w2.p - w2.lower) ** 2 + (w1.upper - w1.p) ** 2);
-  const upper = d + Math.sqrt((w2.upper - w2.p) ** 2 + (w1.p - w1.lower) ** 2);
+  // the paired interval needs the complete table of exactly these images: a + b = k₁, a + c = k₂, n pairs
+  const table =
+    pairs?.a !== undefined &&
+    pairs.d !== undefined &&
+    pairs.a + pairs.b === before.k &&
+    pairs.a + pairs.c === after.k &&
+    pairs.a + pairs.b + pairs.c + pairs.d === before.n &&
+    before.n === after.n
+      ? { a: pairs.a, b: pairs.b, c: pairs.c, d: pairs.d }
+      : null;
+  const phi = table ? pairedPhi(table.a, table.b, table.c, table.d) : 0;
+  const down = [w2.p - w2.lower, w1.upper - w1.p] as const;
+  const up = [w2.upper - w2.p, w1.p - w1.lower] as const;
+  const lower = d - Math.sqrt(Math.max(0, down[0] ** 2 - 2 * phi * down[0] * down[1] + down[1] ** 2));
+  const upper = d + Math.sqrt(Math.max(0, up[0] ** 2 - 2 * phi * up[0] * up[1] + up[1] ** 2));
   const pooled = (before.k + after.k) / (before.n + after.n);
   const se = Math.sqrt(pooled * (1 - pooled) * (1 / before.n + 1 / after.n));
   const z = se > 0 ? d / se : 0;
@@ -282,6 +332,7 @@ export function shareChange(
     difference: d,
     lower: Math.max(-1, lower),
     upper: Math.min(1, upper),
+    interval: table ? 'paired' : 'unpaired',
     z,
     pValue: Math.min(1, Math.max(0, pValue)),
     significant: pValue < 0.05,

@@ -490,16 +490,17 @@ export async function runEvaluate(options: EvaluateOptions): Promise<EvaluateRes
     const paired = (lambda: number, row: TimedRow, metric: MetricName) => {
       const role: PromptRole = metric === 'efficacy' ? 'source' : metric === 'generality' ? 'positive' : 'negative';
       const counts = (x: boolean) => (metric === 'specificity' ? !x : x);
-      let b = 0;
-      let c = 0;
+      const t = { a: 0, b: 0, c: 0, d: 0 };
       for (const p of plannedPrompts(row).filter((q) => q.role === role))
         for (const s of seedsOf(p)) {
           const before = counts(outcome(null, row.index, p, s));
           const after = counts(outcome(lambda, row.index, p, s));
-          if (before && !after) b++;
-          if (!before && after) c++;
+          if (before && after) t.a++;
+          else if (before) t.b++;
+          else if (after) t.c++;
+          else t.d++;
         }
-      return { b, c };
+      return t;
     };
     const evaluated: EvaluatedRow[] = [];
     for (const row of rows) {

@@ -347,7 +347,14 @@ export function renderCompareTable(c: Comparison): string {
  */
 function compareTable(c: Comparison, mark: (p: string, significant: boolean) => string): TableSpec {
   return {
-    header: ['profession', `share ${c.targetClass} before`, 'after', 'change [95% Newcombe]', 'p', 'Δ before → after'],
+    header: [
+      'profession',
+      `share ${c.targetClass} before`,
+      'after',
+      `change [95% Newcombe${c.summary.paired ? ', paired' : ''}]`,
+      'p',
+      'Δ before → after',
+    ],
     rows: comparisonRows(c).map((r) => [
       r.profession,
       shareText(r.before.share),
@@ -368,7 +375,7 @@ export function renderCompareMarkdown(c: Comparison, names: { before: string; af
   );
   md.push(
     `${c.summary.professions} professions compared; ${c.summary.significant} with a significant share change at 5% (${c.summary.improved} toward parity, ${c.summary.worsened} away); ` +
-      `${c.summary.paired ? "images paired by prompt and seed (McNemar's exact test)" : 'images not paired (two-proportion z test)'}.`,
+      `${c.summary.paired ? "images paired by prompt and seed (McNemar's exact test; Newcombe's interval for paired data)" : 'images not paired (two-proportion z test)'}.`,
     '',
   );
   md.push('![before and after](compare.svg)', '');

@@ -10,6 +10,7 @@ import {
   meanDeltaChange,
   meanStd,
   normalCdf,
+  pairedPhi,
   shareChange,
   wilson,
 } from '../../src/audit/stats.js';
@@ -92,6 +93,37 @@ test('before/after change: Newcombe interval, z test, McNemar', () => {
   const q = shareChange({ k: 40, n: 50 }, { k: 41, n: 50 }, { b: 3, c: 4 });
   assert.equal(q.paired!.pValue, 1);
   assert.equal(q.significant, false);
+});
+
+test("paired images: Newcombe's paired interval (method 10 for paired data), narrower, agreeing with McNemar", () => {
+  // Armitage & Berry's paired table (two culture media, 50 specimens): a 20 both, b 12 first only,
+  // c 2 second only, d 16 neither; difference second − first = −0.2. Method 10 for paired data,
+  // computed independently (Python, the formula of Newcombe 1998b): −0.32921 to −0.05616, φ̂ = 0.45495.
+  const ab = shareChange({ k: 32, n: 50 }, { k: 22, n: 50 }, { a: 20, b: 12, c: 2, d: 16 });
+  assert.equal(ab.interval, 'paired');
+  close(ab.difference, -0.2, 1e-12);
+  close(ab.lower, -0.3292069954001405, 1e-12, 'paired lower');
+  close(ab.upper, -0.056156424841748265, 1e-12, 'paired upper');
+  close(pairedPhi(20, 12, 2, 16), 0.45495421510599593, 1e-12);
+  // the same counts without the table: the unpaired interval, wider on both sides
+  const unpaired = shareChange({ k: 32, n: 50 }, { k: 22, n: 50 }, { b: 12, c: 2 });
+  assert.equal(unpaired.interval, 'unpaired');
+  assert.ok(unpaired.lower < ab.lower && unpaired.upper > ab.upper);
+  // a debias-like change: 5 of 200 before, 22 after, every change one way. McNemar finds it; the
+  // unpaired interval reaches down to about 0.03 while the paired one is 0.0475 to 0.1320.
+  const debias = shareChange({ k: 5, n: 200 }, { k: 22, n: 200 }, { a: 5, b: 0, c: 17, d: 178 });
+  close(debias.lower, 0.04751316848230196, 1e-12);
+  close(debias.upper, 0.13200516243098734, 1e-12);
+  assert.ok(debias.paired!.pValue < 0.001 && debias.significant);
+  // φ̂ = 0 (ad − bc within n/2, or an empty margin): the paired interval is the unpaired one
+  close(pairedPhi(1, 1, 1, 1), 0, 0);
+  close(pairedPhi(0, 3, 4, 5), (0 - 12) / Math.sqrt(3 * 9 * 4 * 8), 1e-15);
+  const flat = shareChange({ k: 2, n: 4 }, { k: 2, n: 4 }, { a: 1, b: 1, c: 1, d: 1 });
+  const flatUnpaired = shareChange({ k: 2, n: 4 }, { k: 2, n: 4 });
+  close(flat.lower, flatUnpaired.lower, 1e-15);
+  close(flat.upper, flatUnpaired.upper, 1e-15);
+  // a table that does not describe these shares (unclear images left out of the pairs): unpaired
+  assert.equal(shareChange({ k: 32, n: 51 }, { k: 22, n: 50 }, { a: 20, b: 12, c: 2, d: 16 }).interval, 'unpaired');
 });
 
 test('mean Δ bootstrap is reproducible with a seed and brackets the estimate', () => {
