@@ -292,7 +292,7 @@ export function pairedPhi(a: number, b: number, c: number, d: number): number {
   const margins = (a + b) * (c + d) * (a + c) * (b + d);
   if (margins === 0) return 0;
   const A = a * d - b * c;
-  const C = A > n / 2 ? A - n / 2 : A >= 0 ? 0 : A;
+  const C = A > n / 2 ? A - n / 2 : Math.min(A, 0);
   return C / Math.sqrt(margins);
 }
 
