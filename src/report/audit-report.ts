@@ -123,16 +123,14 @@ function legend(result: AuditResult): string {
 /** The terminal rendering: per profession share with interval and Δ, sorted by share, then the summary. */
 export function renderAuditTable(r: AuditResult): string {
   const t = r.summary.targetClass;
-  const body = [...r.professions]
-    .sort((a, b) => (a.share.p ?? 2) - (b.share.p ?? 2))
-    .map((p) => [
-      p.profession,
-      String(p.share.n),
-      pct(p.share.p),
-      interval(p.share.lower, p.share.upper, (x) => pct(x)),
-      dec(p.delta.value),
-      String(p.unclear),
-    ]);
+  const body = sortedProfessions(r).map((p) => [
+    p.profession,
+    String(p.share.n),
+    pct(p.share.p),
+    interval(p.share.lower, p.share.upper, (x) => pct(x)),
+    dec(p.delta.value),
+    String(p.unclear),
+  ]);
   const s = r.summary;
   const md = s.meanDelta;
   return [
