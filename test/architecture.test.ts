@@ -83,7 +83,6 @@ const SEAMS: Record<string, string[]> = {
   'cli-progress': ['cli/'],
   bullmq: ['queue/'],
   ioredis: ['queue/'],
-  protobufjs: ['onnx/'],
   'onnx-proto': ['onnx/'],
   'fast-png': ['generate/png.ts'],
   ajv: [

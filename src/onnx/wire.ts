@@ -12,7 +12,6 @@
  *   TensorProto: 1 dims, 2 data_type, 4 float_data, 5 int32_data, 7 int64_data, 8 name, 9 raw_data,
  *                10 double_data, 11 uint64_data, 13 external_data, 14 data_location
  */
-import protobuf from 'protobufjs/minimal.js';
 import type { FileCursor } from './file-cursor.js';
 
 export const WIRE = Object.freeze({ VARINT: 0, FIXED64: 1, BYTES: 2, FIXED32: 5 });
@@ -42,35 +41,6 @@ export interface FieldSpan {
   start: number;
   dataStart: number;
   end: number;
-}
-
-/** Fields of the message stored in bytes[start, end), in file order. Throws RangeError on malformed input. */
-export function scanFields(bytes: Uint8Array, start = 0, end = bytes.byteLength): FieldSpan[] {
-  const reader = protobuf.Reader.create(bytes);
-  reader.pos = start;
-  reader.len = end;
-  const spans: FieldSpan[] = [];
-  while (reader.pos < end) {
-    const at = reader.pos;
-    const tag = reader.uint32();
-    const field = tag >>> 3;
-    const wireType = tag & 7;
-    if (field === 0) throw new RangeError(`invalid field number 0 at byte ${at}`);
-    let dataStart: number;
-    if (wireType === WIRE.BYTES) {
-      const length = reader.uint32();
-      dataStart = reader.pos;
-      reader.skip(length);
-    } else if (wireType === WIRE.VARINT || wireType === WIRE.FIXED64 || wireType === WIRE.FIXED32) {
-      dataStart = reader.pos;
-      reader.skipType(wireType);
-    } else {
-      throw new RangeError(`unsupported wire type ${wireType} (field ${field}) at byte ${at}`);
-    }
-    if (reader.pos > end) throw new RangeError(`field ${field} at byte ${at} runs past the end of its message`);
-    spans.push({ field, wireType, start: at, dataStart, end: reader.pos });
-  }
-  return spans;
 }
 
 /** Wire layout of one initializer TensorProto inside the model file. */
