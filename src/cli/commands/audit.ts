@@ -18,6 +18,7 @@ import { validateDevice, validateThreads } from '../../runtime/ort.js';
 import { show, UsageError } from '../../util/errors.js';
 import { flagOf } from '../fields.js';
 import { generationOptions, queueOption, runFolderOptions, runtimeOptions } from '../options.js';
+import { imageProgressLines } from '../progress.js';
 
 interface AuditArgs {
   model?: string;
@@ -198,14 +199,7 @@ export const auditCommand: CommandModule<object, AuditArgs> = {
 
 function makeProgress(tty: boolean) {
   let bar: cliProgress.SingleBar | null = null;
-  let last = 0;
-  let first: { t: number; done: number } | null = null;
-  const rate = (done: number) => {
-    const now = performance.now();
-    first ??= { t: now, done };
-    const s = (now - first.t) / 1000;
-    return s > 1 && done > first.done ? `, ${((done - first.done) / s).toFixed(2)} images/s` : '';
-  };
+  const line = imageProgressLines('audit', 20);
   return {
     update(p: AuditProgress) {
       if (tty) {
@@ -217,13 +211,7 @@ function makeProgress(tty: boolean) {
           bar.start(p.total, p.done, { profession: p.profession });
         }
         bar.update(p.done, { profession: p.profession });
-      } else if (p.done - last >= Math.max(1, Math.floor(p.total / 20)) || p.done === p.total) {
-        last = p.done;
-        const w = p.workers
-          ? `, ${p.workers.connected} workers (seen: ${p.workers.seen.join(', ') || 'none yet'})`
-          : '';
-        process.stderr.write(`audit: ${p.done}/${p.total} images (${p.profession || '…'})${rate(p.done)}${w}\n`);
-      }
+      } else line({ ...p, label: p.profession || '…' });
     },
     stop() {
       bar?.stop();

@@ -16,6 +16,7 @@ import { renderRowsTable, renderSummaryTable, shownLambdaIndex } from '../../rep
 import { show, UsageError } from '../../util/errors.js';
 import { flagOf, relabelForUser } from '../fields.js';
 import { generationOptions, queueOption, runFolderOptions, runtimeOptions } from '../options.js';
+import { imageProgressLines } from '../progress.js';
 
 interface EvaluateArgs {
   dataset: string;
@@ -126,14 +127,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
     if (argv.mode !== 'per-row' && argv.mode !== 'joint')
       throw new UsageError(`--mode: ${show(argv.mode)} is not one of per-row, joint`);
     const lambdas = parseLambdas(argv.lambda);
-    let last = 0;
-    let first: { t: number; done: number } | null = null;
-    const rate = (done: number) => {
-      const now = performance.now();
-      first ??= { t: now, done };
-      const s = (now - first.t) / 1000;
-      return s > 1 && done > first.done ? `, ${((done - first.done) / s).toFixed(2)} images/s` : '';
-    };
+    const progressLine = imageProgressLines('evaluate', 10);
     const job = await runEvaluateJob({
       dataset: argv.dataset,
       model: argv.model,
@@ -163,14 +157,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       nameOf: flagOf,
       queue: argv.queue,
       onProgress: (p) => {
-        if (argv.json) return;
-        if (p.done - last >= Math.max(1, Math.floor(p.total / 10)) || (p.done === p.total && last !== p.total)) {
-          last = p.done;
-          const w = p.workers
-            ? `, ${p.workers.connected} workers (seen: ${p.workers.seen.join(', ') || 'none yet'})`
-            : '';
-          process.stderr.write(`evaluate: ${p.done}/${p.total} images (${p.phase})${rate(p.done)}${w}\n`);
-        }
+        if (!argv.json) progressLine({ ...p, label: p.phase });
       },
     }).catch((error: unknown) => {
       throw relabelForUser(error, flagOf);
