@@ -16,23 +16,36 @@ import { runCli } from './helpers.js';
 const dir = mkdtempSync(join(tmpdir(), 'td-cli-guards-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
+/** `generate` of a model that does not exist: anything refused must be refused before it is looked for. */
+const generateArgs = (out: string, ...more: string[]) => [
+  'generate',
+  '--model',
+  join(dir, 'no-model'),
+  '--prompt',
+  'x',
+  '--seeds',
+  '0',
+  ...more,
+  '--out',
+  out,
+];
+/** `audit` of a model and classifier that do not exist. */
+const auditArgs = (out: string, ...more: string[]) => [
+  'audit',
+  '--model',
+  join(dir, 'no-model'),
+  '--classifier',
+  join(dir, 'no-clip'),
+  '--professions',
+  'winobias35',
+  ...more,
+  '--out',
+  out,
+];
+
 test('generate --height 100000 --width 100000 is refused at once, before the model is loaded', async () => {
   const t0 = performance.now();
-  const r = await runCli([
-    'generate',
-    '--model',
-    join(dir, 'no-model'),
-    '--prompt',
-    'x',
-    '--seeds',
-    '0',
-    '--height',
-    '100000',
-    '--width',
-    '100000',
-    '--out',
-    join(dir, 'g'),
-  ]);
+  const r = await runCli(generateArgs(join(dir, 'g'), '--height', '100000', '--width', '100000'));
   assert.equal(r.code, EXIT.generation, r.stderr);
   assert.match(r.stderr, /--height: 100000 is larger than 2048/);
   assert.ok(performance.now() - t0 < 30_000);
@@ -86,41 +99,20 @@ test("the side limit comes from the model's unet/config.json when it declares sa
 });
 
 test('audit --images 1e9 and --bootstrap 0 are refused before anything is loaded', async () => {
-  const common = [
-    'audit',
-    '--model',
-    join(dir, 'no-model'),
-    '--classifier',
-    join(dir, 'no-clip'),
-    '--professions',
-    'winobias35',
-    '--out',
-    join(dir, 'a'),
-  ];
-  const r = await runCli([...common, '--images', '1000000000']);
+  const r = await runCli(auditArgs(join(dir, 'a'), '--images', '1000000000'));
   assert.equal(r.code, EXIT.usage, r.stderr);
   assert.match(r.stderr, /--images: \d+ images in all is more than this process can hold/);
-  const b = await runCli([...common, '--bootstrap', '0']);
+  const b = await runCli(auditArgs(join(dir, 'a'), '--bootstrap', '0'));
   assert.equal(b.code, EXIT.usage, b.stderr);
   assert.match(b.stderr, /--bootstrap: 0 must be an integer ≥ 1/);
 });
 
 test('--threads 100000 is refused before anything is loaded (it was killed for memory after minutes)', async () => {
   for (const argv of [
-    ['generate', '--model', join(dir, 'no-model'), '--prompt', 'x', '--seeds', '0', '--out', join(dir, 't')],
-    [
-      'audit',
-      '--model',
-      join(dir, 'no-model'),
-      '--classifier',
-      join(dir, 'no-clip'),
-      '--professions',
-      'winobias35',
-      '--out',
-      join(dir, 't'),
-    ],
+    generateArgs(join(dir, 't'), '--threads', '100000'),
+    auditArgs(join(dir, 't'), '--threads', '100000'),
   ]) {
-    const r = await runCli([...argv, '--threads', '100000']);
+    const r = await runCli(argv);
     assert.equal(r.code, EXIT.usage, r.stderr);
     assert.match(r.stderr, /--threads: 100000 is more than \d+ \(rule: at most 4 × the \d+ CPUs here/);
   }
@@ -200,17 +192,7 @@ test("generate into an earlier run's folder is refused before the model is loade
   mkdirSync(earlier);
   writeFileSync(join(earlier, 'generation.json'), '{}');
   writeFileSync(join(earlier, '00000-0.png'), 'an earlier image');
-  const r = await runCli([
-    'generate',
-    '--model',
-    join(dir, 'no-model'),
-    '--prompt',
-    'x',
-    '--seeds',
-    '0',
-    '--out',
-    earlier,
-  ]);
+  const r = await runCli(generateArgs(earlier));
   assert.equal(r.code, EXIT.output, r.stderr);
   assert.match(r.stderr, /--out: ".*earlier" already holds a generation run \(generation\.json\)/);
   assert.equal(readFileSync(join(earlier, '00000-0.png'), 'utf8'), 'an earlier image');
