@@ -106,49 +106,13 @@ test('audit --from-images, then compare; a changed setting on the same folder ex
 });
 
 test("bad inputs exit with their area's code and a message naming the argument", async () => {
+  const audit = (out: string, ...more: string[]) =>
+    cli('audit', '--model', world.model, '--classifier', world.classifier, ...more, '--out', join(world.root, out));
   const [n0, noClassifier, unknownList, negativeSheet] = await Promise.all([
-    cli(
-      'audit',
-      '--model',
-      world.model,
-      '--classifier',
-      world.classifier,
-      '--professions',
-      'winobias35',
-      '--images',
-      '0',
-      '--out',
-      join(world.root, 'x'),
-    ),
+    audit('x', '--professions', 'winobias35', '--images', '0'),
     cli('classify', '--classifier', join(world.root, 'missing'), join(images, 'nurse', 'img-0.png')),
-    cli(
-      'audit',
-      '--model',
-      world.model,
-      '--classifier',
-      world.classifier,
-      '--professions',
-      'nope',
-      '--out',
-      join(world.root, 'y'),
-    ),
-    cli(
-      'audit',
-      '--model',
-      world.model,
-      '--classifier',
-      world.classifier,
-      '--professions',
-      'winobias35',
-      '--select',
-      'nurse',
-      '--images',
-      '1',
-      '--sheet-images',
-      '-1',
-      '--out',
-      join(world.root, 'z'),
-    ),
+    audit('y', '--professions', 'nope'),
+    audit('z', '--professions', 'winobias35', '--select', 'nurse', '--images', '1', '--sheet-images', '-1'),
   ]);
   assert.equal(n0.code, EXIT.usage);
   assert.match(n0.stderr, /--images: 0 must be an integer ≥ 1/);
