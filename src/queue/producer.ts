@@ -305,16 +305,15 @@ export class RenderQueue {
   ): Promise<T> {
     let t: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      t = setTimeout(
-        () =>
-          reject(
-            new QueueError(
-              `${this.redacted}: Redis did not answer within ${Math.round(ms / 1000)} s (${what}${lastError?.() ? `: ${lastError()}` : ''}); is redis-server running and reachable?`,
-              { field: 'queue' },
-            ),
+      t = setTimeout(() => {
+        const cause = lastError?.();
+        reject(
+          new QueueError(
+            `${this.redacted}: Redis did not answer within ${Math.round(ms / 1000)} s (${what}${cause ? `: ${cause}` : ''}); is redis-server running and reachable?`,
+            { field: 'queue' },
           ),
-        ms,
-      );
+        );
+      }, ms);
     });
     try {
       return await Promise.race([p, timeout]);
